@@ -1,0 +1,292 @@
+//! Reading named float tensors from checkpoint files.
+//!
+//! Two containers matter for DINOv2 and saev: safetensors (Hugging Face) and
+//! `torch.save` zip archives (torch hub, saev). Both are read lazily, tensor by
+//! tensor, so loading a model never holds the file and the model in memory twice.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use burn_store::TensorSnapshot;
+use burn_store::pytorch::PytorchReader;
+use safetensors::{Dtype, SafeTensors, tensor::Metadata};
+
+use crate::error::{Result, VitError};
+
+/// A float tensor on the host: row-major data and its shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostTensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+impl HostTensor {
+    pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Self {
+        debug_assert_eq!(shape.iter().product::<usize>(), data.len());
+        Self { shape, data }
+    }
+}
+
+/// A checkpoint file whose tensors can be read one at a time by name.
+pub trait TensorSource {
+    /// The file behind the tensors, for error messages.
+    fn path(&self) -> &Path;
+    /// Names of all tensors in the file.
+    fn names(&self) -> Vec<String>;
+    /// Shape of a tensor, `None` when it is absent.
+    fn shape(&self, name: &str) -> Option<Vec<usize>>;
+    /// Reads a tensor as f32 (f16 and bf16 are widened, f64 narrowed).
+    fn read(&self, name: &str) -> Result<HostTensor>;
+
+    /// Reads a tensor and checks its shape, naming both on a mismatch.
+    fn read_shaped(&self, name: &str, expected: &[usize]) -> Result<HostTensor> {
+        let found = self.shape(name).ok_or_else(|| VitError::MissingTensor {
+            path: self.path().to_path_buf(),
+            name: name.to_string(),
+        })?;
+        if found != expected {
+            return Err(VitError::ShapeMismatch {
+                path: self.path().to_path_buf(),
+                name: name.to_string(),
+                expected: expected.to_vec(),
+                found,
+            });
+        }
+        self.read(name)
+    }
+
+    /// Whether a tensor with this name exists.
+    fn contains(&self, name: &str) -> bool {
+        self.shape(name).is_some()
+    }
+}
+
+/// A memory-mapped safetensors file.
+pub struct SafetensorsFile {
+    path: PathBuf,
+    mmap: memmap2::Mmap,
+    header_len: usize,
+    metadata: Metadata,
+}
+
+impl SafetensorsFile {
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let file = File::open(&path).map_err(|e| VitError::io(&path, e))?;
+        // SAFETY: the map is read-only; a file truncated underneath us is a
+        // user error we cannot guard against, as with every mmap reader.
+        let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| VitError::io(&path, e))?;
+        let (header_len, metadata) =
+            SafeTensors::read_metadata(&mmap).map_err(|e| VitError::Format {
+                path: path.clone(),
+                format: "safetensors",
+                message: match e {
+                    safetensors::SafeTensorError::MetadataIncompleteBuffer
+                    | safetensors::SafeTensorError::HeaderTooSmall
+                    | safetensors::SafeTensorError::InvalidHeaderLength => {
+                        format!("{e} (the file is truncated or not safetensors)")
+                    }
+                    e => e.to_string(),
+                },
+            })?;
+        // read_metadata checks offsets against the header, not against the
+        // file: a truncated download must fail here, not on first access.
+        let needed = 8 + header_len + metadata.data_len();
+        if mmap.len() < needed {
+            return Err(VitError::Format {
+                path,
+                format: "safetensors",
+                message: format!(
+                    "file is truncated: {} bytes, the header promises {needed}",
+                    mmap.len()
+                ),
+            });
+        }
+        Ok(Self {
+            path,
+            mmap,
+            header_len,
+            metadata,
+        })
+    }
+
+    /// The free-form `__metadata__` map of the header.
+    pub fn metadata(&self) -> Option<&HashMap<String, String>> {
+        self.metadata.metadata().as_ref()
+    }
+}
+
+impl TensorSource for SafetensorsFile {
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.metadata.tensors().into_keys().collect()
+    }
+
+    fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        self.metadata.info(name).map(|i| i.shape.clone())
+    }
+
+    fn read(&self, name: &str) -> Result<HostTensor> {
+        let info = self
+            .metadata
+            .info(name)
+            .ok_or_else(|| VitError::MissingTensor {
+                path: self.path.clone(),
+                name: name.to_string(),
+            })?;
+        let (start, end) = info.data_offsets;
+        let base = 8 + self.header_len;
+        let bytes = &self.mmap[base + start..base + end];
+        let data = match info.dtype {
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::F64 => bytes
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as f32)
+                .collect(),
+            other => {
+                return Err(VitError::DType {
+                    path: self.path.clone(),
+                    name: name.to_string(),
+                    dtype: format!("{other:?}"),
+                });
+            }
+        };
+        Ok(HostTensor::new(info.shape.clone(), data))
+    }
+}
+
+/// A `torch.save` checkpoint (zip archive with a pickled state dict).
+pub struct TorchFile {
+    path: PathBuf,
+    tensors: HashMap<String, TensorSnapshot>,
+}
+
+impl TorchFile {
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        if !path.is_file() {
+            return Err(VitError::io(
+                &path,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+            ));
+        }
+        let reader = PytorchReader::new(&path).map_err(|e| VitError::Format {
+            path: path.clone(),
+            format: "PyTorch checkpoint",
+            message: e.to_string(),
+        })?;
+        Ok(Self {
+            path,
+            tensors: reader.into_tensors(),
+        })
+    }
+}
+
+impl TensorSource for TorchFile {
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.tensors.keys().cloned().collect()
+    }
+
+    fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        self.tensors.get(name).map(|t| t.shape.to_vec())
+    }
+
+    fn read(&self, name: &str) -> Result<HostTensor> {
+        let snap = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| VitError::MissingTensor {
+                path: self.path.clone(),
+                name: name.to_string(),
+            })?;
+        let data = snap.to_data().map_err(|e| VitError::Format {
+            path: self.path.clone(),
+            format: "PyTorch checkpoint",
+            message: format!("tensor `{name}`: {e}"),
+        })?;
+        let shape = data.shape.to_vec();
+        let values = data
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .map_err(|e| VitError::DType {
+                path: self.path.clone(),
+                name: name.to_string(),
+                dtype: format!("{e:?}"),
+            })?;
+        Ok(HostTensor::new(shape, values))
+    }
+}
+
+/// Writes f32 tensors to a safetensors file, atomically: the data goes to a
+/// temporary file beside `path` that is renamed over it once complete, so a
+/// crash never leaves a half-written file under the final name.
+pub fn write_safetensors(
+    path: impl AsRef<Path>,
+    tensors: &[(String, HostTensor)],
+    metadata: Option<HashMap<String, String>>,
+) -> Result<()> {
+    use safetensors::tensor::TensorView;
+    let path = path.as_ref();
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, t)| t.data.iter().flat_map(|v| v.to_le_bytes()).collect())
+        .collect();
+    let views = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((name, t), b)| {
+            TensorView::new(Dtype::F32, t.shape.clone(), b)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| VitError::Format {
+                    path: path.to_path_buf(),
+                    format: "safetensors",
+                    message: format!("tensor `{name}`: {e}"),
+                })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let data = safetensors::serialize(views, metadata).map_err(|e| VitError::Format {
+        path: path.to_path_buf(),
+        format: "safetensors",
+        message: e.to_string(),
+    })?;
+    write_atomic(path, &data)
+}
+
+/// Writes `data` to `path` through a temporary file and a rename.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| VitError::io(dir, e))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(VitError::io(path, e));
+    }
+    Ok(())
+}

@@ -1,0 +1,25 @@
+//! sae-steer: find interpretable features inside vision transformers with
+//! sparse autoencoders, and steer them.
+//!
+//! This facade re-exports what an experiment needs, so downstream code writes
+//! `use sae_steer::...`:
+//!
+//! ```no_run
+//! use sae_steer::{Dinov2, backend::Cpu, preprocess_path};
+//! # fn main() -> Result<(), sae_steer::VitError> {
+//! let device = Default::default();
+//! let vit = Dinov2::<Cpu>::load("facebook/dinov2-with-registers-base", &device)?;
+//! let pixels = preprocess_path("photo.jpg")?.to_tensor::<Cpu>(&device);
+//! let layer10 = vit.forward_until(pixels, 10)?; // [1, 261, 768]
+//! let patches = vit.split_tokens(layer10).patches; // [1, 256, 768]
+//! # Ok(()) }
+//! ```
+
+pub mod backend;
+
+pub use burn;
+pub use sae_steer_vit as vit;
+pub use sae_steer_vit::{
+    Dinov2, Dinov2Config, HostTensor, PixelValues, Preprocess, SafetensorsFile, TensorSource, Tokens,
+    TorchFile, VitError, open_image, preprocess_path,
+};

@@ -18,9 +18,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use sae_steer::backend::{BackendTask, DeviceChoice, run_on};
-use sae_steer::burn::prelude::*;
+use sae_steer::burn::prelude::Backend;
 use sae_steer::vit::{HostTensor, SafetensorsFile, TensorSource, write_safetensors};
-use sae_steer::{Dinov2, PixelValues, preprocess_path};
+use sae_steer::{Dinov2, PixelValues, layer_activations, preprocess_path};
 
 #[derive(Parser, Debug)]
 #[command(about = "Run DINOv2 on one image and save the activations of every layer")]
@@ -30,7 +30,11 @@ struct Args {
     #[arg(long, default_value = sae_steer::vit::load::DEFAULT_VIT)]
     vit: String,
     /// An image file, preprocessed like the reference (256 resize, 224 crop).
-    #[arg(long, conflicts_with = "pixel_values", required_unless_present = "pixel_values")]
+    #[arg(
+        long,
+        conflicts_with = "pixel_values",
+        required_unless_present = "pixel_values"
+    )]
     image: Option<PathBuf>,
     /// A safetensors file with `pixel_values` [3, H, W] float32, used as is.
     #[arg(long)]
@@ -53,29 +57,7 @@ impl BackendTask for Activations {
 
     fn run<B: Backend>(self, device: B::Device) -> Self::Output {
         let vit = Dinov2::<B>::load(&self.args.vit, &device)?;
-        let x = self.pixels.to_tensor::<B>(&device);
-        let last = vit.depth() - 1;
-        let (residual, taps) = vit.forward_taps(x, last, &(0..=last).collect::<Vec<_>>())?;
-        let normed = vit.split_tokens(vit.final_norm(residual));
-        let host = |t: Tensor<B, 2>| -> Result<HostTensor> {
-            let shape = t.dims().to_vec();
-            let data = t.into_data().convert::<f32>().into_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
-            Ok(HostTensor::new(shape, data))
-        };
-        let mut out = vec![(
-            "pixel_values".to_string(),
-            HostTensor::new(vec![3, self.pixels.height, self.pixels.width], self.pixels.data.clone()),
-        )];
-        for (i, t) in taps {
-            let [_, n, d] = t.dims();
-            out.push((format!("layer.{i}"), host(t.reshape([n, d]))?));
-        }
-        let [_, n, d] = normed.patches.dims();
-        out.push(("x_norm_patchtokens".into(), host(normed.patches.reshape([n, d]))?));
-        let mut cls = host(normed.cls)?;
-        cls.shape = vec![d];
-        out.push(("x_norm_clstoken".into(), cls));
-        Ok(out)
+        Ok(layer_activations(&vit, &self.pixels)?)
     }
 }
 
@@ -85,12 +67,22 @@ fn read_pixel_values(path: &PathBuf) -> Result<PixelValues> {
         .shape("pixel_values")
         .with_context(|| format!("{} holds no tensor `pixel_values`", path.display()))?;
     let [c, h, w] = shape[..] else {
-        bail!("{}: `pixel_values` has shape {shape:?}, expected [3, H, W]", path.display());
+        bail!(
+            "{}: `pixel_values` has shape {shape:?}, expected [3, H, W]",
+            path.display()
+        );
     };
     if c != 3 {
-        bail!("{}: `pixel_values` has {c} channels, expected 3", path.display());
+        bail!(
+            "{}: `pixel_values` has {c} channels, expected 3",
+            path.display()
+        );
     }
-    Ok(PixelValues { height: h, width: w, data: file.read("pixel_values")?.data })
+    Ok(PixelValues {
+        height: h,
+        width: w,
+        data: file.read("pixel_values")?.data,
+    })
 }
 
 fn main() -> ExitCode {

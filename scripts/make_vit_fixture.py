@@ -11,7 +11,7 @@ Outputs (a few hundred KB each):
   reg/        config.json + model.safetensors   Dinov2WithRegistersModel
   reg_hub.pth                                   the same weights in torch-hub keys (fused qkv)
   plain/      config.json + model.safetensors   Dinov2Model (no registers, plain bicubic)
-  photo.png, photo.jpg                          the photo (scikit-image's chelsea, CC0)
+  photo.png, photo.jpg, cmyk.jpg                the photo (scikit-image's chelsea, CC0)
   expected.safetensors                          pixel values and activations
 """
 
@@ -94,6 +94,8 @@ def main(out):
     # to measure how far the JPEG decoders (libjpeg-turbo vs zune-jpeg) drift.
     Image.fromarray(skdata.chelsea()).save(out / "photo.png", optimize=True)
     Image.fromarray(skdata.chelsea()).save(out / "photo.jpg", quality=92)
+    # A CMYK JPEG (print workflows make them); must decode to sensible RGB.
+    Image.fromarray(skdata.chelsea()[::6, ::6]).convert("CMYK").save(out / "cmyk.jpg", quality=90)
     pixels = reference_pixels(out / "photo.png")
     jpeg_pixels = reference_pixels(out / "photo.jpg")
 
@@ -118,7 +120,8 @@ def main(out):
     # resampling per axis; the tests cut the same rows.
     wide = pixels[:, :168, :].contiguous()
 
-    tensors = {"pixel_values": pixels, "pixel_values_jpeg": jpeg_pixels}
+    tensors = {"pixel_values": pixels, "pixel_values_jpeg": jpeg_pixels,
+               "pixel_values_cmyk": reference_pixels(out / "cmyk.jpg")}
     with torch.no_grad():
         o = reg(pixel_values=pixels[None], output_hidden_states=True)
         for i in range(geometry["num_hidden_layers"]):

@@ -80,7 +80,9 @@ impl<B: Backend> Block<B> {
     fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let h = self.attention(self.norm1.forward(x.clone()));
         let x = x + h * self.ls1.clone().unsqueeze::<3>();
-        let h = self.fc2.forward(gelu(self.fc1.forward(self.norm2.forward(x.clone()))));
+        let h = self
+            .fc2
+            .forward(gelu(self.fc1.forward(self.norm2.forward(x.clone()))));
         x + h * self.ls2.clone().unsqueeze::<3>()
     }
 
@@ -103,8 +105,7 @@ impl<B: Backend> Block<B> {
         // softmax(q k^T / sqrt(hd)) v: [b, heads, n, hd]
         let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt());
         let ctx = softmax(scores, 3).matmul(v);
-        self.proj
-            .forward(ctx.swap_dims(1, 2).reshape([b, n, d]))
+        self.proj.forward(ctx.swap_dims(1, 2).reshape([b, n, d]))
     }
 }
 
@@ -188,13 +189,24 @@ impl<B: Backend> Dinov2<B> {
             ""
         };
         let get = |name: &str, shape: &[usize]| src.read_shaped(&format!("{prefix}{name}"), shape);
-        let up1 = |t: HostTensor| Tensor::<B, 1>::from_data(TensorData::new(t.data, [t.shape.iter().product::<usize>()]), device);
-        let up3 = |t: HostTensor, s: [usize; 3]| Tensor::<B, 3>::from_data(TensorData::new(t.data, s), device);
+        let up1 = |t: HostTensor| {
+            Tensor::<B, 1>::from_data(
+                TensorData::new(t.data, [t.shape.iter().product::<usize>()]),
+                device,
+            )
+        };
+        let up3 = |t: HostTensor, s: [usize; 3]| {
+            Tensor::<B, 3>::from_data(TensorData::new(t.data, s), device)
+        };
         // PyTorch [out, in] -> ours [in, out]
         let linear = |w: HostTensor, b: Option<HostTensor>| -> Linear<B> {
             let (out, inp) = (w.shape[0], w.data.len() / w.shape[0]);
-            let weight = Tensor::<B, 2>::from_data(TensorData::new(w.data, [out, inp]), device).transpose();
-            Linear { weight, bias: b.map(up1) }
+            let weight =
+                Tensor::<B, 2>::from_data(TensorData::new(w.data, [out, inp]), device).transpose();
+            Linear {
+                weight,
+                bias: b.map(up1),
+            }
         };
         let norm = |name: &str| -> Result<LayerNorm<B>> {
             Ok(LayerNorm {
@@ -211,15 +223,33 @@ impl<B: Backend> Dinov2<B> {
         };
 
         let hf = layout == KeyLayout::HuggingFace;
-        let name = |hf_name: &str, hub_name: &str| if hf { hf_name.to_string() } else { hub_name.to_string() };
+        let name = |hf_name: &str, hub_name: &str| {
+            if hf {
+                hf_name.to_string()
+            } else {
+                hub_name.to_string()
+            }
+        };
 
-        let cls_token = up3(get(&name("embeddings.cls_token", "cls_token"), &[1, 1, d])?, [1, 1, d]);
+        let cls_token = up3(
+            get(&name("embeddings.cls_token", "cls_token"), &[1, 1, d])?,
+            [1, 1, d],
+        );
         let register_tokens = if r > 0 {
-            Some(up3(get(&name("embeddings.register_tokens", "register_tokens"), &[1, r, d])?, [1, r, d]))
+            Some(up3(
+                get(
+                    &name("embeddings.register_tokens", "register_tokens"),
+                    &[1, r, d],
+                )?,
+                [1, r, d],
+            ))
         } else {
             None
         };
-        let position_embeddings = get(&name("embeddings.position_embeddings", "pos_embed"), &[1, 1 + g * g, d])?;
+        let position_embeddings = get(
+            &name("embeddings.position_embeddings", "pos_embed"),
+            &[1, 1 + g * g, d],
+        )?;
         let proj = name("embeddings.patch_embeddings.projection", "patch_embed.proj");
         let patch_embed = linear(
             get(&format!("{proj}.weight"), &[d, c, p, p])?,
@@ -229,7 +259,11 @@ impl<B: Backend> Dinov2<B> {
         let mut blocks = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {
             let blk = |hf_name: &str, hub_name: &str| {
-                if hf { format!("encoder.layer.{i}.{hf_name}") } else { format!("blocks.{i}.{hub_name}") }
+                if hf {
+                    format!("encoder.layer.{i}.{hf_name}")
+                } else {
+                    format!("blocks.{i}.{hub_name}")
+                }
             };
             let qkv = if hf {
                 // Fuse q, k, v: rows [q; k; v] of a [3d, d] PyTorch weight.
@@ -246,7 +280,11 @@ impl<B: Backend> Dinov2<B> {
                 linear(HostTensor::new(vec![3 * d, d], w), bias)
             } else {
                 let base = blk("", "attn.qkv");
-                let bias = if config.qkv_bias { Some(get(&format!("{base}.bias"), &[3 * d])?) } else { None };
+                let bias = if config.qkv_bias {
+                    Some(get(&format!("{base}.bias"), &[3 * d])?)
+                } else {
+                    None
+                };
                 linear(get(&format!("{base}.weight"), &[3 * d, d])?, bias)
             };
             blocks.push(Block {
@@ -288,7 +326,14 @@ impl<B: Backend> Dinov2<B> {
                 if rows == g && cols == g {
                     data.extend_from_slice(&pe[d..]);
                 } else {
-                    data.extend(resample_grid(&pe[d..], g, d, rows, cols, self.config.pos_embed_resample));
+                    data.extend(resample_grid(
+                        &pe[d..],
+                        g,
+                        d,
+                        rows,
+                        cols,
+                        self.config.pos_embed_resample,
+                    ));
                 }
                 Tensor::from_data(TensorData::new(data, [1, 1 + rows * cols, d]), &self.device)
             })
@@ -302,10 +347,17 @@ impl<B: Backend> Dinov2<B> {
         let [b, c, h, w] = pixels.dims();
         let p = self.config.patch_size;
         if c != self.config.num_channels {
-            return Err(VitError::InputShape { channels: self.config.num_channels, found: vec![b, c, h, w] });
+            return Err(VitError::InputShape {
+                channels: self.config.num_channels,
+                found: vec![b, c, h, w],
+            });
         }
         if h % p != 0 || w % p != 0 || h == 0 || w == 0 {
-            return Err(VitError::InputSize { height: h, width: w, patch: p });
+            return Err(VitError::InputSize {
+                height: h,
+                width: w,
+                patch: p,
+            });
         }
         let (rows, cols) = (h / p, w / p);
         let d = self.config.hidden_size;
@@ -338,7 +390,10 @@ impl<B: Backend> Dinov2<B> {
 
     fn check_layer(&self, layer: usize) -> Result<()> {
         if layer >= self.blocks.len() {
-            return Err(VitError::Layer { layer, depth: self.blocks.len() });
+            return Err(VitError::Layer {
+                layer,
+                depth: self.blocks.len(),
+            });
         }
         Ok(())
     }
@@ -378,10 +433,13 @@ impl<B: Backend> Dinov2<B> {
         pixels: Tensor<B, 4>,
         layer: usize,
         taps: &[usize],
-    ) -> Result<(Tensor<B, 3>, Vec<(usize, Tensor<B, 3>)>)> {
+    ) -> Result<(Tensor<B, 3>, LayerTaps<B>)> {
         self.check_layer(layer)?;
         if let Some(&bad) = taps.iter().find(|&&t| t > layer) {
-            return Err(VitError::Layer { layer: bad, depth: layer + 1 });
+            return Err(VitError::Layer {
+                layer: bad,
+                depth: layer + 1,
+            });
         }
         let mut kept = Vec::with_capacity(taps.len());
         let x = self.embed(pixels)?;
@@ -428,6 +486,9 @@ impl<B: Backend> Dinov2<B> {
     }
 }
 
+/// Residual streams kept by [`Dinov2::forward_taps`]: (block index, [b, tokens, d]).
+pub type LayerTaps<B> = Vec<(usize, Tensor<B, 3>)>;
+
 /// Tokens of a layer, split by kind.
 #[derive(Debug, Clone)]
 pub struct Tokens<B: Backend> {
@@ -451,14 +512,26 @@ pub fn hf_tensor_shapes(config: &Dinov2Config) -> Vec<(String, Vec<usize>)> {
     let mut out = vec![
         ("embeddings.cls_token".into(), vec![1, 1, d]),
         ("embeddings.mask_token".into(), vec![1, d]),
-        ("embeddings.position_embeddings".into(), vec![1, 1 + g * g, d]),
-        ("embeddings.patch_embeddings.projection.weight".into(), vec![d, c, p, p]),
-        ("embeddings.patch_embeddings.projection.bias".into(), vec![d]),
+        (
+            "embeddings.position_embeddings".into(),
+            vec![1, 1 + g * g, d],
+        ),
+        (
+            "embeddings.patch_embeddings.projection.weight".into(),
+            vec![d, c, p, p],
+        ),
+        (
+            "embeddings.patch_embeddings.projection.bias".into(),
+            vec![d],
+        ),
         ("layernorm.weight".into(), vec![d]),
         ("layernorm.bias".into(), vec![d]),
     ];
     if config.num_register_tokens > 0 {
-        out.push(("embeddings.register_tokens".into(), vec![1, config.num_register_tokens, d]));
+        out.push((
+            "embeddings.register_tokens".into(),
+            vec![1, config.num_register_tokens, d],
+        ));
     }
     for i in 0..config.num_hidden_layers {
         let l = format!("encoder.layer.{i}");
@@ -512,9 +585,11 @@ impl TensorSource for RandomSource {
         })?;
         let n: usize = shape.iter().product();
         // Name-keyed stream: a tensor's values do not depend on load order.
-        let mut state = name.bytes().fold(self.seed ^ 0x9E37_79B9_7F4A_7C15, |h, b| {
-            (h ^ b as u64).wrapping_mul(0x100_0000_01B3)
-        });
+        let mut state = name
+            .bytes()
+            .fold(self.seed ^ 0x9E37_79B9_7F4A_7C15, |h, b| {
+                (h ^ b as u64).wrapping_mul(0x100_0000_01B3)
+            });
         let mut next = || {
             // splitmix64 -> uniform in [-1, 1)
             state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -523,7 +598,11 @@ impl TensorSource for RandomSource {
             z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
             ((z ^ (z >> 31)) >> 11) as f32 / (1u64 << 52) as f32 - 1.0
         };
-        let fan_in = if shape.len() >= 2 { shape[1..].iter().product::<usize>() } else { 1 };
+        let fan_in = if shape.len() >= 2 {
+            shape[1..].iter().product::<usize>()
+        } else {
+            1
+        };
         let (center, spread) = if name.ends_with("lambda1") {
             (0.5, 0.4)
         } else if name.contains("norm") && name.ends_with("weight") {
@@ -535,7 +614,10 @@ impl TensorSource for RandomSource {
         } else {
             (0.0, 0.5)
         };
-        Ok(HostTensor::new(shape, (0..n).map(|_| center + spread * next()).collect()))
+        Ok(HostTensor::new(
+            shape,
+            (0..n).map(|_| center + spread * next()).collect(),
+        ))
     }
 }
 

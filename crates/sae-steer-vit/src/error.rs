@@ -6,11 +6,10 @@ use std::path::PathBuf;
 /// can fix the input without reading the source.
 #[derive(Debug, thiserror::Error)]
 pub enum VitError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path} is not a valid model config: {message}")]
     Config { path: PathBuf, message: String },
@@ -59,7 +58,7 @@ impl VitError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
 }

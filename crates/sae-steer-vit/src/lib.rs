@@ -15,7 +15,11 @@ pub mod resample;
 pub mod weights;
 
 pub use config::{Dinov2Config, PosEmbedResample};
-pub use dinov2::{Dinov2, KeyLayout, Tokens, hf_tensor_shapes};
+pub use dinov2::{Dinov2, KeyLayout, LayerTaps, Tokens, hf_tensor_shapes};
 pub use error::{Result, VitError};
-pub use preprocess::{IMAGENET_MEAN, IMAGENET_STD, PixelValues, Preprocess, open_image, preprocess_path};
-pub use weights::{HostTensor, SafetensorsFile, TensorSource, TorchFile, write_atomic, write_safetensors};
+pub use preprocess::{
+    IMAGENET_MEAN, IMAGENET_STD, PixelValues, Preprocess, open_image, preprocess_path,
+};
+pub use weights::{
+    HostTensor, SafetensorsFile, TensorSource, TorchFile, write_atomic, write_safetensors,
+};

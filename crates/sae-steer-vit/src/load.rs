@@ -66,12 +66,20 @@ pub fn hub_offline() -> bool {
 /// Finds `files` of a hub repository: in the local hf-hub cache first (no
 /// network), else by download unless `offline`. The error says what to
 /// download and where to put it.
-pub fn hub_files(repo: &str, files: &[&str], cache: Option<&Path>, offline: bool) -> Result<Vec<PathBuf>> {
+pub fn hub_files(
+    repo: &str,
+    files: &[&str],
+    cache: Option<&Path>,
+    offline: bool,
+) -> Result<Vec<PathBuf>> {
     let cache = match cache {
         Some(dir) => hf_hub::Cache::new(dir.to_path_buf()),
         None => hf_hub::Cache::from_env(),
     };
-    let cached: Option<Vec<PathBuf>> = files.iter().map(|f| cache.model(repo.to_string()).get(f)).collect();
+    let cached: Option<Vec<PathBuf>> = files
+        .iter()
+        .map(|f| cache.model(repo.to_string()).get(f))
+        .collect();
     if let Some(paths) = cached {
         return Ok(paths);
     }
@@ -80,26 +88,37 @@ pub fn hub_files(repo: &str, files: &[&str], cache: Option<&Path>, offline: bool
             "download {} from https://huggingface.co/{repo} into a folder and pass that folder instead, \
              or put them in the hf-hub cache under {}",
             files.join(", "),
-            cache.path().join(format!("models--{}", repo.replace('/', "--"))).display()
+            cache
+                .path()
+                .join(format!("models--{}", repo.replace('/', "--")))
+                .display()
         )
     };
     if offline {
         return Err(VitError::Hub {
             repo: repo.to_string(),
-            message: format!("offline (HF_HUB_OFFLINE) and not in the local cache; {}", how_to()),
+            message: format!(
+                "offline (HF_HUB_OFFLINE) and not in the local cache; {}",
+                how_to()
+            ),
         });
     }
     let api = hf_hub::api::sync::ApiBuilder::from_cache(cache.clone())
         .with_progress(true)
         .build()
-        .map_err(|e| VitError::Hub { repo: repo.to_string(), message: e.to_string() })?;
+        .map_err(|e| VitError::Hub {
+            repo: repo.to_string(),
+            message: e.to_string(),
+        })?;
     files
         .iter()
         .map(|f| {
-            api.model(repo.to_string()).get(f).map_err(|e| VitError::Hub {
-                repo: repo.to_string(),
-                message: format!("{f}: {e}; offline? {}", how_to()),
-            })
+            api.model(repo.to_string())
+                .get(f)
+                .map_err(|e| VitError::Hub {
+                    repo: repo.to_string(),
+                    message: format!("{f}: {e}; offline? {}", how_to()),
+                })
         })
         .collect()
 }
@@ -131,7 +150,12 @@ impl<B: Backend> Dinov2<B> {
     /// A hub id, through the hf-hub cache (`cache` overrides its location);
     /// downloads what is missing unless `HF_HUB_OFFLINE` is set.
     pub fn from_hub_id(repo: &str, cache: Option<&Path>, device: &B::Device) -> Result<Self> {
-        let paths = hub_files(repo, &["config.json", "model.safetensors"], cache, hub_offline())?;
+        let paths = hub_files(
+            repo,
+            &["config.json", "model.safetensors"],
+            cache,
+            hub_offline(),
+        )?;
         let config = Dinov2Config::from_hf_json(&paths[0])?;
         let weights = SafetensorsFile::open(&paths[1])?;
         Self::from_source(config, &weights, KeyLayout::HuggingFace, device)

@@ -79,10 +79,15 @@ impl Preprocess {
         for (x, y, px) in rgb.enumerate_pixels() {
             for c in 0..3 {
                 let v = px.0[c] as f32 / 255.0;
-                data[c * h * w + y as usize * w + x as usize] = (v - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
+                data[c * h * w + y as usize * w + x as usize] =
+                    (v - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
             }
         }
-        PixelValues { height: h, width: w, data }
+        PixelValues {
+            height: h,
+            width: w,
+            data,
+        }
     }
 
     pub fn apply(&self, image: &DynamicImage) -> PixelValues {

@@ -161,8 +161,15 @@ mod tests {
         // 37 -> 16: each output sample away from the border reads about
         // 4 * 37/16 inputs.
         let t = antialias_taps(37, 16, 37.0 / 16.0);
-        assert!(t[2..14].iter().all(|(_, w)| w.len() >= 9 && w.len() <= 11), "{t:?}");
+        assert!(
+            t[2..14].iter().all(|(_, w)| w.len() >= 9 && w.len() <= 11),
+            "{t:?}"
+        );
         let plain = plain_taps(37, 16, 37.0 / 16.0);
-        assert!(plain.iter().all(|(_, w)| w.iter().filter(|x| **x != 0.0).count() <= 4));
+        assert!(
+            plain
+                .iter()
+                .all(|(_, w)| w.iter().filter(|x| **x != 0.0).count() <= 4)
+        );
     }
 }

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use burn::backend::NdArray;
 use burn::prelude::*;
-use sae_steer_vit::{Dinov2, HostTensor, PixelValues, Preprocess, SafetensorsFile, TensorSource, open_image};
+use sae_steer_vit::{
+    Dinov2, HostTensor, PixelValues, Preprocess, SafetensorsFile, TensorSource, open_image,
+};
 
 type B = NdArray<f32>;
 
@@ -25,7 +27,9 @@ fn pixels(name: &str) -> Tensor<B, 4> {
         return pixels("pixel_values").slice([0..1, 0..3, 0..168, 0..224]);
     }
     let t = expected(name);
-    let [c, h, w] = t.shape[..] else { panic!("{name} is not [3, H, W]") };
+    let [c, h, w] = t.shape[..] else {
+        panic!("{name} is not [3, H, W]")
+    };
     Tensor::from_data(TensorData::new(t.data, [1, c, h, w]), &Default::default())
 }
 
@@ -45,19 +49,37 @@ fn assert_close(what: &str, ours: &[f32], reference: &HostTensor) {
 }
 
 fn load_reg() -> Dinov2<B> {
-    Dinov2::load(fixtures().join("reg").to_str().unwrap(), &Default::default()).unwrap()
+    Dinov2::load(
+        fixtures().join("reg").to_str().unwrap(),
+        &Default::default(),
+    )
+    .unwrap()
 }
 
 fn check_reg_model(vit: &Dinov2<B>) {
     assert_eq!(vit.depth(), 3);
-    let (last, taps) = vit.forward_taps(pixels("pixel_values"), 2, &[0, 1, 2]).unwrap();
+    let (last, taps) = vit
+        .forward_taps(pixels("pixel_values"), 2, &[0, 1, 2])
+        .unwrap();
     assert_eq!(last.dims(), [1, 261, 128]);
     for (i, t) in taps {
-        assert_close(&format!("layer.{i}"), &host(t), &expected(&format!("reg.layer.{i}")));
+        assert_close(
+            &format!("layer.{i}"),
+            &host(t),
+            &expected(&format!("reg.layer.{i}")),
+        );
     }
     let tokens = vit.split_tokens(vit.final_norm(last));
-    assert_close("x_norm_patchtokens", &host(tokens.patches), &expected("reg.x_norm_patchtokens"));
-    assert_close("x_norm_clstoken", &host(tokens.cls), &expected("reg.x_norm_clstoken"));
+    assert_close(
+        "x_norm_patchtokens",
+        &host(tokens.patches),
+        &expected("reg.x_norm_patchtokens"),
+    );
+    assert_close(
+        "x_norm_clstoken",
+        &host(tokens.cls),
+        &expected("reg.x_norm_clstoken"),
+    );
     // 12 x 16 patches: the position embeddings are resampled per axis.
     let wide = vit.forward(pixels("pixel_values_wide")).unwrap();
     assert_eq!(wide.dims(), [1, 1 + 4 + 192, 128]);
@@ -71,22 +93,48 @@ fn hugging_face_folder_matches_transformers_at_every_layer() {
 
 #[test]
 fn torch_hub_checkpoint_matches_transformers_at_every_layer() {
-    let vit = Dinov2::<B>::load(fixtures().join("reg_hub.pth").to_str().unwrap(), &Default::default()).unwrap();
-    assert_eq!(vit.config(), load_reg().config(), "geometry inferred from the .pth");
+    let vit = Dinov2::<B>::load(
+        fixtures().join("reg_hub.pth").to_str().unwrap(),
+        &Default::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        vit.config(),
+        load_reg().config(),
+        "geometry inferred from the .pth"
+    );
     check_reg_model(&vit);
 }
 
 #[test]
 fn model_without_registers_uses_plain_bicubic() {
-    let vit = Dinov2::<B>::load(fixtures().join("plain").to_str().unwrap(), &Default::default()).unwrap();
+    let vit = Dinov2::<B>::load(
+        fixtures().join("plain").to_str().unwrap(),
+        &Default::default(),
+    )
+    .unwrap();
     assert_eq!(vit.config().num_register_tokens, 0);
-    let (last, taps) = vit.forward_taps(pixels("pixel_values"), 1, &[0, 1]).unwrap();
+    let (last, taps) = vit
+        .forward_taps(pixels("pixel_values"), 1, &[0, 1])
+        .unwrap();
     for (i, t) in taps {
-        assert_close(&format!("plain layer.{i}"), &host(t), &expected(&format!("plain.layer.{i}")));
+        assert_close(
+            &format!("plain layer.{i}"),
+            &host(t),
+            &expected(&format!("plain.layer.{i}")),
+        );
     }
-    assert_close("plain last", &host(vit.final_norm(last)), &expected("plain.last_hidden_state"));
+    assert_close(
+        "plain last",
+        &host(vit.final_norm(last)),
+        &expected("plain.last_hidden_state"),
+    );
     let wide = vit.forward(pixels("pixel_values_wide")).unwrap();
-    assert_close("plain wide", &host(wide), &expected("plain.wide.last_hidden_state"));
+    assert_close(
+        "plain wide",
+        &host(wide),
+        &expected("plain.wide.last_hidden_state"),
+    );
 }
 
 #[test]
@@ -99,7 +147,10 @@ fn split_forward_is_exactly_the_full_forward() {
         let rest = host(vit.forward_from(layer, mid).unwrap());
         assert_eq!(rest, full, "split at layer {layer}");
     }
-    assert!(vit.forward_until(px.clone(), 3).is_err(), "layer past the last block");
+    assert!(
+        vit.forward_until(px.clone(), 3).is_err(),
+        "layer past the last block"
+    );
     assert!(vit.forward_from(7, vit.embed(px).unwrap()).is_err());
 }
 
@@ -108,9 +159,16 @@ fn batched_inference_equals_one_image_at_a_time() {
     let vit = load_reg();
     let a = pixels("pixel_values");
     let b = a.clone().flip([3]) * 0.7;
-    let both = host(vit.forward(Tensor::cat(vec![a.clone(), b.clone()], 0)).unwrap());
+    let both = host(
+        vit.forward(Tensor::cat(vec![a.clone(), b.clone()], 0))
+            .unwrap(),
+    );
     let one = [host(vit.forward(a).unwrap()), host(vit.forward(b).unwrap())].concat();
-    let worst = both.iter().zip(&one).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    let worst = both
+        .iter()
+        .zip(&one)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
     assert!(worst < 1e-5, "batch vs single: {worst}");
 }
 
@@ -145,6 +203,16 @@ fn preprocessing_matches_pil_within_one_8bit_step() {
 }
 
 #[test]
+fn cmyk_jpeg_becomes_the_same_rgb_as_pil() {
+    let (within, _) = agreement("cmyk.jpg", "pixel_values_cmyk");
+    eprintln!("CMYK within one step: {within:.4}");
+    assert!(
+        within >= 0.95,
+        "CMYK JPEG within one step of PIL: {within:.4}"
+    );
+}
+
+#[test]
 fn odd_images_become_rgb() {
     let dir = tempfile::tempdir().unwrap();
     let gray = image::GrayImage::from_fn(300, 180, |x, y| image::Luma([((x + y) % 256) as u8]));
@@ -153,15 +221,25 @@ fn odd_images_become_rgb() {
     let rgba = image::RgbaImage::from_fn(100, 500, |x, _| image::Rgba([x as u8, 10, 200, 7]));
     let rgba_path = dir.path().join("rgba.png");
     rgba.save(&rgba_path).unwrap();
-    let deep = image::ImageBuffer::<image::Rgb<u16>, _>::from_fn(64, 64, |x, _| image::Rgb([x as u16 * 1000, 0, 65535]));
+    let deep = image::ImageBuffer::<image::Rgb<u16>, _>::from_fn(64, 64, |x, _| {
+        image::Rgb([x as u16 * 1000, 0, 65535])
+    });
     let deep_path = dir.path().join("deep.png");
     deep.save(&deep_path).unwrap();
     for p in [&gray_path, &rgba_path, &deep_path] {
         let px: PixelValues = sae_steer_vit::preprocess_path(p).unwrap();
-        assert_eq!((px.height, px.width, px.data.len()), (224, 224, 3 * 224 * 224), "{}", p.display());
+        assert_eq!(
+            (px.height, px.width, px.data.len()),
+            (224, 224, 3 * 224 * 224),
+            "{}",
+            p.display()
+        );
     }
     // A gray image gives three equal channels.
     let px = sae_steer_vit::preprocess_path(&gray_path).unwrap();
-    let unnorm = |c: usize, i: usize| px.data[c * 224 * 224 + i] * sae_steer_vit::IMAGENET_STD[c] + sae_steer_vit::IMAGENET_MEAN[c];
+    let unnorm = |c: usize, i: usize| {
+        px.data[c * 224 * 224 + i] * sae_steer_vit::IMAGENET_STD[c]
+            + sae_steer_vit::IMAGENET_MEAN[c]
+    };
     assert!((unnorm(0, 999) - unnorm(2, 999)).abs() < 1e-5);
 }

@@ -10,20 +10,15 @@ use std::str::FromStr;
 use burn::prelude::Backend;
 
 /// A device the user asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DeviceChoice {
     /// burn-ndarray on the CPU (the default).
+    #[default]
     Cpu,
     /// burn-flex on the CPU.
     Flex,
     /// The n-th CUDA GPU.
     Cuda(usize),
-}
-
-impl Default for DeviceChoice {
-    fn default() -> Self {
-        Self::Cpu
-    }
 }
 
 impl fmt::Display for DeviceChoice {
@@ -88,7 +83,10 @@ pub fn run_on<T: BackendTask>(choice: DeviceChoice, task: T) -> Result<T::Output
             #[cfg(not(feature = "ndarray"))]
             {
                 let _ = task;
-                Err(BackendError::NotCompiled { device: choice, feature: "ndarray" })
+                Err(BackendError::NotCompiled {
+                    device: choice,
+                    feature: "ndarray",
+                })
             }
         }
         DeviceChoice::Flex => {
@@ -97,7 +95,10 @@ pub fn run_on<T: BackendTask>(choice: DeviceChoice, task: T) -> Result<T::Output
             #[cfg(not(feature = "flex"))]
             {
                 let _ = task;
-                Err(BackendError::NotCompiled { device: choice, feature: "flex" })
+                Err(BackendError::NotCompiled {
+                    device: choice,
+                    feature: "flex",
+                })
             }
         }
         DeviceChoice::Cuda(index) => {
@@ -111,7 +112,10 @@ pub fn run_on<T: BackendTask>(choice: DeviceChoice, task: T) -> Result<T::Output
             #[cfg(not(feature = "cuda"))]
             {
                 let _ = (task, index);
-                Err(BackendError::NotCompiled { device: choice, feature: "cuda" })
+                Err(BackendError::NotCompiled {
+                    device: choice,
+                    feature: "cuda",
+                })
             }
         }
     }
@@ -131,7 +135,10 @@ fn probe_cuda<B: Backend>(device: &B::Device, index: usize) -> Result<(), Backen
     use burn::tensor::ElementConversion;
     match probe {
         Ok(v) if (v - 3.0).abs() < 1e-6 => Ok(()),
-        Ok(v) => Err(BackendError::NoGpu { index, message: format!("probe sum gave {v}, expected 3") }),
+        Ok(v) => Err(BackendError::NoGpu {
+            index,
+            message: format!("probe sum gave {v}, expected 3"),
+        }),
         Err(e) => Err(BackendError::NoGpu {
             index,
             message: e
@@ -150,9 +157,18 @@ mod tests {
     #[test]
     fn parses_device_names() {
         assert_eq!("cpu".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cpu);
-        assert_eq!("cuda".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cuda(0));
-        assert_eq!("cuda:3".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cuda(3));
-        assert!(matches!("tpu".parse::<DeviceChoice>(), Err(BackendError::Unknown(_))));
+        assert_eq!(
+            "cuda".parse::<DeviceChoice>().unwrap(),
+            DeviceChoice::Cuda(0)
+        );
+        assert_eq!(
+            "cuda:3".parse::<DeviceChoice>().unwrap(),
+            DeviceChoice::Cuda(3)
+        );
+        assert!(matches!(
+            "tpu".parse::<DeviceChoice>(),
+            Err(BackendError::Unknown(_))
+        ));
         assert!("cuda:x".parse::<DeviceChoice>().is_err());
     }
 
@@ -161,7 +177,10 @@ mod tests {
         type Output = f32;
         fn run<B: Backend>(self, device: B::Device) -> f32 {
             use burn::tensor::ElementConversion;
-            burn::tensor::Tensor::<B, 1>::from_floats([1.0, 2.5], &device).sum().into_scalar().elem()
+            burn::tensor::Tensor::<B, 1>::from_floats([1.0, 2.5], &device)
+                .sum()
+                .into_scalar()
+                .elem()
         }
     }
 

@@ -15,11 +15,19 @@
 //! # Ok(()) }
 //! ```
 
+pub mod activations;
 pub mod backend;
+
+pub use activations::{layer_activations, to_host};
 
 pub use burn;
 pub use sae_steer_vit as vit;
 pub use sae_steer_vit::{
-    Dinov2, Dinov2Config, HostTensor, PixelValues, Preprocess, SafetensorsFile, TensorSource, Tokens,
-    TorchFile, VitError, open_image, preprocess_path,
+    Dinov2, Dinov2Config, HostTensor, PixelValues, Preprocess, SafetensorsFile, TensorSource,
+    Tokens, TorchFile, VitError, open_image, preprocess_path,
 };
+
+/// The README's library example, compiled as a doctest so it stays true.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -1,0 +1,157 @@
+//! `cargo xtask <command>`: project automation, in Rust rather than shell
+//! scripts (the rust-analyzer convention). It drives cargo and never links the
+//! heavy crates itself, so it builds in seconds.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "sae-steer project automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// What CI runs: format check, clippy with warnings as errors, all tests.
+    Ci,
+    /// Benchmarks (release builds), printed next to PyTorch when available.
+    Bench {
+        #[command(subcommand)]
+        what: Bench,
+    },
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// DINOv2 ViT-B/14-reg forward at 224 px, random weights, on the CPU.
+    Vit {
+        /// Batch sizes to measure.
+        #[arg(long, value_delimiter = ',', default_value = "1,16")]
+        batch: Vec<usize>,
+        /// Timed repetitions per batch size (after one warm-up).
+        #[arg(long, default_value_t = 3)]
+        iters: usize,
+        /// A Python with torch + transformers: also run scripts/bench_vit_torch.py
+        /// with the same settings, in the same run.
+        #[arg(long)]
+        python: Option<PathBuf>,
+        /// Extra cargo features for the Rust side (e.g. openblas-system, flex).
+        #[arg(long)]
+        features: Option<String>,
+        /// Device for the Rust side: cpu, flex or cuda.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn status(mut cmd: Command) -> Result<()> {
+    eprintln!("xtask> {cmd:?}");
+    let st = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    if !st.success() {
+        bail!("{cmd:?} failed ({st})");
+    }
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Cmd::Ci => {
+            let mut fmt = cargo();
+            fmt.args(["fmt", "--all", "--check"]);
+            status(fmt)?;
+            let mut clippy = cargo();
+            clippy.args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]);
+            status(clippy)?;
+            let mut test = cargo();
+            test.args(["test", "--workspace", "--no-fail-fast"]);
+            status(test)
+        }
+        Cmd::Bench {
+            what:
+                Bench::Vit {
+                    batch,
+                    iters,
+                    python,
+                    features,
+                    device,
+                },
+        } => {
+            let batches = batch
+                .iter()
+                .map(|b| b.to_string())
+                .collect::<Vec<_>>()
+                .join(",");
+            let mut rust = cargo();
+            rust.args([
+                "run",
+                "--release",
+                "-p",
+                "sae-steer-examples",
+                "--example",
+                "bench_vit",
+            ]);
+            if let Some(f) = &features {
+                rust.args(["--features", f]);
+            }
+            rust.args([
+                "--",
+                "--batch",
+                &batches,
+                "--iters",
+                &iters.to_string(),
+                "--device",
+                &device,
+            ]);
+            status(rust)?;
+            if let Some(py) = python {
+                let mut torch = Command::new(py);
+                torch.current_dir(root()).args([
+                    "scripts/bench_vit_torch.py",
+                    "--batch",
+                    &batches,
+                    "--iters",
+                    &iters.to_string(),
+                ]);
+                status(torch)?;
+            }
+            Ok(())
+        }
+    }
+}

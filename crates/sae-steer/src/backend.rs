@@ -127,10 +127,11 @@ fn probe_cuda<B: Backend>(device: &B::Device, index: usize) -> Result<(), Backen
     let device = device.clone();
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
-    let probe = std::panic::catch_unwind(move || {
+    // The device is only read; a failed probe leaves nothing half-updated.
+    let probe = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
         let t = burn::tensor::Tensor::<B, 1>::from_floats([1.0, 2.0], &device);
         t.sum().into_scalar().elem::<f32>()
-    });
+    }));
     std::panic::set_hook(hook);
     use burn::tensor::ElementConversion;
     match probe {

@@ -1,0 +1,17 @@
+//! Sparse autoencoders over ViT activations: reading saev checkpoints,
+//! our own safetensors format, batched encode/decode on any burn backend,
+//! and steering edits that keep the SAE's error term (SPEC sections 4 and 6).
+
+pub mod checkpoint;
+pub mod config;
+pub mod edit;
+pub mod error;
+pub mod sae;
+pub mod saev;
+
+pub use checkpoint::{FORMAT_TAG, Normalization, SaeWeights, convert_saev};
+pub use config::{Activation, EncodeRule, SaeConfig};
+pub use edit::{Edit, EditOp, Rows, slider_value};
+pub use error::{Result, SaeError};
+pub use sae::{CLAMP, DeviceNorm, Sae};
+pub use saev::{SaevHeader, load_saev, parse_saev_header, read_saev_header};

@@ -4,17 +4,7 @@ mod common;
 
 use burn::tensor::{Distribution, Tensor};
 use common::*;
-use sae_steer_sae::{Edit, EditOp, Normalization, Sae, slider_value};
-
-fn sae(name: &str, normalized: bool) -> Sae<B> {
-    let sae = Sae::<B>::load(fixture(&format!("{name}.pt")), &Default::default()).unwrap();
-    if normalized {
-        let norm = Normalization::load(fixture("norm.safetensors"), sae.d_model()).unwrap();
-        sae.with_normalization(Some(&norm)).unwrap()
-    } else {
-        sae
-    }
-}
+use sae_steer_sae::{Edit, EditOp, slider_value};
 
 fn random_x(n: usize, d: usize, scale: f64) -> Tensor<B, 2> {
     Tensor::random(
@@ -31,7 +21,7 @@ fn empty_edit_returns_the_input() {
         ("schema1", true),
         ("schema5_topk", false),
     ] {
-        let sae = sae(name, normalized);
+        let sae = load_sae(name, normalized);
         let x = tensor(&expected(name).x);
         let edit = Edit::new();
         assert!(edit.is_empty());
@@ -51,7 +41,7 @@ fn empty_edit_returns_the_input() {
 fn identity_ops_change_nothing_beyond_rounding() {
     // Scale(1) and Add(0) go through the whole computation, not a shortcut:
     // the error term must restore x.
-    let sae = sae("schema1", true);
+    let sae = load_sae("schema1", true);
     let x = tensor(&expected("schema1").x);
     let edit = Edit::new().scale(2, 1.0).add(7, 0.0);
     assert!(!edit.is_empty());
@@ -68,7 +58,7 @@ fn rank1_form_matches_full_path_for_all_ops_masks_and_activations() {
         ("schema2_relu", false),
         ("schema5_topk", false),
     ] {
-        let sae = sae(name, normalized);
+        let sae = load_sae(name, normalized);
         let n = 12;
         let x = random_x(n, sae.d_model(), 3.0);
         let mask: Vec<bool> = (0..n).map(|i| i % 3 != 0).collect();
@@ -96,7 +86,7 @@ fn rank1_form_matches_full_path_for_all_ops_masks_and_activations() {
 
 #[test]
 fn masked_rows_pass_through_unchanged() {
-    let sae = sae("pre_schema", false);
+    let sae = load_sae("pre_schema", false);
     let x = random_x(6, 16, 2.0);
     let mask = vec![true, false, true, false, false, true];
     let out = host(
@@ -125,7 +115,7 @@ fn set_edit_moves_the_latent_to_its_value() {
     // For a ReLU SAE, setting f_j adds (v - f_j) W_dec[j] in normalized units;
     // re-encoding need not return exactly v, but the change of x must be
     // parallel to W_dec[j] with the right length.
-    let sae = sae("schema1", true);
+    let sae = load_sae("schema1", true);
     let x = tensor(&expected("schema1").x);
     let (j, v) = (5, 3.5);
     let f = host(sae.encode(sae.normalize(x.clone())));

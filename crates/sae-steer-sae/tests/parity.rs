@@ -3,23 +3,13 @@
 mod common;
 
 use common::*;
-use sae_steer_sae::{Activation, Edit, EncodeRule, Normalization, Sae, read_saev_header};
+use sae_steer_sae::{Activation, Edit, EncodeRule, read_saev_header};
 
 const TOL: f32 = 1e-5;
 
-fn load(name: &str, normalized: bool) -> Sae<B> {
-    let sae = Sae::<B>::load(fixture(&format!("{name}.pt")), &Default::default()).unwrap();
-    if normalized {
-        let norm = Normalization::load(fixture("norm.safetensors"), sae.d_model()).unwrap();
-        sae.with_normalization(Some(&norm)).unwrap()
-    } else {
-        sae
-    }
-}
-
 /// encode, decode and a steering edit (full and rank-1 form) match torch.
 fn check_parity(name: &str, normalized: bool) {
-    let sae = load(name, normalized);
+    let sae = load_sae(name, normalized);
     let exp = expected(name);
     let x = tensor(&exp.x);
     let f = sae.encode(sae.normalize(x.clone()));
@@ -117,7 +107,7 @@ fn headers_give_geometry_activation_and_encode_rule() {
 
 #[test]
 fn topk_keeps_k_latents_per_row() {
-    let sae = load("schema5_topk", false);
+    let sae = load_sae("schema5_topk", false);
     let f = host(sae.encode(tensor(&expected("schema5_topk").x)));
     for row in f.data.chunks(sae.d_sae()) {
         assert_eq!(row.iter().filter(|v| **v != 0.0).count(), 8);

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use sae_steer_vit::{HostTensor, SafetensorsFile, TensorSource, write_safetensors};
+use sae_steer_vit::{HostTensor, SafetensorsFile, TensorSource, VitError, write_safetensors};
 
 use crate::config::SaeConfig;
 use crate::error::{Result, SaeError};
@@ -221,25 +221,28 @@ pub fn convert_saev(
 }
 
 /// Reads a tensor whose shape is implied by `context` (a header or config),
-/// naming both on a disagreement.
+/// naming both on a disagreement. The check itself is
+/// [`TensorSource::read_shaped`]'s; this only adds where the shape came from.
 pub(crate) fn read_checked(
     src: &dyn TensorSource,
     name: &str,
     expected: &[usize],
     context: &str,
 ) -> Result<HostTensor> {
-    let found = src.shape(name).ok_or_else(|| SaeError::MissingTensor {
-        path: src.path().to_path_buf(),
-        name: name.to_string(),
-    })?;
-    if found != expected {
-        return Err(SaeError::Shape {
-            path: src.path().to_path_buf(),
-            name: name.to_string(),
-            expected: expected.to_vec(),
+    src.read_shaped(name, expected).map_err(|e| match e {
+        VitError::MissingTensor { path, name } => SaeError::MissingTensor { path, name },
+        VitError::ShapeMismatch {
+            path,
+            name,
+            expected,
+            found,
+        } => SaeError::Shape {
+            path,
+            name,
+            expected,
             found,
             context: context.to_string(),
-        });
-    }
-    Ok(src.read(name)?)
+        },
+        other => other.into(),
+    })
 }

@@ -8,6 +8,9 @@ use std::process::{Command, ExitCode};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod fetch;
+mod synth;
+
 #[derive(Parser)]
 #[command(about = "sae-steer project automation")]
 struct Cli {
@@ -24,6 +27,10 @@ enum Cmd {
         #[command(subcommand)]
         what: Bench,
     },
+    /// Write a synthetic dataset in the real ADE20K layout (tests, offline demo).
+    SynthAde20k(synth::Args),
+    /// Download ADE20K, DINOv2 and the published SAE (see data-manifests/).
+    Fetch(fetch::Args),
 }
 
 #[derive(Subcommand)]
@@ -59,20 +66,28 @@ fn main() -> ExitCode {
     }
 }
 
-fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default()
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(root());
     c
 }
 
-fn status(mut cmd: Command) -> Result<()> {
+/// `cargo run -p sae-steer-examples --example NAME`, optimised: the
+/// experiments push real tensors and are too slow in a debug build.
+pub(crate) fn example(name: &str) -> Command {
+    let mut c = cargo();
+    c.args(["run", "--release", "-p", "sae-steer-examples", "--example", name]);
+    c
+}
+
+pub(crate) fn status(mut cmd: Command) -> Result<()> {
     eprintln!("xtask> {cmd:?}");
     let st = cmd
         .status()
@@ -85,6 +100,8 @@ fn status(mut cmd: Command) -> Result<()> {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Cmd::SynthAde20k(args) => synth::run(args),
+        Cmd::Fetch(args) => fetch::run(args),
         Cmd::Ci => {
             let mut fmt = cargo();
             fmt.args(["fmt", "--all", "--check"]);

@@ -8,6 +8,8 @@ pub mod edit;
 pub mod error;
 pub mod sae;
 pub mod saev;
+pub mod stats;
+pub mod train;
 
 pub use checkpoint::{FORMAT_TAG, Normalization, SaeWeights, convert_saev};
 pub use config::{Activation, EncodeRule, SaeConfig};

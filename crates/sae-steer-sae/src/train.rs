@@ -1,0 +1,1 @@
+//! SAE training (being built).

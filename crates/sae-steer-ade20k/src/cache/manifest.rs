@@ -1,0 +1,416 @@
+//! `manifest.json`: what a cache holds and how it was made.
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use sae_steer_vit::{Dinov2Config, IMAGENET_MEAN, IMAGENET_STD, Preprocess};
+use serde::{Deserialize, Serialize};
+
+use super::{CacheError, MANIFEST_FILE};
+
+/// Value of the manifest's `format` field.
+pub const FORMAT: &str = "sae-steer-cache/1";
+
+/// How a tap's activations are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheDtype {
+    /// Half precision: half the disk, ~1e-3 relative rounding. Fine for SAE
+    /// and probe training; not for caches that feed steering (SPEC section 8).
+    F16,
+    F32,
+}
+
+impl CacheDtype {
+    pub fn size(self) -> usize {
+        match self {
+            Self::F16 => 2,
+            Self::F32 => 4,
+        }
+    }
+}
+
+impl fmt::Display for CacheDtype {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::F16 => "f16",
+            Self::F32 => "f32",
+        })
+    }
+}
+
+/// Which tokens of a layer a tap keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TapTokens {
+    /// CLS, registers and patches: `[CLS, reg0.., patch0..]`.
+    All,
+    /// The patch tokens only, row-major over the patch grid.
+    Patches,
+}
+
+impl fmt::Display for TapTokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::All => "all",
+            Self::Patches => "patches",
+        })
+    }
+}
+
+/// Where in the network a tap reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TapPoint {
+    /// The residual stream after block `L` (0-based), before the final norm.
+    Layer(usize),
+    /// The final LayerNorm of the last block's output (`x_norm_*` in DINOv2).
+    FinalNorm,
+}
+
+/// One tap the builder is asked for.
+///
+/// Parsed from `layer10`, `layer10:f16`, `layer10:patches:f16`,
+/// `final_norm:f16`, `final_norm:all`: a point, then optional token
+/// selection (`all`, `patches`) and dtype (`f16`, `f32`) in any order.
+/// Defaults: all tokens for a layer, patches for `final_norm` (the probe's
+/// input), f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TapRequest {
+    pub point: TapPoint,
+    pub tokens: TapTokens,
+    pub dtype: CacheDtype,
+}
+
+impl TapRequest {
+    /// A layer tap with every token.
+    pub fn layer(layer: usize, dtype: CacheDtype) -> Self {
+        Self {
+            point: TapPoint::Layer(layer),
+            tokens: TapTokens::All,
+            dtype,
+        }
+    }
+
+    /// The final norm's patch tokens (the probe's input).
+    pub fn final_norm(dtype: CacheDtype) -> Self {
+        Self {
+            point: TapPoint::FinalNorm,
+            tokens: TapTokens::Patches,
+            dtype,
+        }
+    }
+
+    /// The tensor name in the shards: `layer{L}` or `final_norm`.
+    pub fn name(&self) -> String {
+        match self.point {
+            TapPoint::Layer(l) => format!("layer{l}"),
+            TapPoint::FinalNorm => "final_norm".into(),
+        }
+    }
+
+    /// What this tap stores for a model and crop size.
+    pub fn spec(&self, config: &Dinov2Config, crop: usize) -> TapSpec {
+        let grid = crop / config.patch_size;
+        let patches = grid * grid;
+        TapSpec {
+            name: self.name(),
+            layer: match self.point {
+                TapPoint::Layer(l) => Some(l),
+                TapPoint::FinalNorm => None,
+            },
+            tokens: self.tokens,
+            n_tokens: match self.tokens {
+                TapTokens::All => 1 + config.num_register_tokens + patches,
+                TapTokens::Patches => patches,
+            },
+            dim: config.hidden_size,
+            dtype: self.dtype,
+        }
+    }
+}
+
+impl FromStr for TapRequest {
+    type Err = CacheError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |why: &str| {
+            CacheError::Spec(format!(
+                "tap `{s}`: {why} (expected e.g. layer10:f32, final_norm:f16, layer10:patches:f16)"
+            ))
+        };
+        let mut parts = s.trim().split(':');
+        let point = match parts.next().unwrap_or("") {
+            "final_norm" | "norm" => TapPoint::FinalNorm,
+            p => TapPoint::Layer(
+                p.strip_prefix("layer")
+                    .and_then(|l| l.parse().ok())
+                    .ok_or_else(|| bad("the tap point must be layer<N> or final_norm"))?,
+            ),
+        };
+        let mut req = match point {
+            TapPoint::Layer(l) => Self::layer(l, CacheDtype::F32),
+            TapPoint::FinalNorm => Self::final_norm(CacheDtype::F32),
+        };
+        for part in parts {
+            match part {
+                "f16" => req.dtype = CacheDtype::F16,
+                "f32" => req.dtype = CacheDtype::F32,
+                "all" => req.tokens = TapTokens::All,
+                "patches" => req.tokens = TapTokens::Patches,
+                other => return Err(bad(&format!("unknown option `{other}`"))),
+            }
+        }
+        Ok(req)
+    }
+}
+
+/// Which labels a cache stores beside the activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LabelKind {
+    /// Images only (e.g. an ImageNet folder).
+    #[default]
+    None,
+    /// Per-patch labels and purity.
+    Patch,
+    /// Patch labels and the crop x crop pixel labels (for validation mIoU).
+    Pixel,
+}
+
+impl fmt::Display for LabelKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::None => "none",
+            Self::Patch => "patch",
+            Self::Pixel => "pixel",
+        })
+    }
+}
+
+impl FromStr for LabelKind {
+    type Err = CacheError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "none" => Ok(Self::None),
+            "patch" | "patches" => Ok(Self::Patch),
+            "pixel" | "pixels" => Ok(Self::Pixel),
+            other => Err(CacheError::Spec(format!(
+                "labels `{other}`: expected none, patch or pixel"
+            ))),
+        }
+    }
+}
+
+/// One tap as stored: tensor `name` of shape `[rows, n_tokens, dim]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TapSpec {
+    pub name: String,
+    /// The block index for `layer{L}` taps; `None` for `final_norm`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer: Option<usize>,
+    pub tokens: TapTokens,
+    pub n_tokens: usize,
+    pub dim: usize,
+    pub dtype: CacheDtype,
+}
+
+impl TapSpec {
+    /// Bytes of one image (row) of this tap.
+    pub fn row_bytes(&self) -> usize {
+        self.n_tokens * self.dim * self.dtype.size()
+    }
+}
+
+/// The image pipeline the activations were computed with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreprocessInfo {
+    pub resize: u32,
+    pub crop: u32,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+impl From<&Preprocess> for PreprocessInfo {
+    fn from(p: &Preprocess) -> Self {
+        Self {
+            resize: p.resize,
+            crop: p.crop,
+            mean: IMAGENET_MEAN,
+            std: IMAGENET_STD,
+        }
+    }
+}
+
+/// The image list a cache was made from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImagesInfo {
+    pub count: usize,
+    /// `ImageList::fingerprint` of the list.
+    pub fingerprint: String,
+}
+
+/// A complete shard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardEntry {
+    pub file: String,
+    pub rows: usize,
+    /// Dataset position of the shard's first row.
+    pub first_image: usize,
+    /// File size, checked when the shard is opened (0: not recorded).
+    #[serde(default)]
+    pub bytes: u64,
+}
+
+/// An image left out with `skip_bad`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedImage {
+    /// Dataset position.
+    pub index: usize,
+    pub path: String,
+    pub error: String,
+}
+
+/// The content of `manifest.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CacheManifest {
+    pub format: String,
+    /// The ViT as the user named it (hub id, folder or file).
+    pub model: String,
+    pub model_config: Dinov2Config,
+    pub preprocess: PreprocessInfo,
+    pub images: ImagesInfo,
+    pub taps: Vec<TapSpec>,
+    pub labels: LabelKind,
+    pub shard_images: usize,
+    /// Complete shards only, in dataset order.
+    pub shards: Vec<ShardEntry>,
+    /// Dataset position to resume from.
+    pub next_image: usize,
+    pub complete: bool,
+    #[serde(default)]
+    pub skipped: Vec<SkippedImage>,
+}
+
+impl CacheManifest {
+    /// Reads `<dir>/manifest.json`.
+    pub fn read(dir: &Path) -> Result<Self, CacheError> {
+        let path = dir.join(MANIFEST_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| CacheError::io(&path, e))?;
+        let manifest: Self = serde_json::from_str(&text).map_err(|e| CacheError::Manifest {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        if manifest.format != FORMAT {
+            return Err(CacheError::Manifest {
+                path,
+                message: format!(
+                    "format `{}`, this version reads `{FORMAT}`",
+                    manifest.format
+                ),
+            });
+        }
+        let rows: usize = manifest.shards.iter().map(|s| s.rows).sum();
+        if rows + manifest.skipped.len() > manifest.next_image
+            || manifest.next_image > manifest.images.count
+        {
+            return Err(CacheError::Manifest {
+                path,
+                message: format!(
+                    "inconsistent counts: {rows} rows + {} skipped, next image {}, {} images",
+                    manifest.skipped.len(),
+                    manifest.next_image,
+                    manifest.images.count
+                ),
+            });
+        }
+        Ok(manifest)
+    }
+
+    /// Writes `<dir>/manifest.json` through a temporary file and a rename.
+    pub fn write(&self, dir: &Path) -> Result<(), CacheError> {
+        let path = dir.join(MANIFEST_FILE);
+        let text = serde_json::to_string_pretty(self).map_err(|e| CacheError::Manifest {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        sae_steer_vit::write_atomic(&path, text.as_bytes())?;
+        Ok(())
+    }
+
+    /// Rows (images) in the complete shards.
+    pub fn rows(&self) -> usize {
+        self.shards.iter().map(|s| s.rows).sum()
+    }
+
+    /// Patches per image (labels are per patch of the crop).
+    pub fn patches_per_image(&self) -> usize {
+        let grid = self.preprocess.crop as usize / self.model_config.patch_size;
+        grid * grid
+    }
+
+    /// What differs between the settings of two caches (ignoring progress),
+    /// one human-readable line per difference; empty when they match.
+    pub fn differences(&self, other: &Self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.model != other.model {
+            out.push(format!(
+                "model: cache has `{}`, asked for `{}`",
+                self.model, other.model
+            ));
+        }
+        if self.model_config != other.model_config {
+            out.push(format!(
+                "model config: cache has {}, asked for {}",
+                serde_json::to_string(&self.model_config).unwrap_or_default(),
+                serde_json::to_string(&other.model_config).unwrap_or_default()
+            ));
+        }
+        if self.preprocess != other.preprocess {
+            out.push(format!(
+                "preprocessing: cache has {:?}, asked for {:?}",
+                self.preprocess, other.preprocess
+            ));
+        }
+        if self.images != other.images {
+            out.push(format!(
+                "image list: cache has {} images (fingerprint {}), asked for {} images (fingerprint {})",
+                self.images.count,
+                short(&self.images.fingerprint),
+                other.images.count,
+                short(&other.images.fingerprint)
+            ));
+        }
+        if self.taps != other.taps {
+            let list = |taps: &[TapSpec]| {
+                taps.iter()
+                    .map(|t| format!("{}:{}:{}", t.name, t.tokens, t.dtype))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            out.push(format!(
+                "taps: cache has {}, asked for {}",
+                list(&self.taps),
+                list(&other.taps)
+            ));
+        }
+        if self.labels != other.labels {
+            out.push(format!(
+                "labels: cache has {}, asked for {}",
+                self.labels, other.labels
+            ));
+        }
+        if self.shard_images != other.shard_images {
+            out.push(format!(
+                "shard size: cache has {} images per shard, asked for {}",
+                self.shard_images, other.shard_images
+            ));
+        }
+        out
+    }
+}
+
+fn short(fingerprint: &str) -> &str {
+    fingerprint.get(..12).unwrap_or(fingerprint)
+}

@@ -1,0 +1,562 @@
+//! The activation cache against direct forward passes of the small
+//! random-weight ViT fixture (hidden 128, 3 blocks, 4 registers) on a
+//! synthetic ADE20K.
+
+use std::path::{Path, PathBuf};
+
+use burn::backend::NdArray;
+use burn::prelude::*;
+use half::f16;
+use sae_steer_ade20k::cache::{
+    ActivationCache, CacheDtype, CacheError, CacheManifest, CacheSpec, LabelKind, TapRequest,
+    build_cache, build_cache_until,
+};
+use sae_steer_ade20k::synth::{SynthOptions, synthesize};
+use sae_steer_ade20k::{Ade20k, ImageList, Split, load_sample, patch_labels};
+use sae_steer_vit::{Dinov2, Preprocess};
+
+type B = NdArray<f32>;
+
+const MODEL_ID: &str = "fixture/reg";
+
+fn vit() -> Dinov2<B> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/vit/reg");
+    Dinov2::<B>::from_hf_folder(&dir, &Default::default()).unwrap()
+}
+
+/// `n` synthetic validation images with labels, under `root`.
+fn dataset(root: &Path, n: usize) -> ImageList {
+    let opts = SynthOptions {
+        train: 0,
+        val: n,
+        seed: 3,
+        min_side: 48,
+        max_side: 160,
+        ..SynthOptions::default()
+    };
+    let report = synthesize(&root.join("ade"), &opts).unwrap();
+    Ade20k::open(&report.root)
+        .unwrap()
+        .split(Split::Validation)
+        .unwrap()
+}
+
+fn spec(taps: &str, labels: LabelKind, shard_images: usize, batch: usize) -> CacheSpec {
+    let mut spec = CacheSpec::new(
+        MODEL_ID,
+        taps.split(',').map(|t| t.parse().unwrap()).collect(),
+    );
+    spec.labels = labels;
+    spec.shard_images = shard_images;
+    spec.batch = batch;
+    spec.workers = 3;
+    spec.progress = false;
+    spec
+}
+
+fn host(t: Tensor<B, 3>) -> Vec<f32> {
+    t.into_data().into_vec::<f32>().unwrap()
+}
+
+/// Direct forward passes in the builder's batches: (layer 1 all tokens,
+/// final-norm patches), both flattened per image.
+fn direct(vit: &Dinov2<B>, images: &ImageList, batch: usize) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    let pre = Preprocess::default();
+    let (mut layer1, mut normed) = (Vec::new(), Vec::new());
+    for chunk in images.items.chunks(batch) {
+        let pixels: Vec<_> = chunk
+            .iter()
+            .map(|item| load_sample(item, &pre).unwrap().pixels)
+            .collect();
+        let x = sae_steer_vit::PixelValues::batch::<B>(&pixels, &Default::default());
+        let l1 = vit.forward_until(x.clone(), 1).unwrap();
+        let patches = vit.split_tokens(vit.forward(x).unwrap()).patches;
+        for (out, t) in [(&mut layer1, l1), (&mut normed, patches)] {
+            let per = t.dims()[1] * t.dims()[2];
+            out.extend(host(t).chunks(per).map(<[f32]>::to_vec));
+        }
+    }
+    (layer1, normed)
+}
+
+fn shard_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("shard-"))
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|n| {
+            let bytes = std::fs::read(dir.join(&n)).unwrap();
+            (n, bytes)
+        })
+        .collect()
+}
+
+#[test]
+fn cached_taps_and_labels_equal_direct_forward() {
+    let tmp = tempfile::tempdir().unwrap();
+    let images = dataset(tmp.path(), 10);
+    let vit = vit();
+    let dir = tmp.path().join("cache");
+    // 6 images per shard, batches of 3: shards [0..6) [6..10), batches aligned
+    // with the direct pass below.
+    let spec = spec("layer1:f32,final_norm:f16", LabelKind::Pixel, 6, 3);
+    let report = build_cache(&vit, &images, &dir, &spec).unwrap();
+    assert!(report.complete);
+    assert_eq!(
+        (
+            report.rows_written,
+            report.shards_written,
+            report.total_rows
+        ),
+        (10, 2, 10)
+    );
+
+    let cache = ActivationCache::open(&dir).unwrap();
+    assert!(cache.is_complete());
+    assert_eq!(cache.len(), 10);
+    let l1 = cache.tap("layer1").unwrap();
+    assert_eq!((l1.n_tokens, l1.dim, l1.layer), (1 + 4 + 256, 128, Some(1)));
+    let fnorm = cache.tap("final_norm").unwrap();
+    assert_eq!((fnorm.n_tokens, fnorm.dtype), (256, CacheDtype::F16));
+    assert_eq!(cache.manifest().shards[1].first_image, 6);
+
+    let (want_l1, want_norm) = direct(&vit, &images, 3);
+    let rows: Vec<usize> = (0..10).collect();
+    let mut got = Vec::new();
+    cache.read_images("layer1", &rows, &mut got).unwrap();
+    let per = 261 * 128;
+    for (r, want) in want_l1.iter().enumerate() {
+        // f32 taps are the forward pass, bit for bit.
+        let got_bits: Vec<u32> = got[r * per..(r + 1) * per]
+            .iter()
+            .map(|v| v.to_bits())
+            .collect();
+        let want_bits: Vec<u32> = want.iter().map(|v| v.to_bits()).collect();
+        assert!(got_bits == want_bits, "layer1 of image {r} differs");
+    }
+    cache.read_images("final_norm", &rows, &mut got).unwrap();
+    let per = 256 * 128;
+    for (r, want) in want_norm.iter().enumerate() {
+        // f16 taps are the forward pass rounded to nearest f16, exactly.
+        for (i, (&g, &w)) in got[r * per..(r + 1) * per].iter().zip(want).enumerate() {
+            assert_eq!(
+                g,
+                f16::from_f32(w).to_f32(),
+                "final_norm image {r} value {i}"
+            );
+        }
+    }
+
+    let pre = Preprocess::default();
+    for (row, item) in images.items.iter().enumerate() {
+        assert_eq!(cache.image_index(row), row);
+        let pixels = load_sample(item, &pre).unwrap().labels.unwrap();
+        let want = patch_labels(&pixels, 224, 14);
+        assert_eq!(cache.patch_labels(row).unwrap(), &want.labels[..]);
+        assert_eq!(cache.patch_purity(row).unwrap(), &want.purity[..]);
+        assert_eq!(cache.pixel_labels(row).unwrap(), &pixels[..]);
+    }
+    // Labels are not all one class, or the comparison above proves little.
+    let first = cache.patch_labels(0).unwrap();
+    assert!(first.iter().any(|&l| l != first[0]));
+}
+
+#[test]
+fn read_images_follows_the_requested_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let images = dataset(tmp.path(), 7);
+    let dir = tmp.path().join("cache");
+    build_cache(
+        &vit(),
+        &images,
+        &dir,
+        &spec("layer0:f16", LabelKind::None, 3, 2),
+    )
+    .unwrap();
+    let cache = ActivationCache::open(&dir).unwrap();
+    let mut all = Vec::new();
+    cache
+        .read_images("layer0", &(0..7).collect::<Vec<_>>(), &mut all)
+        .unwrap();
+    let per = 261 * 128;
+    let order = [5, 0, 6, 2, 2, 3];
+    let mut got = vec![f32::NAN; 9 * per]; // replaced by read_images
+    cache.read_images("layer0", &order, &mut got).unwrap();
+    assert_eq!(got.len(), order.len() * per);
+    for (i, &r) in order.iter().enumerate() {
+        assert_eq!(got[i * per..(i + 1) * per], all[r * per..(r + 1) * per]);
+    }
+    assert!(matches!(
+        cache.read_images("layer0", &[7], &mut got),
+        Err(CacheError::Row { row: 7, len: 7 })
+    ));
+    let err = cache.read_images("layer9", &[0], &mut got).unwrap_err();
+    assert!(err.to_string().contains("layer0"), "{err}");
+    let err = cache.patch_labels(0).unwrap_err();
+    assert!(matches!(err, CacheError::NoLabels { .. }), "{err}");
+}
+
+#[test]
+fn interrupted_runs_resume_to_identical_shards() {
+    let tmp = tempfile::tempdir().unwrap();
+    let images = dataset(tmp.path(), 11);
+    let vit = vit();
+    let spec = spec("layer2:f32,final_norm:f16", LabelKind::Patch, 3, 2);
+    let whole = tmp.path().join("whole");
+    build_cache(&vit, &images, &whole, &spec).unwrap();
+    let reference = shard_bytes(&whole);
+    assert_eq!(reference.len(), 4);
+    let reference_manifest = CacheManifest::read(&whole).unwrap();
+
+    // Killed after two shards, with a half-written third shard and a shard
+    // that was renamed before the crash but never recorded.
+    let dir = tmp.path().join("resumed");
+    let report = build_cache_until(&vit, &images, &dir, &spec, Some(2)).unwrap();
+    assert!(!report.complete);
+    assert_eq!(report.shards_written, 2);
+    std::fs::write(dir.join(".shard-00002.safetensors.tmp"), b"half a shard").unwrap();
+    std::fs::write(dir.join("shard-00003.safetensors"), b"never recorded").unwrap();
+    let partial = ActivationCache::open(&dir).unwrap();
+    assert!(!partial.is_complete());
+    assert_eq!(partial.len(), 6);
+    drop(partial);
+
+    let report = build_cache(&vit, &images, &dir, &spec).unwrap();
+    assert_eq!(report.resumed_from, 6);
+    assert_eq!((report.rows_written, report.total_rows), (5, 11));
+    assert!(report.complete);
+    assert_eq!(shard_bytes(&dir), reference);
+    assert!(!dir.join(".shard-00002.safetensors.tmp").exists());
+    assert_eq!(CacheManifest::read(&dir).unwrap(), reference_manifest);
+
+    // A crash between a shard's rename and the manifest update: the manifest
+    // does not list the last shard.
+    let mut manifest = CacheManifest::read(&dir).unwrap();
+    let last = manifest.shards.pop().unwrap();
+    manifest.next_image = last.first_image;
+    manifest.complete = false;
+    manifest.write(&dir).unwrap();
+    std::fs::write(dir.join(&last.file), b"garbage").unwrap();
+    let report = build_cache(&vit, &images, &dir, &spec).unwrap();
+    assert_eq!((report.resumed_from, report.rows_written), (9, 2));
+    assert_eq!(shard_bytes(&dir), reference);
+
+    // A complete cache is left alone.
+    let report = build_cache(&vit, &images, &dir, &spec).unwrap();
+    assert_eq!((report.rows_written, report.images_processed), (0, 0));
+    assert!(report.complete);
+}
+
+#[test]
+fn caches_made_differently_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let images = dataset(tmp.path(), 4);
+    let vit = vit();
+    let base = spec("layer1:f16", LabelKind::Patch, 2, 2);
+    let dir = tmp.path().join("cache");
+    build_cache_until(&vit, &images, &dir, &base, Some(1)).unwrap();
+
+    let refused = |spec: &CacheSpec, images: &ImageList, what: &str| {
+        let err = build_cache(&vit, images, &dir, spec).unwrap_err();
+        assert!(matches!(err, CacheError::Mismatch { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains(what), "`{what}` not in: {msg}");
+        assert!(msg.contains(&dir.display().to_string()), "{msg}");
+    };
+    let mut other = base.clone();
+    other.model_id = "facebook/dinov2-with-registers-base".into();
+    refused(&other, &images, "model: cache has `fixture/reg`");
+    refused(&spec("layer1:f32", LabelKind::Patch, 2, 2), &images, "taps");
+    refused(
+        &spec("layer1:f16,final_norm", LabelKind::Patch, 2, 2),
+        &images,
+        "taps",
+    );
+    refused(
+        &spec("layer1:f16", LabelKind::Pixel, 2, 2),
+        &images,
+        "labels",
+    );
+    let mut other = base.clone();
+    other.preprocess = Preprocess {
+        resize: 240,
+        crop: 224,
+    };
+    refused(&other, &images, "preprocessing");
+    refused(&base, &images.clone().take(3), "image list");
+    // Another geometry under the same id (e.g. a re-exported checkpoint).
+    let saved = CacheManifest::read(&dir).unwrap();
+    let mut tampered = saved.clone();
+    tampered.model_config.num_register_tokens = 0;
+    tampered.write(&dir).unwrap();
+    let err = build_cache(&vit, &images, &dir, &base).unwrap_err();
+    assert!(err.to_string().contains("model config"), "{err}");
+    saved.write(&dir).unwrap();
+
+    // The refusals changed nothing: the same request still resumes.
+    let report = build_cache(&vit, &images, &dir, &base).unwrap();
+    assert_eq!((report.resumed_from, report.total_rows), (2, 4));
+}
+
+#[test]
+fn corrupt_images_fail_or_are_skipped_and_recorded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let images = dataset(tmp.path(), 6);
+    let bad = images.items[3].image.clone();
+    // A JPEG signature followed by garbage: recognised as JPEG, undecodable.
+    std::fs::write(&bad, [0xFF, 0xD8, 0xFF, 0xE0, 1, 2, 3, 4, 5, 6, 7, 8]).unwrap();
+    let vit = vit();
+    let mut spec = spec("layer0:f32", LabelKind::Patch, 2, 2);
+
+    let err = build_cache(&vit, &images, &tmp.path().join("strict"), &spec).unwrap_err();
+    assert!(
+        matches!(err, CacheError::BadImage { index: 3, .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains(&bad.display().to_string()),
+        "{err}"
+    );
+    assert!(err.to_string().contains("--skip-bad"), "{err}");
+    // The shard before the bad image was completed and is kept for a resume.
+    let strict = CacheManifest::read(&tmp.path().join("strict")).unwrap();
+    assert_eq!((strict.next_image, strict.rows()), (2, 2));
+
+    spec.skip_bad = true;
+    let dir = tmp.path().join("lenient");
+    let report = build_cache(&vit, &images, &dir, &spec).unwrap();
+    assert!(report.complete);
+    assert_eq!(report.skipped.len(), 1);
+    assert_eq!(report.skipped[0].index, 3);
+    let cache = ActivationCache::open(&dir).unwrap();
+    assert_eq!(cache.len(), 5);
+    let indices: Vec<usize> = (0..5).map(|r| cache.image_index(r)).collect();
+    assert_eq!(indices, [0, 1, 2, 4, 5]);
+    let skipped = &cache.manifest().skipped;
+    assert_eq!(skipped.len(), 1);
+    assert_eq!(skipped[0].index, 3);
+    assert_eq!(skipped[0].path, bad.display().to_string());
+    assert!(!skipped[0].error.is_empty());
+    // Shards hold 2 rows each; the skipped image shifts the third shard.
+    let firsts: Vec<usize> = cache
+        .manifest()
+        .shards
+        .iter()
+        .map(|s| s.first_image)
+        .collect();
+    assert_eq!(firsts, [0, 2, 5]);
+}
+
+#[test]
+fn a_bad_last_image_still_completes_the_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let images = dataset(tmp.path(), 3);
+    std::fs::write(&images.items[2].image, b"not an image at all").unwrap();
+    let mut spec = spec("layer0:f16", LabelKind::None, 2, 2);
+    spec.skip_bad = true;
+    let dir = tmp.path().join("cache");
+    let report = build_cache(&vit(), &images, &dir, &spec).unwrap();
+    assert!(report.complete);
+    let manifest = CacheManifest::read(&dir).unwrap();
+    assert_eq!((manifest.next_image, manifest.rows()), (3, 2));
+    assert_eq!(manifest.skipped[0].index, 2);
+}
+
+fn sorted_rows(rows: impl Iterator<Item = Vec<f32>>) -> Vec<Vec<u32>> {
+    let mut v: Vec<Vec<u32>> = rows
+        .map(|r| r.iter().map(|x| x.to_bits()).collect())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn patch_batches_cover_each_token_once_per_epoch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let images = dataset(tmp.path(), 5);
+    let dir = tmp.path().join("cache");
+    build_cache(
+        &vit(),
+        &images,
+        &dir,
+        &spec("layer1:f16", LabelKind::None, 2, 2),
+    )
+    .unwrap();
+    let cache = ActivationCache::open(&dir).unwrap();
+    let dim = 128;
+    let tokens = 5..261; // the patches
+    let mut all = Vec::new();
+    cache
+        .read_images("layer1", &(0..5).collect::<Vec<_>>(), &mut all)
+        .unwrap();
+    let want = sorted_rows(
+        all.chunks(dim)
+            .enumerate()
+            .filter(|(i, _)| tokens.contains(&(i % 261)))
+            .map(|(_, row)| row.to_vec()),
+    );
+    assert_eq!(want.len(), 5 * 256);
+
+    let epoch = |seed: u64, window: usize| -> Vec<Vec<f32>> {
+        let batches = cache
+            .patch_batches_windowed("layer1", tokens.clone(), 300, seed, window)
+            .unwrap();
+        assert_eq!(batches.len(), (5 * 256usize).div_ceil(300));
+        let batches: Vec<Vec<f32>> = batches.map(Result::unwrap).collect();
+        assert!(
+            batches[..batches.len() - 1]
+                .iter()
+                .all(|b| b.len() == 300 * dim)
+        );
+        assert_eq!(batches.last().unwrap().len(), (5 * 256 % 300) * dim);
+        batches.concat().chunks(dim).map(<[f32]>::to_vec).collect()
+    };
+    for window in [1, 2, 4] {
+        let rows = epoch(7, window);
+        assert_eq!(sorted_rows(rows.into_iter()), want, "window {window}");
+    }
+    // Deterministic per seed, different across seeds, and shuffled.
+    let a = epoch(1, 4);
+    assert_eq!(a, epoch(1, 4));
+    assert_ne!(a, epoch(2, 4));
+    let in_order: Vec<Vec<f32>> = all
+        .chunks(dim)
+        .enumerate()
+        .filter(|(i, _)| tokens.contains(&(i % 261)))
+        .map(|(_, r)| r.to_vec())
+        .collect();
+    assert_ne!(a, in_order);
+
+    // Reusing one buffer gives the same batches, with stale content gone.
+    let mut batches = cache
+        .patch_batches_windowed("layer1", tokens.clone(), 300, 1, 4)
+        .unwrap();
+    let mut buf = vec![f32::NAN; 1000 * dim];
+    let mut reused = Vec::new();
+    while batches.next_into(&mut buf).unwrap() > 0 {
+        reused.extend_from_slice(&buf);
+    }
+    assert!(buf.is_empty());
+    assert_eq!(
+        reused.chunks(dim).map(<[f32]>::to_vec).collect::<Vec<_>>(),
+        a
+    );
+
+    // The CLS token alone.
+    let cls: Vec<f32> = cache
+        .patch_batches("layer1", 0..1, 64, 0)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect::<Vec<_>>()
+        .concat();
+    let want_cls = sorted_rows((0..5).map(|r| all[r * 261 * dim..][..dim].to_vec()));
+    assert_eq!(sorted_rows(cls.chunks(dim).map(<[f32]>::to_vec)), want_cls);
+
+    assert!(matches!(
+        cache.patch_batches("layer1", 200..262, 8, 0),
+        Err(CacheError::Tokens { n_tokens: 261, .. })
+    ));
+}
+
+#[test]
+fn damaged_shards_are_reported_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let images = dataset(tmp.path(), 4);
+    let dir = tmp.path().join("cache");
+    build_cache(
+        &vit(),
+        &images,
+        &dir,
+        &spec("layer0:f32", LabelKind::Patch, 2, 2),
+    )
+    .unwrap();
+    let shard = dir.join("shard-00001.safetensors");
+    let len = std::fs::metadata(&shard).unwrap().len();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&shard)
+        .unwrap();
+    file.set_len(len / 2).unwrap();
+    drop(file);
+
+    let err = ActivationCache::open(&dir).err().unwrap();
+    let msg = err.to_string();
+    assert!(matches!(err, CacheError::Shard { .. }), "{msg}");
+    assert!(
+        msg.contains("shard-00001.safetensors") && msg.contains("truncated"),
+        "{msg}"
+    );
+
+    // Without a recorded size, the header still gives the truncation away.
+    let mut manifest = CacheManifest::read(&dir).unwrap();
+    for s in &mut manifest.shards {
+        s.bytes = 0;
+    }
+    manifest.write(&dir).unwrap();
+    let msg = ActivationCache::open(&dir).err().unwrap().to_string();
+    assert!(
+        msg.contains("shard-00001.safetensors") && msg.contains("truncated"),
+        "{msg}"
+    );
+
+    // Resuming over a damaged shard refuses too, rather than building on it.
+    let err = build_cache(
+        &vit(),
+        &images,
+        &dir,
+        &spec("layer0:f32", LabelKind::Patch, 2, 2),
+    );
+    assert!(
+        err.unwrap_err()
+            .to_string()
+            .contains("shard-00001.safetensors")
+    );
+
+    std::fs::write(dir.join("manifest.json"), b"{\"format\": ").unwrap();
+    let msg = ActivationCache::open(&dir).err().unwrap().to_string();
+    assert!(msg.contains("manifest.json"), "{msg}");
+}
+
+#[test]
+fn requests_are_checked_before_any_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let images = dataset(tmp.path(), 2);
+    let vit = vit();
+    let dir = tmp.path().join("cache");
+    let err = build_cache(&vit, &images, &dir, &spec("layer3", LabelKind::None, 2, 2));
+    assert!(err.unwrap_err().to_string().contains("3 blocks"));
+    let err = build_cache(
+        &vit,
+        &images,
+        &dir,
+        &spec("layer1,layer1:f16", LabelKind::None, 2, 2),
+    );
+    assert!(err.unwrap_err().to_string().contains("twice"));
+    let unlabelled = sae_steer_ade20k::image_folder(images.root.join("images")).unwrap();
+    let err = build_cache(
+        &vit,
+        &unlabelled,
+        &dir,
+        &spec("layer1", LabelKind::Patch, 2, 2),
+    );
+    assert!(matches!(err, Err(CacheError::MissingLabel { .. })));
+    assert!(!dir.join("manifest.json").exists());
+
+    for bad in ["layer", "layerx:f16", "final_norm:f8", "block3"] {
+        assert!(bad.parse::<TapRequest>().is_err(), "{bad}");
+    }
+    let t: TapRequest = "layer10:patches:f16".parse().unwrap();
+    assert_eq!(t, {
+        let mut t = TapRequest::layer(10, CacheDtype::F16);
+        t.tokens = sae_steer_ade20k::cache::TapTokens::Patches;
+        t
+    });
+    assert_eq!(
+        "final_norm".parse::<TapRequest>().unwrap(),
+        TapRequest::final_norm(CacheDtype::F32)
+    );
+}

@@ -5,12 +5,22 @@
 //! ```text
 //! cargo run --release --example activations -- \
 //!   --vit <HF folder | .pth file | hub id> (--image <file> | --pixel-values <file>) \
-//!   --out <file.safetensors>
+//!   --out <file.safetensors> \
+//!   [--sae <file | hub id> [--sae-layer L] [--sae-norm <file>] \
+//!    [--steer-latent J --steer-value V]]
 //! ```
 //!
 //! Writes float32 tensors: `pixel_values` [3, H, W] (the model input),
 //! `layer.{i}` [tokens, d] for every block i (0-based, residual after block i,
 //! before the final norm), `x_norm_patchtokens` [patches, d], `x_norm_clstoken` [d].
+//!
+//! With `--sae` also, for the patch tokens of layer L: `sae.f_x` [patches, d_sae]
+//! and `sae.x_hat` [patches, d] (the SAE's units: normalized when it has a
+//! normalization), and with `--steer-latent J --steer-value V`, `sae.steered`
+//! [patches, d] (model units): layer L's patches with latent J set to V on every
+//! patch, the SAE's error term kept. A saev `sae.pt` carries no normalization,
+//! so none is applied unless `--sae-norm` gives one; our own checkpoints apply
+//! the one they store, which `--sae-norm` replaces.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,7 +30,13 @@ use clap::Parser;
 use sae_steer::backend::{BackendTask, DeviceChoice, run_on};
 use sae_steer::burn::prelude::Backend;
 use sae_steer::vit::{HostTensor, SafetensorsFile, TensorSource, write_safetensors};
-use sae_steer::{Dinov2, PixelValues, layer_activations, preprocess_path};
+use sae_steer::{
+    Dinov2, Normalization, PixelValues, Sae, SaeTap, layer_activations, layer_activations_with_sae,
+    preprocess_path,
+};
+
+/// The block the published DINOv2 SAE reads.
+const DEFAULT_SAE_LAYER: usize = 10;
 
 #[derive(Parser, Debug)]
 #[command(about = "Run DINOv2 on one image and save the activations of every layer")]
@@ -45,6 +61,24 @@ struct Args {
     /// cpu, flex, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: DeviceChoice,
+    /// An SAE to apply to one layer's patch tokens: a saev sae.pt or one of our
+    /// safetensors checkpoints, or a hub id `owner/name[:file]` (file sae.pt by
+    /// default), e.g. osunlp/SAE_DINOv2_24K_ViT-B-14_IN1K.
+    #[arg(long)]
+    sae: Option<String>,
+    /// 0-based block whose output the SAE reads (default: the layer our
+    /// checkpoints record, else 10); must be below the ViT's depth.
+    #[arg(long, requires = "sae")]
+    sae_layer: Option<usize>,
+    /// Input normalization for the SAE: safetensors with `mean` [d] and `scalar`.
+    #[arg(long, requires = "sae")]
+    sae_norm: Option<PathBuf>,
+    /// Latent to steer (0-based) for `sae.steered`.
+    #[arg(long, requires_all = ["sae", "steer_value"])]
+    steer_latent: Option<usize>,
+    /// Value the steered latent is set to, in the SAE's units.
+    #[arg(long, requires = "steer_latent", allow_negative_numbers = true)]
+    steer_value: Option<f32>,
 }
 
 struct Activations {
@@ -56,8 +90,38 @@ impl BackendTask for Activations {
     type Output = Result<Vec<(String, HostTensor)>>;
 
     fn run<B: Backend>(self, device: B::Device) -> Self::Output {
-        let vit = Dinov2::<B>::load(&self.args.vit, &device)?;
-        Ok(layer_activations(&vit, &self.pixels)?)
+        let args = &self.args;
+        // The SAE first: its errors are cheaper to find than a ViT load.
+        let sae = match &args.sae {
+            None => None,
+            Some(spec) => {
+                let sae = Sae::<B>::from_spec(spec, &device)?;
+                let sae = match &args.sae_norm {
+                    None => sae,
+                    Some(path) => {
+                        let norm = Normalization::load(path, sae.d_model())?;
+                        sae.with_normalization(Some(&norm))?
+                    }
+                };
+                Some(sae)
+            }
+        };
+        let vit = Dinov2::<B>::load(&args.vit, &device)?;
+        match &sae {
+            None => Ok(layer_activations(&vit, &self.pixels)?),
+            Some(sae) => {
+                let layer = args
+                    .sae_layer
+                    .or(sae.config.layer)
+                    .unwrap_or(DEFAULT_SAE_LAYER);
+                let tap = SaeTap {
+                    sae,
+                    layer,
+                    steer: args.steer_latent.zip(args.steer_value),
+                };
+                Ok(layer_activations_with_sae(&vit, &self.pixels, &tap)?)
+            }
+        }
     }
 }
 

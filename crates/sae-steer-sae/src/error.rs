@@ -38,8 +38,20 @@ pub enum SaeError {
     Format { path: PathBuf, message: String },
     #[error("invalid SAE input: {0}")]
     Input(String),
+    /// An SAE given as a hub id that could not be found or downloaded.
+    #[error("SAE `{spec}`: {message}")]
+    Hub { spec: String, message: String },
     #[error("invalid edit: {0}")]
     Edit(String),
+    /// Training settings that cannot work.
+    #[error("invalid training settings: {0}")]
+    TrainConfig(String),
+    /// Training data that could not be read or has the wrong shape.
+    #[error("training data: {0}")]
+    Data(String),
+    /// A training state that cannot be resumed.
+    #[error("{path}: cannot resume training: {message}")]
+    Resume { path: PathBuf, message: String },
 }
 
 pub type Result<T, E = SaeError> = std::result::Result<T, E>;

@@ -17,10 +17,20 @@
 
 pub mod activations;
 pub mod backend;
+pub mod pipeline;
+pub mod quantify;
 
-pub use activations::{layer_activations, to_host};
+pub use activations::{
+    ActivationsError, NamedTensors, SaeTap, layer_activations, layer_activations_with_sae,
+    sae_outputs, to_host,
+};
 
 pub use burn;
+pub use sae_steer_ade20k as ade20k;
+pub use sae_steer_metrics as metrics;
+pub use sae_steer_probe as probe;
+pub use sae_steer_sae as sae;
+pub use sae_steer_sae::{Edit, FeatureStats, Normalization, Sae, SaeError, SaeWeights};
 pub use sae_steer_vit as vit;
 pub use sae_steer_vit::{
     Dinov2, Dinov2Config, HostTensor, PixelValues, Preprocess, SafetensorsFile, TensorSource,

@@ -1,0 +1,987 @@
+//! Quantify pseudo-orthogonality (SPEC section 8): for every class and every
+//! way of picking a direction, edit every patch of every validation image at
+//! the SAE's layer, finish the network, and count how the probe's patch
+//! predictions change.
+//!
+//! The Python reference re-runs the whole ViT for every edit. Here the SAE
+//! layer's activations come from an [`ActivationCache`] (float32: f16
+//! rounding flips argmaxes), an SAE edit uses the rank-1 form of SPEC
+//! section 6 ([`Edit::apply`]), and only the blocks after the layer, the
+//! final norm and the probe run, with several classes stacked in one batch.
+//!
+//! A run persists every finished (method, class) pass in `passes.json`, so
+//! an interrupted run resumes at the next class.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Instant;
+
+use burn::tensor::{ElementConversion, Int, Tensor, TensorData, backend::Backend};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use sae_steer_ade20k::{ActivationCache, CacheError};
+use sae_steer_metrics::{
+    ClassPass, F1Selector, FeatureChoice, MethodSummary, MetricsError, write_change_csv,
+    write_class_csv, write_summary_csv,
+};
+use sae_steer_probe::ProbeWeights;
+use sae_steer_sae::{Edit, FeatureStats, Sae, SaeError};
+use sae_steer_vit::{Dinov2, VitError, write_atomic};
+use serde::{Deserialize, Serialize};
+
+/// Number of probe outputs: label 0 (other) and the 150 ADE20K classes.
+pub const OUTPUTS: usize = 151;
+
+/// Detection thresholds of the automatic selection (SPEC section 8).
+pub const THRESHOLDS: [f32; 4] = [0.0, 0.1, 0.3, 1.0];
+
+/// Training patches count for selection only when at least this share of
+/// their 14x14 pixels carries the patch's label.
+pub const MIN_PURITY: f32 = 0.9;
+
+/// Errors of a quantify run.
+#[derive(Debug, thiserror::Error)]
+pub enum QuantifyError {
+    #[error(transparent)]
+    Vit(#[from] VitError),
+    #[error(transparent)]
+    Sae(#[from] SaeError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("{0}")]
+    Input(String),
+}
+
+pub type Result<T> = std::result::Result<T, QuantifyError>;
+
+/// How a pass picks the direction it edits for a class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Method {
+    /// A random unit vector (one per class, seeded) added to each patch.
+    RandomVector,
+    /// A random SAE latent (one per class, seeded) set to `slider * max_obs`.
+    RandomLatent,
+    /// The latent with the best F1 for the class, set to `slider * max_obs`.
+    Auto,
+    /// The latent of a user-written class -> latent table.
+    Manual,
+}
+
+impl Method {
+    pub const ALL: [Method; 4] = [
+        Method::RandomVector,
+        Method::RandomLatent,
+        Method::Auto,
+        Method::Manual,
+    ];
+
+    /// The name in reports and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::RandomVector => "random-vector",
+            Self::RandomLatent => "random-latent",
+            Self::Auto => "auto",
+            Self::Manual => "manual",
+        }
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Method {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim().to_ascii_lowercase().replace('_', "-").as_str() {
+            "random-vector" | "random" | "vector" | "1" => Ok(Self::RandomVector),
+            "random-latent" | "random-feature" | "2" => Ok(Self::RandomLatent),
+            "auto" | "automatic" | "3" => Ok(Self::Auto),
+            "manual" | "4" => Ok(Self::Manual),
+            other => Err(format!(
+                "unknown method `{other}`: expected random-vector, random-latent, auto or manual"
+            )),
+        }
+    }
+}
+
+/// What one pass does to every patch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Steer {
+    /// Set an SAE latent to `value` (normalized units), error term kept.
+    Latent { latent: usize, value: f32 },
+    /// Add `scale * unit` in model units.
+    Vector { unit: Vec<f32>, scale: f32 },
+}
+
+/// A pass's edit, the latent it sets (if any) and that latent's F1.
+type PassDirection = (Steer, Option<usize>, Option<f64>);
+
+/// Settings of a run.
+#[derive(Debug, Clone)]
+pub struct QuantifyOptions {
+    /// The SAE's layer (0-based block index; the cache tap `layer{L}`).
+    pub layer: usize,
+    pub methods: Vec<Method>,
+    /// Target classes (1..=150 by default).
+    pub classes: Vec<usize>,
+    /// Slider position for latent edits: value = `slider * max_obs` (-2 in the preprint).
+    pub slider: f32,
+    /// Norm of the random-vector edit; `None` matches the mean norm of the
+    /// automatic method's edit of the same class (SPEC section 8).
+    pub vector_scale: Option<f32>,
+    pub seed: u64,
+    /// Validation images per forward batch (each stacked `classes_per_batch` times).
+    pub batch_images: usize,
+    /// Classes edited together in one forward batch.
+    pub classes_per_batch: usize,
+    /// Use only the first N validation images.
+    pub max_images: Option<usize>,
+}
+
+impl Default for QuantifyOptions {
+    fn default() -> Self {
+        Self {
+            layer: 10,
+            methods: Method::ALL.to_vec(),
+            classes: (1..OUTPUTS).collect(),
+            slider: -2.0,
+            vector_scale: None,
+            seed: 0,
+            batch_images: 8,
+            classes_per_batch: 4,
+            max_images: None,
+        }
+    }
+}
+
+/// The automatic method's choices: the best latent per class and the top 3.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Selection {
+    /// Where the F1 scores were computed (`training`, `validation`, ...).
+    pub split: String,
+    /// Patches scored (purity >= 0.9).
+    pub patches: u64,
+    /// Per class: up to three best latents, best first.
+    pub top: BTreeMap<usize, Vec<FeatureChoice>>,
+}
+
+impl Selection {
+    /// The best choice for a class, if any latent fired on it.
+    pub fn best(&self, class: usize) -> Option<&FeatureChoice> {
+        self.top.get(&class).and_then(|t| t.first())
+    }
+}
+
+/// The manual method's class -> latent table, read from a TOML file shaped
+/// like `data-manifests/manual-features.toml`: `[[feature]]` rows with
+/// `class` and `latent` (other keys are ignored).
+pub fn read_manual_table(path: &Path) -> Result<BTreeMap<usize, usize>> {
+    #[derive(Deserialize)]
+    struct Row {
+        class: usize,
+        latent: usize,
+    }
+    #[derive(Deserialize)]
+    struct Table {
+        #[serde(default)]
+        feature: Vec<Row>,
+    }
+    let err = |message: String| QuantifyError::File {
+        path: path.to_path_buf(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    let table: Table =
+        toml::from_str(&text).map_err(|e| err(format!("not a feature table: {e}")))?;
+    let mut out = BTreeMap::new();
+    for row in table.feature {
+        if !(1..OUTPUTS).contains(&row.class) {
+            return Err(err(format!(
+                "class {} is out of range 1..={}",
+                row.class,
+                OUTPUTS - 1
+            )));
+        }
+        if out.insert(row.class, row.latent).is_some() {
+            return Err(err(format!("class {} appears twice", row.class)));
+        }
+    }
+    Ok(out)
+}
+
+/// Scores every latent against the patch labels of a cache (SPEC section 8):
+/// F1 of `f_j > t` vs `label == c` over patches with purity >= 0.9, latents
+/// with frequency >= `max_frequency` (1e-2 in the preprint,
+/// [`sae_steer_sae::stats::FREQUENT`]) excluded.
+#[allow(clippy::too_many_arguments)]
+pub fn select_features<B: Backend>(
+    sae: &Sae<B>,
+    cache: &ActivationCache,
+    layer: usize,
+    stats: &FeatureStats,
+    max_frequency: f32,
+    split: &str,
+    max_images: Option<usize>,
+    batch_images: usize,
+) -> Result<Selection> {
+    let tap = format!("layer{layer}");
+    let spec = cache.tap(&tap)?.clone();
+    let device = sae.w_enc.device();
+    let excluded: Vec<bool> = (0..sae.d_sae())
+        .map(|j| stats.frequency(j) >= max_frequency)
+        .collect();
+    let mut selector = F1Selector::new(sae.d_sae(), OUTPUTS, &THRESHOLDS, Some(&excluded))?;
+    let rows = max_images.map_or(cache.len(), |m| m.min(cache.len()));
+    let bar = progress(rows as u64, &format!("selecting features ({split})"));
+    let mut buf = Vec::new();
+    let min_count = (MIN_PURITY * 196.0).ceil() as u8;
+    for start in (0..rows).step_by(batch_images.max(1)) {
+        let batch: Vec<usize> = (start..(start + batch_images).min(rows)).collect();
+        cache.read_images(&tap, &batch, &mut buf)?;
+        let mut keep_rows = Vec::new();
+        let mut labels = Vec::new();
+        for &row in &batch {
+            let pl = cache.patch_labels(row)?;
+            let pu = cache.patch_purity(row)?;
+            let offset = spec.n_tokens.checked_sub(pl.len()).ok_or_else(|| {
+                QuantifyError::Input(format!(
+                    "cache tap {tap} has {} tokens per image, fewer than its {} patch labels",
+                    spec.n_tokens,
+                    pl.len()
+                ))
+            })?;
+            let local = row - start;
+            for (p, (&label, &purity)) in pl.iter().zip(pu).enumerate() {
+                // Purity is stored as a count of the 196 pixels of a 14x14 patch.
+                if purity >= min_count {
+                    keep_rows.push((local * spec.n_tokens + offset + p) as i64);
+                    labels.push(label);
+                }
+            }
+        }
+        bar.inc(batch.len() as u64);
+        if keep_rows.is_empty() {
+            continue;
+        }
+        let x = Tensor::<B, 2>::from_data(
+            TensorData::new(
+                std::mem::take(&mut buf),
+                [batch.len() * spec.n_tokens, spec.dim],
+            ),
+            &device,
+        );
+        let idx = Tensor::<B, 1, Int>::from_data(
+            TensorData::new(keep_rows.clone(), [keep_rows.len()]),
+            &device,
+        );
+        let f = sae.encode(sae.normalize(x.select(0, idx)));
+        let f = f
+            .into_data()
+            .into_vec::<f32>()
+            .map_err(|e| QuantifyError::Input(format!("reading SAE activations back: {e:?}")))?;
+        selector.add_dense(&f, &labels)?;
+    }
+    bar.finish_and_clear();
+    let mut top = BTreeMap::new();
+    for class in 1..OUTPUTS {
+        let t = selector.top_k(class, 3);
+        if !t.is_empty() {
+            top.insert(class, t);
+        }
+    }
+    Ok(Selection {
+        split: split.to_string(),
+        patches: selector.patches(),
+        top,
+    })
+}
+
+/// A probe `d -> 151` on the device; predictions are argmaxes over classes
+/// 1..=150 (class 0 excluded, unlike validation; SPEC section 8).
+#[derive(Debug, Clone)]
+pub struct DeviceProbe<B: Backend> {
+    /// `[d, 151]`
+    weight_t: Tensor<B, 2>,
+    /// `[1, 151]`
+    bias: Tensor<B, 2>,
+}
+
+impl<B: Backend> DeviceProbe<B> {
+    pub fn new(probe: &ProbeWeights, device: &B::Device) -> Result<Self> {
+        probe
+            .check()
+            .map_err(|e| QuantifyError::Input(e.to_string()))?;
+        if probe.out_features != OUTPUTS {
+            return Err(QuantifyError::Input(format!(
+                "the probe has {} outputs; quantify needs {OUTPUTS} (label 0 and 150 classes)",
+                probe.out_features
+            )));
+        }
+        let (c, d) = (probe.out_features, probe.in_features);
+        let w = Tensor::<B, 2>::from_data(TensorData::new(probe.weight.clone(), [c, d]), device);
+        Ok(Self {
+            weight_t: w.transpose(),
+            bias: Tensor::from_data(TensorData::new(probe.bias.clone(), [1, c]), device),
+        })
+    }
+
+    /// Class ids in 1..=150 for patches `[n, d]`.
+    pub fn predict_classes(&self, patches: Tensor<B, 2>) -> Result<Vec<u8>> {
+        let [n, _] = patches.dims();
+        let logits = patches.matmul(self.weight_t.clone()).add(self.bias.clone());
+        let best = logits.slice([0..n, 1..OUTPUTS]).argmax(1); // [n, 1]
+        let ids = best
+            .into_data()
+            .convert::<i64>()
+            .into_vec::<i64>()
+            .map_err(|e| QuantifyError::Input(format!("reading predictions back: {e:?}")))?;
+        Ok(ids.into_iter().map(|i| (i + 1) as u8).collect())
+    }
+}
+
+/// Everything a run reads.
+pub struct QuantifyInputs<'a, B: Backend> {
+    pub vit: &'a Dinov2<B>,
+    pub sae: &'a Sae<B>,
+    pub probe: &'a DeviceProbe<B>,
+    pub stats: &'a FeatureStats,
+    /// Validation cache holding tap `layer{L}` with every token, float32.
+    pub cache: &'a ActivationCache,
+    /// The automatic method's choices (needed for `auto`, and for the
+    /// default random-vector scale).
+    pub selection: Option<&'a Selection>,
+    /// class -> latent, for `manual`.
+    pub manual: &'a BTreeMap<usize, usize>,
+}
+
+/// What a run produced.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QuantifyReport {
+    pub passes: Vec<ClassPass>,
+    pub summaries: Vec<MethodSummary>,
+    /// Classes a method skipped, with the reason.
+    pub skipped: Vec<(String, usize, String)>,
+    /// Validation images and patches used.
+    pub images: usize,
+    pub patches: usize,
+    /// Mean seconds per (class, method) pass measured in this run.
+    pub seconds_per_pass: Option<f64>,
+}
+
+/// State persisted after each chunk of classes.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Progress {
+    /// A fingerprint of the settings; a resumed run must match it.
+    key: String,
+    passes: Vec<ClassPass>,
+    skipped: Vec<(String, usize, String)>,
+    pass_seconds: f64,
+    timed_passes: usize,
+}
+
+/// The run: original predictions once, then one pass per (method, class).
+pub struct Quantify<'a, B: Backend> {
+    inputs: QuantifyInputs<'a, B>,
+    options: QuantifyOptions,
+    tap: String,
+    rows: usize,
+    /// Tokens before the patches (CLS and registers).
+    prefix: usize,
+    n_patches: usize,
+    dim: usize,
+    /// `[rows * n_patches]`
+    original: Vec<u8>,
+}
+
+impl<'a, B: Backend> Quantify<'a, B> {
+    /// Checks the inputs against each other and predicts the unedited patches.
+    pub fn new(inputs: QuantifyInputs<'a, B>, options: QuantifyOptions) -> Result<Self> {
+        let tap = format!("layer{}", options.layer);
+        let spec = inputs.cache.tap(&tap)?.clone();
+        let depth = inputs.vit.depth();
+        if options.layer >= depth {
+            return Err(QuantifyError::Input(format!(
+                "layer {} does not exist: the ViT has {depth} blocks (0..{})",
+                options.layer,
+                depth - 1
+            )));
+        }
+        if spec.tokens != sae_steer_ade20k::cache::TapTokens::All {
+            return Err(QuantifyError::Input(format!(
+                "cache tap {tap} keeps only the patch tokens; finishing the network needs every \
+                 token (rebuild the cache with `{tap}:all:f32`)"
+            )));
+        }
+        if spec.dtype != sae_steer_ade20k::cache::CacheDtype::F32 {
+            return Err(QuantifyError::Input(format!(
+                "cache tap {tap} is stored as {:?}; quantify needs float32 (f16 rounding flips \
+                 predictions)",
+                spec.dtype
+            )));
+        }
+        if spec.dim != inputs.sae.d_model() {
+            return Err(QuantifyError::Input(format!(
+                "cache tap {tap} has width {}, the SAE expects {}",
+                spec.dim,
+                inputs.sae.d_model()
+            )));
+        }
+        if inputs.stats.d_sae() != inputs.sae.d_sae() {
+            return Err(QuantifyError::Input(format!(
+                "feature statistics cover {} latents, the SAE has {}",
+                inputs.stats.d_sae(),
+                inputs.sae.d_sae()
+            )));
+        }
+        for c in &options.classes {
+            if !(1..OUTPUTS).contains(c) {
+                return Err(QuantifyError::Input(format!(
+                    "class {c} is out of range 1..={}",
+                    OUTPUTS - 1
+                )));
+            }
+        }
+        let prefix = 1 + inputs.vit.config().num_register_tokens;
+        let n_patches = spec.n_tokens.checked_sub(prefix).ok_or_else(|| {
+            QuantifyError::Input(format!("cache tap {tap} has only {} tokens", spec.n_tokens))
+        })?;
+        let rows = options
+            .max_images
+            .map_or(inputs.cache.len(), |m| m.min(inputs.cache.len()));
+        if rows == 0 {
+            return Err(QuantifyError::Input(
+                "the validation cache holds no images".into(),
+            ));
+        }
+        let mut run = Self {
+            inputs,
+            options,
+            tap,
+            rows,
+            prefix,
+            n_patches,
+            dim: spec.dim,
+            original: Vec::new(),
+        };
+        run.original = run.predict_original()?;
+        Ok(run)
+    }
+
+    /// Validation images used.
+    pub fn images(&self) -> usize {
+        self.rows
+    }
+
+    /// Unedited predictions, `[images * patches]`.
+    pub fn original(&self) -> &[u8] {
+        &self.original
+    }
+
+    fn device(&self) -> B::Device {
+        self.inputs.sae.w_enc.device()
+    }
+
+    /// `[b, tokens, d]` of cache rows.
+    fn load(&self, rows: &[usize], buf: &mut Vec<f32>) -> Result<Tensor<B, 3>> {
+        self.inputs.cache.read_images(&self.tap, rows, buf)?;
+        let t = self.prefix + self.n_patches;
+        Ok(Tensor::from_data(
+            TensorData::new(std::mem::take(buf), [rows.len(), t, self.dim]),
+            &self.device(),
+        ))
+    }
+
+    /// Finishes the network from the SAE's layer and predicts every patch.
+    fn predict(&self, x: Tensor<B, 3>) -> Result<Vec<u8>> {
+        let [b, _, d] = x.dims();
+        let normed = self.inputs.vit.forward_from(self.options.layer, x)?;
+        let patches = self.inputs.vit.split_tokens(normed).patches;
+        self.inputs
+            .probe
+            .predict_classes(patches.reshape([b * self.n_patches, d]))
+    }
+
+    fn batches(&self) -> Vec<Vec<usize>> {
+        let step = self.options.batch_images.max(1);
+        (0..self.rows)
+            .step_by(step)
+            .map(|s| (s..(s + step).min(self.rows)).collect())
+            .collect()
+    }
+
+    fn predict_original(&self) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(self.rows * self.n_patches);
+        let mut buf = Vec::new();
+        let bar = progress(self.rows as u64, "unedited predictions");
+        for rows in self.batches() {
+            let x = self.load(&rows, &mut buf)?;
+            out.extend(self.predict(x)?);
+            bar.inc(rows.len() as u64);
+        }
+        bar.finish_and_clear();
+        Ok(out)
+    }
+
+    /// Applies one steer to the patch tokens of `x` `[b, t, d]`.
+    fn edit(&self, x: Tensor<B, 3>, steer: &Steer) -> Result<Tensor<B, 3>> {
+        let [b, t, d] = x.dims();
+        let prefix = x.clone().slice([0..b, 0..self.prefix, 0..d]);
+        let patches = x
+            .slice([0..b, self.prefix..t, 0..d])
+            .reshape([b * self.n_patches, d]);
+        let edited = match steer {
+            Steer::Latent { latent, value } => Edit::new()
+                .set(*latent, *value)
+                .apply(self.inputs.sae, patches)?,
+            Steer::Vector { unit, scale } => {
+                let u = Tensor::<B, 2>::from_data(
+                    TensorData::new(unit.clone(), [1, d]),
+                    &self.device(),
+                );
+                patches.add(u.mul_scalar(*scale))
+            }
+        };
+        Ok(Tensor::cat(
+            vec![prefix, edited.reshape([b, self.n_patches, d])],
+            1,
+        ))
+    }
+
+    /// Mean norm, over the validation patches, of setting `latent` to
+    /// `value`: `scalar * |value - f_j(x)| * ||W_dec[j]||`.
+    fn mean_edit_norm(&self, latent: usize, value: f32) -> Result<f32> {
+        let sae = self.inputs.sae;
+        let mut buf = Vec::new();
+        let mut sum = 0.0f64;
+        let device = self.device();
+        let idx =
+            Tensor::<B, 1, Int>::from_data(TensorData::new(vec![latent as i64], [1]), &device);
+        for rows in self.batches() {
+            let x = self.load(&rows, &mut buf)?;
+            let [b, t, d] = x.dims();
+            let patches = x
+                .slice([0..b, self.prefix..t, 0..d])
+                .reshape([b * self.n_patches, d]);
+            let f = sae.encode(sae.normalize(patches)).select(1, idx.clone());
+            let total: f32 = f.sub_scalar(value).abs().sum().into_scalar().elem();
+            sum += f64::from(total);
+        }
+        let row = sae.w_dec.clone().select(0, idx);
+        let row_norm: f32 = row.powf_scalar(2.0).sum().sqrt().into_scalar().elem();
+        let n = (self.rows * self.n_patches) as f64;
+        Ok((sum / n) as f32 * sae.scalar() * row_norm)
+    }
+
+    /// The direction of one (method, class) pass, or why there is none.
+    fn steer_for(
+        &self,
+        method: Method,
+        class: usize,
+        vector_scale: &mut BTreeMap<usize, f32>,
+    ) -> Result<std::result::Result<PassDirection, String>> {
+        let stats = self.inputs.stats;
+        let slider = self.options.slider;
+        let latent_steer = |j: usize| Steer::Latent {
+            latent: j,
+            value: slider * stats.max_obs(j),
+        };
+        let mut rng = StdRng::seed_from_u64(
+            self.options
+                .seed
+                .wrapping_mul(1_000_003)
+                .wrapping_add(class as u64 * 16 + method as u64),
+        );
+        Ok(match method {
+            Method::Auto => match self.inputs.selection.and_then(|s| s.best(class)) {
+                Some(choice) => Ok((
+                    latent_steer(choice.latent),
+                    Some(choice.latent),
+                    Some(choice.f1),
+                )),
+                None => Err("no latent fires on this class in the selection split".into()),
+            },
+            Method::Manual => match self.inputs.manual.get(&class) {
+                Some(&j) if j < self.inputs.sae.d_sae() => Ok((latent_steer(j), Some(j), None)),
+                Some(&j) => {
+                    return Err(QuantifyError::Input(format!(
+                        "manual table: latent {j} for class {class} does not exist (the SAE has {} latents)",
+                        self.inputs.sae.d_sae()
+                    )));
+                }
+                None => Err("not in the manual table".into()),
+            },
+            Method::RandomLatent => {
+                let candidates: Vec<usize> = (0..stats.d_sae())
+                    .filter(|&j| {
+                        let f = stats.frequency(j);
+                        f > 0.0 && !stats.is_frequent(j) && stats.max_obs(j) > 0.0
+                    })
+                    .collect();
+                if candidates.is_empty() {
+                    return Err(QuantifyError::Input(
+                        "no latent has 0 < frequency < 1e-2 and max_obs > 0: cannot draw a random latent"
+                            .into(),
+                    ));
+                }
+                let j = candidates[rng.random_range(0..candidates.len())];
+                Ok((latent_steer(j), Some(j), None))
+            }
+            Method::RandomVector => {
+                let scale = match self.options.vector_scale {
+                    Some(s) => s,
+                    None => match vector_scale.get(&class) {
+                        Some(&s) => s,
+                        None => {
+                            let s = self.default_vector_scale(class)?;
+                            vector_scale.insert(class, s);
+                            s
+                        }
+                    },
+                };
+                let mut v: Vec<f32> = (0..self.dim).map(|_| gaussian(&mut rng)).collect();
+                let norm = v
+                    .iter()
+                    .map(|x| x * x)
+                    .sum::<f32>()
+                    .sqrt()
+                    .max(f32::MIN_POSITIVE);
+                v.iter_mut().for_each(|x| *x /= norm);
+                Ok((Steer::Vector { unit: v, scale }, None, None))
+            }
+        })
+    }
+
+    /// The automatic method's mean edit norm for the class; falls back to
+    /// the mean over the run's classes when the class has no choice.
+    fn default_vector_scale(&self, class: usize) -> Result<f32> {
+        let selection = self.inputs.selection.ok_or_else(|| {
+            QuantifyError::Input(
+                "the random-vector method scales to the automatic method's edits, which needs \
+                 the feature selection; give a fixed --vector-scale instead"
+                    .into(),
+            )
+        })?;
+        let value = |j: usize| self.options.slider * self.inputs.stats.max_obs(j);
+        if let Some(c) = selection.best(class) {
+            return self.mean_edit_norm(c.latent, value(c.latent));
+        }
+        let mut norms = Vec::new();
+        for c in &self.options.classes {
+            if let Some(choice) = selection.best(*c) {
+                norms.push(self.mean_edit_norm(choice.latent, value(choice.latent))?);
+            }
+            if norms.len() >= 8 {
+                break;
+            }
+        }
+        if norms.is_empty() {
+            return Err(QuantifyError::Input(
+                "no class has an automatic choice to match the random vector's scale to; give \
+                 --vector-scale"
+                    .into(),
+            ));
+        }
+        Ok(norms.iter().sum::<f32>() / norms.len() as f32)
+    }
+
+    /// Runs every (method, class) pass not yet in `out_dir/passes.json`,
+    /// persisting after each chunk of classes, and writes the reports.
+    pub fn run(&self, out_dir: &Path) -> Result<QuantifyReport> {
+        std::fs::create_dir_all(out_dir).map_err(|e| QuantifyError::File {
+            path: out_dir.to_path_buf(),
+            message: format!("cannot create the output folder: {e}"),
+        })?;
+        let state_path = out_dir.join("passes.json");
+        let key = self.key();
+        let mut state = read_progress(&state_path, &key)?;
+        let mut vector_scale = BTreeMap::new();
+        let batches = self.batches();
+        let mut buf = Vec::new();
+        for &method in &self.options.methods {
+            let todo: Vec<usize> = self
+                .options
+                .classes
+                .iter()
+                .copied()
+                .filter(|&c| {
+                    !state
+                        .passes
+                        .iter()
+                        .any(|p| p.method == method.name() && p.class() == c)
+                        && !state
+                            .skipped
+                            .iter()
+                            .any(|(m, sc, _)| m == method.name() && *sc == c)
+                })
+                .collect();
+            if todo.is_empty() {
+                continue;
+            }
+            let bar = progress(todo.len() as u64, method.name());
+            for chunk in todo.chunks(self.options.classes_per_batch.max(1)) {
+                let started = Instant::now();
+                let mut passes = Vec::new();
+                let mut steers = Vec::new();
+                for &class in chunk {
+                    match self.steer_for(method, class, &mut vector_scale)? {
+                        Ok((steer, latent, f1)) => {
+                            let mut pass = ClassPass::new(method.name(), class, OUTPUTS)?;
+                            if let Some(j) = latent {
+                                pass = pass.with_latent(j, f1);
+                            }
+                            passes.push(pass);
+                            steers.push(steer);
+                        }
+                        Err(why) => state.skipped.push((method.name().into(), class, why)),
+                    }
+                }
+                if !steers.is_empty() {
+                    let setup = started.elapsed().as_secs_f64();
+                    let timed = Instant::now();
+                    for rows in &batches {
+                        let x = self.load(rows, &mut buf)?;
+                        let edited = steers
+                            .iter()
+                            .map(|s| self.edit(x.clone(), s))
+                            .collect::<Result<Vec<_>>>()?;
+                        let preds = self.predict(Tensor::cat(edited, 0))?;
+                        let per = rows.len() * self.n_patches;
+                        let first = rows[0] * self.n_patches;
+                        let original = &self.original[first..first + per];
+                        for (k, pass) in passes.iter_mut().enumerate() {
+                            pass.add(original, &preds[k * per..(k + 1) * per])?;
+                        }
+                    }
+                    state.pass_seconds += timed.elapsed().as_secs_f64() + setup;
+                    state.timed_passes += passes.len();
+                }
+                state.passes.extend(passes);
+                write_json(&state_path, &state)?;
+                bar.inc(chunk.len() as u64);
+            }
+            bar.finish_and_clear();
+        }
+        let mut passes: Vec<ClassPass> = state
+            .passes
+            .iter()
+            .filter(|p| {
+                self.options.classes.contains(&p.class())
+                    && self.options.methods.iter().any(|m| m.name() == p.method)
+            })
+            .cloned()
+            .collect();
+        passes.sort_by_key(|p| {
+            (
+                Method::from_str(&p.method).map_or(usize::MAX, |m| m as usize),
+                p.class(),
+            )
+        });
+        let summaries = MethodSummary::from_passes(&passes);
+        Ok(QuantifyReport {
+            summaries,
+            skipped: state.skipped.clone(),
+            images: self.rows,
+            patches: self.rows * self.n_patches,
+            seconds_per_pass: (state.timed_passes > 0)
+                .then(|| state.pass_seconds / state.timed_passes as f64),
+            passes,
+        })
+    }
+
+    /// Settings that change results; a resumed run must have the same.
+    fn key(&self) -> String {
+        format!(
+            "layer={} slider={} vector_scale={:?} seed={} images={} cache={}",
+            self.options.layer,
+            self.options.slider,
+            self.options.vector_scale,
+            self.options.seed,
+            self.rows,
+            self.inputs.cache.manifest().images.fingerprint,
+        )
+    }
+
+    /// Times one pass done the reference's way (the whole ViT from pixels
+    /// for every edit) against ours, on `images` images: returns seconds per
+    /// pass for (full forward, cached + rank-1).
+    pub fn time_strategies(&self, pixels: Tensor<B, 4>, steer: &Steer) -> Result<(f64, f64)> {
+        let [b, ..] = pixels.dims();
+        let rows: Vec<usize> = (0..b.min(self.rows)).collect();
+        let full = Instant::now();
+        let x = self.inputs.vit.forward_until(pixels, self.options.layer)?;
+        let _ = self.predict(x.clone())?;
+        let x2 = self.edit(x, steer)?;
+        let _ = self.predict(x2)?;
+        let full = full.elapsed().as_secs_f64();
+        let ours = Instant::now();
+        let mut buf = Vec::new();
+        let x = self.load(&rows, &mut buf)?;
+        let _ = self.predict(self.edit(x, steer)?)?;
+        Ok((full, ours.elapsed().as_secs_f64()))
+    }
+}
+
+/// Writes `results.csv`, `per_class.csv`, `changes.csv`, `selection.csv`
+/// and `summary.md` for a finished run.
+pub fn write_reports(
+    out_dir: &Path,
+    report: &QuantifyReport,
+    selection: Option<&Selection>,
+    class_names: &[String],
+    notes: &[String],
+) -> Result<()> {
+    write_summary_csv(out_dir.join("results.csv"), &report.summaries)?;
+    write_class_csv(out_dir.join("per_class.csv"), &report.passes, class_names)?;
+    write_change_csv(out_dir.join("changes.csv"), &report.passes, class_names)?;
+    let name = |c: usize| {
+        class_names
+            .get(c.wrapping_sub(1))
+            .cloned()
+            .unwrap_or_else(|| format!("class {c}"))
+    };
+    if let Some(sel) = selection {
+        let mut csv =
+            String::from("class,name,rank,latent,threshold,f1,true_positives,fires,positives\n");
+        for (class, top) in &sel.top {
+            for (rank, c) in top.iter().enumerate() {
+                csv.push_str(&format!(
+                    "{class},{},{},{},{},{:.6},{},{},{}\n",
+                    csv_field(&name(*class)),
+                    rank + 1,
+                    c.latent,
+                    c.threshold,
+                    c.f1,
+                    c.true_positives,
+                    c.fires,
+                    c.positives
+                ));
+            }
+        }
+        write_file(&out_dir.join("selection.csv"), csv.as_bytes())?;
+    }
+    let mut md = String::from("# Quantify: pseudo-orthogonality of steering directions\n\n");
+    md.push_str(&format!(
+        "{} validation images, {} patches; rates in percent, macro mean and population std over \
+         classes with at least one originally predicted patch; pooled = sum changed / sum original.\n\n",
+        report.images, report.patches
+    ));
+    for n in notes {
+        md.push_str(&format!("- {n}\n"));
+    }
+    if !notes.is_empty() {
+        md.push('\n');
+    }
+    md.push_str("| method | target change | ± std | other change | ± std | target pooled | other pooled | classes |\n");
+    md.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    let f = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.2}"));
+    for s in &report.summaries {
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            s.method,
+            f(s.target_change),
+            f(s.target_std),
+            f(s.other_change),
+            f(s.other_std),
+            f(s.target_pooled),
+            f(s.other_pooled),
+            s.n_classes
+        ));
+    }
+    if let Some(t) = report.seconds_per_pass {
+        md.push_str(&format!(
+            "\nMean time per (class, method) pass: {t:.3} s.\n"
+        ));
+    }
+    if !report.skipped.is_empty() {
+        let mut by_method: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (m, c, _) in &report.skipped {
+            by_method.entry(m).or_default().push(*c);
+        }
+        md.push_str("\nSkipped classes:\n");
+        for (m, cs) in by_method {
+            md.push_str(&format!("- {m}: {} classes ({cs:?})\n", cs.len()));
+        }
+    }
+    write_file(&out_dir.join("summary.md"), md.as_bytes())
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic(path, bytes).map_err(QuantifyError::from)
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(|e| QuantifyError::File {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    write_file(path, &bytes)
+}
+
+fn read_progress(path: &Path, key: &str) -> Result<Progress> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Progress {
+                key: key.to_string(),
+                ..Progress::default()
+            });
+        }
+        Err(e) => {
+            return Err(QuantifyError::File {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            });
+        }
+    };
+    let state: Progress = serde_json::from_slice(&bytes).map_err(|e| QuantifyError::File {
+        path: path.to_path_buf(),
+        message: format!("not a quantify progress file: {e}"),
+    })?;
+    if state.key != key {
+        return Err(QuantifyError::File {
+            path: path.to_path_buf(),
+            message: format!(
+                "these results were made with other settings ({}); this run has ({key}). Use \
+                 another --out folder or delete the file",
+                state.key
+            ),
+        });
+    }
+    Ok(state)
+}
+
+fn progress(len: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>24} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message(what.to_string());
+    bar
+}
+
+/// A standard normal draw (Box-Muller), so random directions are isotropic.
+fn gaussian(rng: &mut StdRng) -> f32 {
+    let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
+    let u2: f64 = rng.random();
+    ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+}

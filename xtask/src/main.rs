@@ -83,7 +83,14 @@ pub(crate) fn cargo() -> Command {
 /// experiments push real tensors and are too slow in a debug build.
 pub(crate) fn example(name: &str) -> Command {
     let mut c = cargo();
-    c.args(["run", "--release", "-p", "sae-steer-examples", "--example", name]);
+    c.args([
+        "run",
+        "--release",
+        "-p",
+        "sae-steer-examples",
+        "--example",
+        name,
+    ]);
     c
 }
 

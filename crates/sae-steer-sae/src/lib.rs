@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod edit;
 pub mod error;
+pub mod hub;
 pub mod sae;
 pub mod saev;
 pub mod stats;
@@ -15,5 +16,13 @@ pub use checkpoint::{FORMAT_TAG, Normalization, SaeWeights, convert_saev};
 pub use config::{Activation, EncodeRule, SaeConfig};
 pub use edit::{Edit, EditOp, Rows, slider_value};
 pub use error::{Result, SaeError};
+pub use hub::{DEFAULT_SAE_FILE, PUBLISHED_DINOV2_SAE, SaeSource, resolve_sae};
 pub use sae::{CLAMP, DeviceNorm, Sae};
 pub use saev::{SaevHeader, load_saev, parse_saev_header, read_saev_header};
+pub use stats::{
+    DEFAULT_TOP_K, Exemplar, FREQUENT, FeatureStats, NO_IMAGE, STATS_FORMAT_TAG, StatsInfo,
+};
+pub use train::{
+    NormalizationPlan, SaeSpec, SafetensorsShards, TrainConfig, TrainReport, Trainer, TrainingData,
+    train,
+};

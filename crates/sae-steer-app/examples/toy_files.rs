@@ -1,0 +1,71 @@
+//! Writes the toy steering setup (synthetic ADE20K, random SAE with feature
+//! statistics, random probe) as files, so that the `manipulate` and
+//! `figures` examples can be tried without any download:
+//!
+//! ```text
+//! cargo run -p sae-steer-app --example toy_files -- --out target/toy-app
+//! ```
+//!
+//! then run the command it prints. The test ViT is a random-weight
+//! Hugging Face folder (hidden 128, 3 blocks), so the SAE reads layer 1 and
+//! nothing means anything: it is for trying the page, not for results.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use burn::backend::NdArray;
+use clap::Parser;
+use sae_steer_app::toy::{ToyOptions, build};
+use sae_steer_vit::Dinov2;
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// Output folder (the dataset goes to OUT/ade20k).
+    #[arg(long)]
+    out: PathBuf,
+    /// The ViT (a Hugging Face folder, .pth or hub id).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/vit/reg"))]
+    vit: String,
+    /// The SAE's layer.
+    #[arg(long, default_value_t = 1)]
+    layer: usize,
+    /// Validation images.
+    #[arg(long, default_value_t = 12)]
+    images: usize,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let run = || -> Result<(), Box<dyn std::error::Error>> {
+        let device = Default::default();
+        let vit = Dinov2::<NdArray>::load(&args.vit, &device)?;
+        let opts = ToyOptions {
+            layer: args.layer,
+            images: args.images,
+            ..ToyOptions::default()
+        };
+        let toy = build(vit, &args.out.join("ade20k"), &opts)?;
+        let files = toy.save(&args.out)?;
+        println!(
+            "cargo run --release --example manipulate -- --vit {} --sae {} --probe {} --ade20k {} --stats {} --layer {}",
+            args.vit,
+            files.sae.display(),
+            files.probe.display(),
+            files.ade20k.display(),
+            files
+                .stats
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            args.layer,
+        );
+        Ok(())
+    };
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

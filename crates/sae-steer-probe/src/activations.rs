@@ -1,0 +1,67 @@
+//! The probe's input: an activation cache of one ADE20K split, built or
+//! resumed on demand so the reference's commands (which run the ViT on the
+//! fly) work as they are.
+
+use std::path::Path;
+
+use burn::tensor::backend::Backend;
+use sae_steer_ade20k::ImageList;
+use sae_steer_ade20k::cache::{
+    ActivationCache, CacheDtype, CacheReport, CacheSpec, LabelKind, TapRequest, build_cache,
+};
+use sae_steer_vit::Dinov2;
+
+use crate::error::Result;
+
+/// The cache tap the probes read: patch tokens after the final LayerNorm.
+pub const PROBE_TAP: &str = "final_norm";
+
+/// The cache request for probe training (f16 patches, patch labels) or
+/// validation (f32 patches, pixel labels).
+pub fn probe_cache_spec(model_id: &str, validation: bool) -> CacheSpec {
+    let (dtype, labels) = if validation {
+        (CacheDtype::F32, LabelKind::Pixel)
+    } else {
+        (CacheDtype::F16, LabelKind::Patch)
+    };
+    let mut spec = CacheSpec::new(model_id, vec![TapRequest::final_norm(dtype)]);
+    spec.labels = labels;
+    spec
+}
+
+/// Whether `dir` already holds a complete cache of exactly this request, so
+/// the ViT need not even be loaded.
+pub fn cache_is_ready(dir: &Path, images: &ImageList, spec: &CacheSpec) -> bool {
+    let Ok(cache) = ActivationCache::open(dir) else {
+        return false;
+    };
+    let m = cache.manifest();
+    let taps_match = m.taps.len() == spec.taps.len()
+        && m.taps.iter().zip(&spec.taps).all(|(have, want)| {
+            have.name == want.name() && have.dtype == want.dtype && have.tokens == want.tokens
+        });
+    m.complete
+        && m.model == spec.model_id
+        && m.labels == spec.labels
+        && m.images.count == images.len()
+        && m.images.fingerprint == images.fingerprint()
+        && taps_match
+}
+
+/// Opens the cache in `dir`, first building or resuming it with the ViT
+/// `spec.model_id` (loaded on `device`) unless it is complete already.
+/// Returns the build report when the ViT ran.
+pub fn ensure_cache<B: Backend>(
+    dir: &Path,
+    images: &ImageList,
+    spec: &CacheSpec,
+    device: &B::Device,
+) -> Result<(ActivationCache, Option<CacheReport>)> {
+    let report = if cache_is_ready(dir, images, spec) {
+        None
+    } else {
+        let vit = Dinov2::<B>::load(&spec.model_id, device)?;
+        Some(build_cache(&vit, images, dir, spec)?)
+    };
+    Ok((ActivationCache::open(dir)?, report))
+}

@@ -1,1 +1,0 @@
-//! SAE training (being built).

@@ -1,0 +1,358 @@
+//! The training objective of one SAE and its gradients, written out by hand.
+//!
+//! Shapes: `x [n, d]` (normalised), `W_enc [d, s]`, `b_enc [s]`, `W_dec [s, d]`,
+//! `b_dec [d]`. Forward:
+//! ```text
+//! h     = (x - c b_dec) W_enc + b_enc          c = 1 for CentreOnDecoderBias, else 0
+//! f     = act(h)                               ReLU, or TopK (the k largest, kept as they are)
+//! x_hat = f W_dec + b_dec,  e = x_hat - x
+//! loss  = sum(e^2) / (n d) + l1 * sum|f| / n + aux_coeff * aux
+//! aux   = sum((e_aux + e)^2) / (n d),  e_aux = f_aux W_dec
+//! ```
+//! where `f_aux` keeps the `aux_k` largest pre-activations among the dead
+//! latents and zeroes the rest; `e_aux` is trained to reconstruct `x - x_hat`
+//! with `x_hat` held fixed, so AuxK only moves the dead latents.
+//! Backward (`g = 2 e / (n d)`, `g_a = 2 aux_coeff (e_aux + e) / (n d)`):
+//! ```text
+//! dW_dec = f^T g + f_aux^T g_a           db_dec = sum_n g  (- db_enc W_enc^T if centred)
+//! dh     = [g W_dec^T + l1/n sign(f)] * [f active] + [g_a W_dec^T] * [f_aux active]
+//! dW_enc = (x - c b_dec)^T dh            db_enc = sum_n dh
+//! ```
+//! The mask of a TopK or ReLU is held fixed, as autodiff does with
+//! `mask_fill`. AuxK works on the dead columns only (gathered with `select`),
+//! so it costs little while few latents are dead.
+
+use burn::tensor::{Bool, IndexingUpdateOp, Int, Tensor, TensorData, backend::Backend};
+
+use crate::checkpoint::{Normalization, SaeWeights};
+use crate::config::{Activation, EncodeRule, SaeConfig};
+use crate::train::random::SplitMix64;
+use crate::train::{EncoderInit, SaeSpec};
+use sae_steer_vit::HostTensor;
+
+/// The parameters of one SAE (or their gradients, or Adam moments).
+#[derive(Debug, Clone)]
+pub struct SaeParams<B: Backend> {
+    /// `[d, s]`
+    pub w_enc: Tensor<B, 2>,
+    /// `[s]`
+    pub b_enc: Tensor<B, 1>,
+    /// `[s, d]`
+    pub w_dec: Tensor<B, 2>,
+    /// `[d]`
+    pub b_dec: Tensor<B, 1>,
+}
+
+/// Names of the entries of [`StepOutput::stats`], in order: the total loss,
+/// the MSE, `mean_batch(sum |f|)`, the AuxK MSE, the sum of squared errors,
+/// the sum of squares around the batch mean, and the number of non-zero latents.
+pub const STAT_NAMES: [&str; 7] = ["loss", "mse", "l1", "aux", "sse", "sst", "nonzero"];
+
+/// Gradients and statistics of one batch.
+#[derive(Debug, Clone)]
+pub struct StepOutput<B: Backend> {
+    pub grads: SaeParams<B>,
+    /// `[7]`, see [`STAT_NAMES`]; kept on the device so that a step never waits
+    /// for the GPU.
+    pub stats: Tensor<B, 1>,
+    /// `[s]`: on how many rows each latent was non-zero.
+    pub fired: Tensor<B, 1>,
+}
+
+impl<B: Backend> SaeParams<B> {
+    /// Initial weights of `spec` for `d_model`-wide inputs, with `b_dec` set
+    /// to `b_dec` (the data mean). Drawn on the host from the spec's seed, so
+    /// they are the same on every backend.
+    pub fn init(d_model: usize, spec: &SaeSpec, b_dec: &[f32], device: &B::Device) -> Self {
+        let (d, s) = (d_model, spec.d_sae);
+        let mut rng = SplitMix64::stream(spec.seed, &[0x5ae]);
+        let uniform = |rng: &mut SplitMix64, len: usize, bound: f32| -> Vec<f32> {
+            (0..len).map(|_| rng.uniform(-bound, bound)).collect()
+        };
+        // W_dec first so both inits share its draw; its rows are normalised
+        // before the first step either way.
+        let mut w_dec = match spec.init {
+            EncoderInit::Kaiming => uniform(&mut rng, s * d, (6.0 / d as f32).sqrt()),
+            EncoderInit::DecoderTranspose => (0..s * d).map(|_| rng.normal()).collect(),
+        };
+        for row in w_dec.chunks_mut(d) {
+            let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+            row.iter_mut().for_each(|v| *v /= norm);
+        }
+        let w_enc = match spec.init {
+            EncoderInit::Kaiming => uniform(&mut rng, d * s, (6.0 / s as f32).sqrt()),
+            EncoderInit::DecoderTranspose => {
+                let mut t = vec![0.0; d * s];
+                for (j, row) in w_dec.chunks(d).enumerate() {
+                    for (i, v) in row.iter().enumerate() {
+                        t[i * s + j] = *v;
+                    }
+                }
+                t
+            }
+        };
+        Self {
+            w_enc: Tensor::from_data(TensorData::new(w_enc, [d, s]), device),
+            b_enc: Tensor::zeros([s], device),
+            w_dec: Tensor::from_data(TensorData::new(w_dec, [s, d]), device),
+            b_dec: Tensor::from_data(TensorData::new(b_dec.to_vec(), [d]), device),
+        }
+    }
+
+    /// Zeros shaped like `self` (fresh Adam moments).
+    pub fn zeros_like(&self) -> Self {
+        Self {
+            w_enc: self.w_enc.zeros_like(),
+            b_enc: self.b_enc.zeros_like(),
+            w_dec: self.w_dec.zeros_like(),
+            b_dec: self.b_dec.zeros_like(),
+        }
+    }
+
+    /// Host copies under the names of our checkpoint format.
+    pub fn to_host(&self) -> [(&'static str, HostTensor); 4] {
+        [
+            ("W_enc", to_host(self.w_enc.clone())),
+            ("b_enc", to_host(self.b_enc.clone())),
+            ("W_dec", to_host(self.w_dec.clone())),
+            ("b_dec", to_host(self.b_dec.clone())),
+        ]
+    }
+
+    /// Parameters from host tensors (as [`SaeParams::to_host`] names them).
+    pub fn from_host(
+        w_enc: HostTensor,
+        b_enc: HostTensor,
+        w_dec: HostTensor,
+        b_dec: HostTensor,
+        device: &B::Device,
+    ) -> Self {
+        Self {
+            w_enc: from_host(w_enc, device),
+            b_enc: from_host(b_enc, device),
+            w_dec: from_host(w_dec, device),
+            b_dec: from_host(b_dec, device),
+        }
+    }
+
+    /// The SAE as host weights in our checkpoint's terms.
+    pub fn to_weights(&self, config: SaeConfig, norm: Option<Normalization>) -> SaeWeights {
+        let [(_, w_enc), (_, b_enc), (_, w_dec), (_, b_dec)] = self.to_host();
+        SaeWeights {
+            config,
+            w_enc,
+            b_enc,
+            w_dec,
+            b_dec,
+            norm,
+        }
+    }
+}
+
+pub(crate) fn to_host<B: Backend, const D: usize>(t: Tensor<B, D>) -> HostTensor {
+    let shape = t.dims().to_vec();
+    let data = t
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .unwrap_or_default();
+    HostTensor::new(shape, data)
+}
+
+pub(crate) fn from_host<B: Backend, const D: usize>(
+    t: HostTensor,
+    device: &B::Device,
+) -> Tensor<B, D> {
+    Tensor::from_data(TensorData::new(t.data, t.shape), device)
+}
+
+/// The `k`-th largest value of each row, `[n, s] -> [n, 1]` (`k >= s` gives
+/// the row minimum).
+///
+/// On backends whose tensors live in host memory (ndarray, flex) this is a
+/// partial selection (`select_nth_unstable`, O(s) per row) on all cores:
+/// their `topk` copies to the host anyway and then fully sorts every row,
+/// which made TopK training several times slower. Elsewhere (CubeCL GPUs)
+/// it is burn's `topk`, which runs on the device.
+pub fn kth_largest<B: Backend>(h: Tensor<B, 2>, k: usize) -> Tensor<B, 2> {
+    let [n, s] = h.dims();
+    let device = h.device();
+    if k >= s {
+        return h.min_dim(1);
+    }
+    let k = k.max(1);
+    if !matches!(B::name(&device).as_str(), "ndarray" | "flex") {
+        // min over the k kept values: correct whether or not the backend
+        // returns them sorted.
+        return h.topk(k, 1).min_dim(1);
+    }
+    let mut values = h
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .unwrap_or_default();
+    let mut kth = vec![0f32; n];
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |t| t.get())
+        .min(n.max(1));
+    let rows_per_thread = n.div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        for (rows, out) in values
+            .chunks_mut(rows_per_thread * s)
+            .zip(kth.chunks_mut(rows_per_thread))
+        {
+            scope.spawn(move || {
+                for (row, out) in rows.chunks_mut(s).zip(out.iter_mut()) {
+                    // Descending order: position k - 1 holds the k-th largest.
+                    let (_, v, _) = row.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+                    *out = *v;
+                }
+            });
+        }
+    });
+    Tensor::from_data(TensorData::new(kth, [n, 1]), &device)
+}
+
+/// Keeps `h` where the activation is on, zero elsewhere; returns `(f, on)`.
+fn activate<B: Backend>(
+    h: Tensor<B, 2>,
+    activation: &Activation,
+) -> (Tensor<B, 2>, Tensor<B, 2, Bool>) {
+    let on = match *activation {
+        Activation::Relu => h.clone().greater_elem(0.0),
+        Activation::JumpRelu { threshold } => h.clone().greater_elem(threshold.max(0.0)),
+        Activation::Topk { k } => {
+            let dims = h.dims();
+            let kth = kth_largest(h.clone(), k).expand(dims);
+            h.clone().greater_equal(kth)
+        }
+    };
+    (h.mask_fill(on.clone().bool_not(), 0.0), on)
+}
+
+/// Loss terms, gradients and firing counts of one SAE on one batch `x [n, d]`
+/// (normalised units). `l1_coeff` is the coefficient in force at this step;
+/// `dead` lists the latents AuxK may use (`None` or empty: no AuxK term).
+pub fn objective_gradients<B: Backend>(
+    p: &SaeParams<B>,
+    spec: &SaeSpec,
+    l1_coeff: f64,
+    x: Tensor<B, 2>,
+    dead: Option<Tensor<B, 1, Int>>,
+) -> StepOutput<B> {
+    let [n, d] = x.dims();
+    let inv_nd = 1.0 / (n * d) as f64;
+    let centred = spec.encode == EncodeRule::CentreOnDecoderBias;
+    let xc = if centred {
+        x.clone() - p.b_dec.clone().unsqueeze_dim(0)
+    } else {
+        x.clone()
+    };
+    let h = xc.clone().matmul(p.w_enc.clone()) + p.b_enc.clone().unsqueeze_dim(0);
+
+    // Dead columns are gathered before `h` is consumed by the activation;
+    // when every latent is dead (`None` below) no gather or scatter is needed.
+    let s = h.dims()[1];
+    let aux_input = dead
+        .filter(|idx| spec.uses_aux() && idx.dims()[0] > 0)
+        .map(|idx| {
+            if idx.dims()[0] == s {
+                (h.clone(), None)
+            } else {
+                (h.clone().select(1, idx.clone()), Some(idx))
+            }
+        });
+
+    let (f, on) = activate(h, &spec.activation);
+    let x_hat = f.clone().matmul(p.w_dec.clone()) + p.b_dec.clone().unsqueeze_dim(0);
+    let e = x_hat - x.clone();
+
+    let sse = e.clone().square().sum();
+    let mse = sse.clone().mul_scalar(inv_nd);
+    let l1 = f.clone().abs().sum().div_scalar(n as f64);
+    let fired = f
+        .clone()
+        .not_equal_elem(0.0)
+        .float()
+        .sum_dim(0)
+        .squeeze_dim::<1>(0);
+    let nonzero = fired.clone().sum();
+    let sst = (x.clone() - x.mean_dim(0)).square().sum();
+
+    let g = e.clone().mul_scalar(2.0 * inv_nd);
+    let mut df = g.clone().matmul(p.w_dec.clone().transpose());
+    if l1_coeff != 0.0 {
+        df = df + f.clone().sign().mul_scalar(l1_coeff / n as f64);
+    }
+    let mut dh = df.mask_fill(on.bool_not(), 0.0);
+    let mut dw_dec = f.transpose().matmul(g.clone());
+
+    let aux = match aux_input {
+        Some((h_dead, idx)) => {
+            let [_, n_dead] = h_dead.dims();
+            let (f_aux, on_aux) = activate(
+                h_dead,
+                &Activation::Topk {
+                    k: spec.aux_k.min(n_dead),
+                },
+            );
+            let w_dead = match &idx {
+                Some(idx) => p.w_dec.clone().select(0, idx.clone()),
+                None => p.w_dec.clone(),
+            };
+            let r = f_aux.clone().matmul(w_dead.clone()) + e;
+            let aux = r.clone().square().sum().mul_scalar(inv_nd);
+            let ga = r.mul_scalar(2.0 * spec.aux_coeff * inv_nd);
+            let dw_dead = f_aux.transpose().matmul(ga.clone());
+            let dh_dead = ga
+                .matmul(w_dead.transpose())
+                .mask_fill(on_aux.bool_not(), 0.0);
+            match idx {
+                Some(idx) => {
+                    dw_dec = dw_dec.select_assign(0, idx.clone(), dw_dead, IndexingUpdateOp::Add);
+                    dh = dh.select_assign(1, idx, dh_dead, IndexingUpdateOp::Add);
+                }
+                None => {
+                    dw_dec = dw_dec + dw_dead;
+                    dh = dh + dh_dead;
+                }
+            }
+            aux
+        }
+        None => mse.zeros_like(),
+    };
+
+    let db_enc = dh.clone().sum_dim(0);
+    let dw_enc = xc.transpose().matmul(dh);
+    let mut db_dec = g.sum_dim(0);
+    if centred {
+        db_dec = db_dec - db_enc.clone().matmul(p.w_enc.clone().transpose());
+    }
+
+    let loss =
+        mse.clone() + l1.clone().mul_scalar(l1_coeff) + aux.clone().mul_scalar(spec.aux_coeff);
+    StepOutput {
+        grads: SaeParams {
+            w_enc: dw_enc,
+            b_enc: db_enc.squeeze_dim(0),
+            w_dec: dw_dec,
+            b_dec: db_dec.squeeze_dim(0),
+        },
+        stats: Tensor::cat(vec![loss, mse, l1, aux, sse, sst, nonzero], 0),
+        fired,
+    }
+}
+
+/// Removes from each row of the decoder gradient its component along that
+/// decoder row: `G - (sum_d G * W) W`, rows of `W` being unit vectors. Adam
+/// would otherwise spend steps on a length the renormalisation undoes.
+pub fn remove_parallel_grad<B: Backend>(grad: Tensor<B, 2>, w_dec: &Tensor<B, 2>) -> Tensor<B, 2> {
+    let parallel = (grad.clone() * w_dec.clone()).sum_dim(1);
+    grad - w_dec.clone() * parallel
+}
+
+/// Scales each row to unit L2 norm.
+pub fn normalize_rows<B: Backend>(w: Tensor<B, 2>) -> Tensor<B, 2> {
+    let norm = w.clone().square().sum_dim(1).sqrt().clamp_min(1e-12);
+    w / norm
+}

@@ -1,0 +1,464 @@
+//! A whole training run: start or resume, steps, metrics, checkpoints.
+//!
+//! Output directory:
+//! ```text
+//! <out>/train-state.json            where the run stands (written last, atomically)
+//! <out>/state-<step>/<name>.safetensors        SAE weights at that step (our format)
+//! <out>/state-<step>/<name>.optim.safetensors  Adam moments, firing counters
+//! <out>/<name>.safetensors          the latest weights of each SAE (our format)
+//! <out>/metrics.csv                 one row per SAE per logging interval
+//! ```
+//! A checkpoint writes a new `state-<step>` directory, then points
+//! `train-state.json` at it, then removes older state directories: a crash at
+//! any moment leaves a complete state to resume from. Rerunning the same
+//! command resumes from it.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::tensor::backend::Backend;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::checkpoint::Normalization;
+use crate::error::{Result, SaeError};
+use crate::train::TrainConfig;
+use crate::train::data::{BoxError, TrainingData, check_width, data_error, estimate_start};
+use crate::train::random::SplitMix64;
+use crate::train::trainer::{IntervalMetrics, Trainer};
+
+/// Name of the run's state file inside the output directory.
+pub const STATE_FILE: &str = "train-state.json";
+const STATE_FORMAT: &str = "sae-steer-train/1";
+const METRICS_FILE: &str = "metrics.csv";
+
+/// How [`train`] reports progress.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Draw an indicatif progress bar and print metric lines on stderr.
+    pub progress: bool,
+}
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct TrainReport {
+    pub steps: u64,
+    pub tokens_seen: u64,
+    /// The step the run resumed from, if it did.
+    pub resumed_from: Option<u64>,
+    /// Latest checkpoint of each SAE, in the order of the config.
+    pub checkpoints: Vec<PathBuf>,
+    /// The last logging interval's metrics, one per SAE.
+    pub metrics: Vec<IntervalMetrics>,
+    pub normalization: Option<Normalization>,
+    /// Batches shorter than the batch size (ends of passes), skipped.
+    pub short_batches: u64,
+}
+
+/// Where the run stands; `train-state.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RunState {
+    format: String,
+    step: u64,
+    tokens_seen: u64,
+    /// Pass over the data in progress and batches already taken from it.
+    epoch: u64,
+    batches_in_epoch: u64,
+    short_batches: u64,
+    state_dir: String,
+    finished: bool,
+    config: TrainConfig,
+    last_metrics: Vec<IntervalMetrics>,
+}
+
+/// The seed of pass `epoch` (and of the initial sample, `u64::MAX`).
+fn epoch_seed(data_seed: u64, epoch: u64) -> u64 {
+    SplitMix64::stream(data_seed, &[epoch]).next_u64()
+}
+
+/// Trains `config.saes` on `data` into `out`, resuming from `out`'s state
+/// file when there is one (the config must match it, except for
+/// `total_tokens`, `log_every` and `checkpoint_every`).
+///
+/// Batches must hold `config.batch_size` rows; a shorter one (the end of a
+/// pass) is skipped, a longer one is an error. Passes repeat, each with its
+/// own seed, until `config.total_tokens` rows have been trained on.
+pub fn train<'d, B: Backend>(
+    config: &TrainConfig,
+    data: &mut dyn TrainingData<'d>,
+    out: &Path,
+    device: &B::Device,
+    options: &RunOptions,
+) -> Result<TrainReport> {
+    config.validate()?;
+    std::fs::create_dir_all(out).map_err(|e| SaeError::io(out, e))?;
+    let state_path = out.join(STATE_FILE);
+    let total_steps = config.total_steps();
+    let d = config.d_model;
+    let batch = config.batch_size;
+
+    let (mut trainer, mut pos, resumed_from, mut last_metrics) = if state_path.exists() {
+        let state = read_state(&state_path)?;
+        check_compatible(&state_path, &state.config, config)?;
+        let trainer = Trainer::<B>::load_state(
+            config.clone(),
+            &out.join(&state.state_dir),
+            state.step,
+            state.tokens_seen,
+            device,
+        )?;
+        let pos = Position {
+            epoch: state.epoch,
+            batches: state.batches_in_epoch,
+            short: state.short_batches,
+        };
+        (trainer, pos, Some(state.step), state.last_metrics)
+    } else {
+        let (norm, b_dec) = estimate_start(
+            data,
+            epoch_seed(config.data_seed, u64::MAX),
+            batch,
+            d,
+            config.init_samples,
+            &config.normalization,
+        )?;
+        let trainer = Trainer::<B>::new(config.clone(), norm, &b_dec, device)?;
+        let pos = Position {
+            epoch: 0,
+            batches: 0,
+            short: 0,
+        };
+        (trainer, pos, None, Vec::new())
+    };
+
+    let mut csv = MetricsCsv::open(&out.join(METRICS_FILE), resumed_from.unwrap_or(0))?;
+    let bar = if options.progress {
+        ProgressBar::with_draw_target(Some(total_steps), ProgressDrawTarget::stderr())
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} steps ({per_sec}, eta {eta}) {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_position(trainer.steps().min(total_steps));
+    if let (Some(step), true) = (resumed_from, options.progress) {
+        bar.println(format!(
+            "resuming {} at step {step} (pass {}, batch {})",
+            out.display(),
+            pos.epoch,
+            pos.batches
+        ));
+    }
+
+    let started = Instant::now();
+    let mut batches = if trainer.steps() < total_steps {
+        Some(
+            data.epoch_from(epoch_seed(config.data_seed, pos.epoch), batch, pos.batches)
+                .map_err(data_error)?,
+        )
+    } else {
+        None
+    };
+    let mut trained_in_epoch = pos.batches > 0;
+    while trainer.steps() < total_steps {
+        let Some(source) = batches.as_mut() else {
+            break;
+        };
+        let rows = match source.next() {
+            Some(r) => r.map_err(|e: BoxError| data_error(e))?,
+            None => {
+                if !trained_in_epoch {
+                    return Err(SaeError::Data(format!(
+                        "pass {} of the data held no full batch of {batch} rows",
+                        pos.epoch
+                    )));
+                }
+                pos.epoch += 1;
+                pos.batches = 0;
+                trained_in_epoch = false;
+                batches = Some(
+                    data.epoch(epoch_seed(config.data_seed, pos.epoch), batch)
+                        .map_err(data_error)?,
+                );
+                continue;
+            }
+        };
+        pos.batches += 1;
+        check_width(&rows, d)?;
+        let n = rows.len() / d;
+        if n > batch {
+            return Err(SaeError::Data(format!(
+                "a batch of {n} rows, more than the batch size {batch}"
+            )));
+        }
+        if n < batch {
+            pos.short += 1;
+            continue;
+        }
+        trainer.step(&rows)?;
+        trained_in_epoch = true;
+        bar.inc(1);
+
+        let step = trainer.steps();
+        if step % config.log_every == 0 || step == total_steps {
+            last_metrics = trainer.take_metrics();
+            csv.write(&last_metrics)?;
+            report_metrics(&bar, &last_metrics, options.progress);
+        }
+        if step % config.checkpoint_every == 0 || step == total_steps {
+            checkpoint(&trainer, out, &pos, &last_metrics, step == total_steps)?;
+        }
+    }
+    drop(batches);
+    bar.finish_and_clear();
+
+    // A resumed run that had already finished: make sure the final files exist.
+    let checkpoints: Vec<PathBuf> = config
+        .saes
+        .iter()
+        .map(|s| out.join(format!("{}.safetensors", s.name)))
+        .collect();
+    if checkpoints.iter().any(|p| !p.exists()) {
+        checkpoint(&trainer, out, &pos, &last_metrics, true)?;
+    }
+    if options.progress {
+        eprintln!(
+            "trained {} steps ({} rows) in {:.1}s; SAEs in {}",
+            trainer.steps(),
+            trainer.tokens_seen(),
+            started.elapsed().as_secs_f64(),
+            out.display()
+        );
+    }
+    Ok(TrainReport {
+        steps: trainer.steps(),
+        tokens_seen: trainer.tokens_seen(),
+        resumed_from,
+        checkpoints,
+        metrics: last_metrics,
+        normalization: trainer.normalization().cloned(),
+        short_batches: pos.short,
+    })
+}
+
+#[derive(Debug, Clone)]
+struct Position {
+    epoch: u64,
+    batches: u64,
+    short: u64,
+}
+
+fn report_metrics(bar: &ProgressBar, metrics: &[IntervalMetrics], progress: bool) {
+    if let Some(m) = metrics.first() {
+        bar.set_message(format!(
+            "loss {:.4} nmse {:.3} L0 {:.1} dead {}",
+            m.loss, m.nmse, m.l0, m.dead
+        ));
+    }
+    if progress && metrics.len() > 1 {
+        for m in metrics {
+            bar.println(format!(
+                "step {:>7} {:<32} loss {:.5} nmse {:.4} L0 {:>7.1} dead {:>6} dense {:>6}",
+                m.step, m.sae, m.loss, m.nmse, m.l0, m.dead, m.dense
+            ));
+        }
+    }
+}
+
+/// Writes the state of every SAE, then the state file, then the latest SAE
+/// files, then removes older states.
+fn checkpoint<B: Backend>(
+    trainer: &Trainer<B>,
+    out: &Path,
+    pos: &Position,
+    metrics: &[IntervalMetrics],
+    finished: bool,
+) -> Result<()> {
+    let config = trainer.config();
+    let step = trainer.steps();
+    let state_dir = format!("state-{step:09}");
+    let training = |i: usize| {
+        let spec = &config.saes[i];
+        json!({
+            "step": step,
+            "tokens_seen": trainer.tokens_seen(),
+            "finished": finished,
+            "spec": spec,
+            "batch_size": config.batch_size,
+            "total_tokens": config.total_tokens,
+            "lr_warmup_steps": config.lr_warmup_steps,
+            "l1_warmup_steps": config.l1_warmup_steps,
+            "adam": config.adam,
+            "dead_tokens": config.dead_tokens,
+            "data_seed": config.data_seed,
+            "metrics": metrics.iter().find(|m| m.sae == spec.name),
+        })
+    };
+    trainer.save_state(&out.join(&state_dir), &training)?;
+    let state = RunState {
+        format: STATE_FORMAT.into(),
+        step,
+        tokens_seen: trainer.tokens_seen(),
+        epoch: pos.epoch,
+        batches_in_epoch: pos.batches,
+        short_batches: pos.short,
+        state_dir: state_dir.clone(),
+        finished,
+        config: config.clone(),
+        last_metrics: metrics.to_vec(),
+    };
+    let path = out.join(STATE_FILE);
+    let text = serde_json::to_string_pretty(&state).map_err(|e| SaeError::Resume {
+        path: path.clone(),
+        message: format!("cannot serialise: {e}"),
+    })?;
+    sae_steer_vit::write_atomic(&path, text.as_bytes())?;
+    for i in 0..config.saes.len() {
+        trainer.save_sae(
+            i,
+            &training(i),
+            &out.join(format!("{}.safetensors", config.saes[i].name)),
+        )?;
+    }
+    // Older states are unreachable now; a failed removal only costs disk.
+    if let Ok(entries) = std::fs::read_dir(out) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("state-") && name != state_dir && e.path().is_dir() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn read_state(path: &Path) -> Result<RunState> {
+    let text = std::fs::read_to_string(path).map_err(|e| SaeError::io(path, e))?;
+    let state: RunState = serde_json::from_str(&text).map_err(|e| SaeError::Resume {
+        path: path.to_path_buf(),
+        message: format!("not a training state: {e}"),
+    })?;
+    if state.format != STATE_FORMAT {
+        return Err(SaeError::Resume {
+            path: path.to_path_buf(),
+            message: format!(
+                "format `{}`, this version writes `{STATE_FORMAT}`",
+                state.format
+            ),
+        });
+    }
+    Ok(state)
+}
+
+/// A resumed run must train the same SAEs on the same data in the same way.
+fn check_compatible(path: &Path, saved: &TrainConfig, now: &TrainConfig) -> Result<()> {
+    let strip = |c: &TrainConfig| {
+        let mut v = serde_json::to_value(c).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            for k in ["total_tokens", "log_every", "checkpoint_every"] {
+                o.remove(k);
+            }
+        }
+        v
+    };
+    let (a, b) = (strip(saved), strip(now));
+    if a == b {
+        return Ok(());
+    }
+    let mut differ = Vec::new();
+    if let (Some(a), Some(b)) = (a.as_object(), b.as_object()) {
+        for (k, va) in a {
+            if b.get(k) != Some(va) {
+                differ.push(k.clone());
+            }
+        }
+    }
+    Err(SaeError::Resume {
+        path: path.to_path_buf(),
+        message: format!(
+            "the directory holds a run with other settings ({}); use another output directory or the same settings",
+            differ.join(", ")
+        ),
+    })
+}
+
+/// `metrics.csv`, kept consistent with the state: on resume, rows written
+/// after the checkpoint (lost work) are dropped before new ones are added.
+struct MetricsCsv {
+    writer: csv::Writer<std::fs::File>,
+    path: PathBuf,
+}
+
+impl MetricsCsv {
+    fn open(path: &Path, keep_until_step: u64) -> Result<Self> {
+        let csv_error = |e: csv::Error| SaeError::Io {
+            path: path.to_path_buf(),
+            error: std::io::Error::other(e.to_string()),
+        };
+        let mut kept: Vec<IntervalMetrics> = Vec::new();
+        if keep_until_step > 0 && path.exists() {
+            let mut reader = csv::Reader::from_path(path).map_err(csv_error)?;
+            for row in reader.deserialize::<IntervalMetrics>() {
+                let row = row.map_err(csv_error)?;
+                if row.step <= keep_until_step {
+                    kept.push(row);
+                }
+            }
+        }
+        let mut bytes = csv::Writer::from_writer(Vec::new());
+        if kept.is_empty() {
+            bytes.write_record(csv_header()).map_err(csv_error)?;
+        }
+        for row in &kept {
+            bytes.serialize(row).map_err(csv_error)?;
+        }
+        let bytes = bytes.into_inner().map_err(|e| SaeError::Io {
+            path: path.to_path_buf(),
+            error: std::io::Error::other(e.to_string()),
+        })?;
+        sae_steer_vit::write_atomic(path, &bytes)?;
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(|e| SaeError::io(path, e))?;
+        Ok(Self {
+            writer: csv::WriterBuilder::new()
+                .has_headers(false)
+                .from_writer(file),
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn write(&mut self, rows: &[IntervalMetrics]) -> Result<()> {
+        for row in rows {
+            self.writer.serialize(row).map_err(|e| SaeError::Io {
+                path: self.path.clone(),
+                error: std::io::Error::other(e.to_string()),
+            })?;
+        }
+        self.writer.flush().map_err(|e| SaeError::io(&self.path, e))
+    }
+}
+
+fn csv_header() -> [&'static str; 14] {
+    [
+        "step",
+        "tokens",
+        "sae",
+        "lr",
+        "l1_coeff",
+        "loss",
+        "mse",
+        "nmse",
+        "l1",
+        "aux",
+        "l0",
+        "dead",
+        "dense",
+        "steps_in_interval",
+    ]
+}

@@ -1,0 +1,484 @@
+//! Training rows from any set of safetensors files.
+//!
+//! One tensor per file (same name, same trailing shape), `[items, ..., d]`:
+//! every leading dimension is flattened into rows of `d` values. For a 3-D
+//! tensor `[items, tokens, d]` (the activation cache's `layer10`, `[images,
+//! 261, 768]`) a set of token ranges on axis 1 picks the rows of each item.
+//!
+//! Shuffling with bounded memory: the items of all files are cut into chunks
+//! of about [`SafetensorsShards::chunk_rows`] rows; the chunks are shuffled;
+//! consecutive chunks make up windows of at most
+//! [`SafetensorsShards::window_rows`] rows; a window is read into memory
+//! (contiguous reads from memory-mapped files, f16/bf16 widened to f32) and
+//! its rows are shuffled. Memory is one window plus one batch. Every window
+//! has its own seed, so a resumed pass can skip whole windows unread.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use safetensors::{Dtype, SafeTensors};
+
+use crate::error::{Result, SaeError};
+use crate::train::data::{Batches, BoxError, TrainingData};
+use crate::train::random::SplitMix64;
+
+/// A set of safetensors files read as one shuffled stream of rows.
+#[derive(Clone)]
+pub struct SafetensorsShards {
+    set: Arc<ShardSet>,
+    /// Selected positions on axis 1 (all `0..inner` unless narrowed).
+    tokens: Vec<Range<usize>>,
+    /// Target rows per chunk (one contiguous read).
+    pub chunk_rows: usize,
+    /// Rows held in memory at once.
+    pub window_rows: usize,
+}
+
+struct ShardSet {
+    tensor: String,
+    files: Vec<ShardFile>,
+    /// Rank of the tensor.
+    ndim: usize,
+    d: usize,
+    /// Rows per item before token selection (product of the middle dims).
+    inner: usize,
+}
+
+struct ShardFile {
+    path: PathBuf,
+    mmap: memmap2::Mmap,
+    start: usize,
+    dtype: Dtype,
+    items: usize,
+}
+
+impl std::fmt::Debug for SafetensorsShards {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SafetensorsShards")
+            .field("tensor", &self.set.tensor)
+            .field("files", &self.set.files.len())
+            .field("rows", &self.rows())
+            .field("dim", &self.set.d)
+            .finish()
+    }
+}
+
+impl SafetensorsShards {
+    /// Opens `files` and checks that each holds `tensor` as f32, f16 or bf16
+    /// with the same trailing shape.
+    pub fn open(files: &[PathBuf], tensor: &str) -> Result<Self> {
+        if files.is_empty() {
+            return Err(SaeError::Data(format!(
+                "no safetensors files given for tensor `{tensor}`"
+            )));
+        }
+        let mut opened: Vec<ShardFile> = Vec::with_capacity(files.len());
+        let mut tail: Option<(Vec<usize>, PathBuf)> = None;
+        for path in files {
+            let format_error = |message: String| SaeError::Format {
+                path: path.clone(),
+                message,
+            };
+            let file = std::fs::File::open(path).map_err(|e| SaeError::io(path, e))?;
+            // SAFETY: read-only map; files changing under a running job are a
+            // user error every mmap reader shares.
+            let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| SaeError::io(path, e))?;
+            let (header_len, meta) = SafeTensors::read_metadata(&mmap)
+                .map_err(|e| format_error(format!("not a safetensors file: {e}")))?;
+            let info = meta.info(tensor).ok_or_else(|| SaeError::MissingTensor {
+                path: path.clone(),
+                name: tensor.to_string(),
+            })?;
+            if !matches!(info.dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16) {
+                return Err(format_error(format!(
+                    "tensor `{tensor}` is {:?}; rows must be F32, F16 or BF16",
+                    info.dtype
+                )));
+            }
+            if info.shape.len() < 2 || info.shape.contains(&0) {
+                return Err(format_error(format!(
+                    "tensor `{tensor}` has shape {:?}; expected [items, ..., d] with no empty axis",
+                    info.shape
+                )));
+            }
+            let start = 8 + header_len + info.data_offsets.0;
+            let end = 8 + header_len + info.data_offsets.1;
+            if mmap.len() < end {
+                return Err(format_error(format!(
+                    "file is truncated: {} bytes, tensor `{tensor}` ends at byte {end}",
+                    mmap.len()
+                )));
+            }
+            let rest = info.shape[1..].to_vec();
+            match &tail {
+                None => tail = Some((rest, path.clone())),
+                Some((first, first_path)) if *first != rest => {
+                    return Err(format_error(format!(
+                        "tensor `{tensor}` has shape {:?}, but {} has [_, {}]: all files must agree after the first axis",
+                        info.shape,
+                        first_path.display(),
+                        first
+                            .iter()
+                            .map(|v| v.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )));
+                }
+                Some(_) => {}
+            }
+            opened.push(ShardFile {
+                path: path.clone(),
+                mmap,
+                start,
+                dtype: info.dtype,
+                items: info.shape[0],
+            });
+        }
+        let rest = tail.map(|t| t.0).unwrap_or_default();
+        let d = *rest.last().unwrap_or(&1);
+        let inner: usize = rest[..rest.len() - 1].iter().product();
+        Ok(Self {
+            set: Arc::new(ShardSet {
+                tensor: tensor.to_string(),
+                files: opened,
+                ndim: rest.len() + 1,
+                d,
+                inner,
+            }),
+            tokens: std::iter::once(0..inner).collect(),
+            chunk_rows: 4096,
+            window_rows: 1 << 18,
+        })
+    }
+
+    /// Keeps only these positions of axis 1 of a `[items, tokens, d]` tensor
+    /// (e.g. `[0..1, 5..261]`: CLS and patches of a 4-register ViT).
+    pub fn with_tokens(mut self, ranges: &[Range<usize>]) -> Result<Self> {
+        let set = &self.set;
+        if set.ndim != 3 {
+            return Err(SaeError::Data(format!(
+                "token ranges need a [items, tokens, d] tensor; `{}` in {} has {} axes",
+                set.tensor,
+                set.files[0].path.display(),
+                set.ndim
+            )));
+        }
+        if ranges.is_empty() {
+            return Err(SaeError::Data("an empty list of token ranges".into()));
+        }
+        for r in ranges {
+            if r.start >= r.end || r.end > set.inner {
+                return Err(SaeError::Data(format!(
+                    "token range {}..{} is empty or past the {} tokens of `{}`",
+                    r.start, r.end, set.inner, set.tensor
+                )));
+            }
+        }
+        let mut sorted = ranges.to_vec();
+        sorted.sort_by_key(|r| r.start);
+        if sorted.windows(2).any(|w| w[0].end > w[1].start) {
+            return Err(SaeError::Data(format!(
+                "token ranges {ranges:?} overlap: a row would be read twice per pass"
+            )));
+        }
+        self.tokens = ranges.to_vec();
+        Ok(self)
+    }
+
+    fn rows_per_item(&self) -> usize {
+        rows_per_item(&self.tokens)
+    }
+
+    /// Width of a row.
+    pub fn dim(&self) -> usize {
+        self.set.d
+    }
+
+    /// Rows in one pass.
+    pub fn rows(&self) -> u64 {
+        self.set.files.iter().map(|f| f.items as u64).sum::<u64>() * self.rows_per_item() as u64
+    }
+
+    /// The files, in the order given.
+    pub fn files(&self) -> Vec<&Path> {
+        self.set.files.iter().map(|f| f.path.as_path()).collect()
+    }
+
+    /// One shuffled pass in batches of `batch` rows (the last may be shorter).
+    pub fn epoch(&self, seed: u64, batch: usize) -> ShardBatches {
+        self.epoch_from(seed, batch, 0)
+    }
+
+    /// The pass of [`SafetensorsShards::epoch`] without its first
+    /// `skip_batches` batches; whole windows before the resume point are not read.
+    pub fn epoch_from(&self, seed: u64, batch: usize, skip_batches: u64) -> ShardBatches {
+        let per_item = self.rows_per_item();
+        let chunk_items = (self.chunk_rows / per_item).max(1);
+        let mut chunks = Vec::new();
+        for (f, file) in self.set.files.iter().enumerate() {
+            let mut start = 0;
+            while start < file.items {
+                let end = (start + chunk_items).min(file.items);
+                chunks.push(Chunk {
+                    file: f,
+                    items: start..end,
+                });
+                start = end;
+            }
+        }
+        SplitMix64::stream(seed, &[0]).shuffle(&mut chunks);
+        let mut windows: Vec<Vec<Chunk>> = Vec::new();
+        let mut rows = 0;
+        for c in chunks {
+            let r = c.items.len() * per_item;
+            match windows.last_mut() {
+                Some(w) if rows + r <= self.window_rows.max(1) => {
+                    w.push(c);
+                    rows += r;
+                }
+                _ => {
+                    windows.push(vec![c]);
+                    rows = r;
+                }
+            }
+        }
+        let mut it = ShardBatches {
+            set: Arc::clone(&self.set),
+            tokens: self.tokens.clone(),
+            seed,
+            batch: batch.max(1),
+            windows,
+            next_window: 0,
+            buffer: Vec::new(),
+            order: Vec::new(),
+            pos: 0,
+            pending_skip: 0,
+        };
+        let mut skip = skip_batches.saturating_mul(batch as u64);
+        while it.next_window < it.windows.len() {
+            let r = it.window_rows(it.next_window) as u64;
+            if skip < r {
+                break;
+            }
+            skip -= r;
+            it.next_window += 1;
+        }
+        it.pending_skip = skip as usize;
+        it
+    }
+}
+
+fn rows_per_item(tokens: &[Range<usize>]) -> usize {
+    tokens.iter().map(|r| r.len()).sum()
+}
+
+struct Chunk {
+    file: usize,
+    items: Range<usize>,
+}
+
+/// The batches of one pass over [`SafetensorsShards`].
+pub struct ShardBatches {
+    set: Arc<ShardSet>,
+    tokens: Vec<Range<usize>>,
+    seed: u64,
+    batch: usize,
+    windows: Vec<Vec<Chunk>>,
+    next_window: usize,
+    /// The current window, `[rows, d]`.
+    buffer: Vec<f32>,
+    /// Its rows in shuffled order.
+    order: Vec<u32>,
+    pos: usize,
+    /// Rows of the next window to drop (resume inside a window).
+    pending_skip: usize,
+}
+
+impl ShardBatches {
+    fn window_rows(&self, w: usize) -> usize {
+        let per_item = rows_per_item(&self.tokens);
+        self.windows[w]
+            .iter()
+            .map(|c| c.items.len() * per_item)
+            .sum()
+    }
+
+    /// Reads the next window into memory and shuffles its rows.
+    fn load_window(&mut self) -> Result<bool> {
+        if self.next_window >= self.windows.len() {
+            return Ok(false);
+        }
+        let w = self.next_window;
+        self.next_window += 1;
+        let set = &self.set;
+        let d = set.d;
+        let rows = self.window_rows(w);
+        self.buffer.clear();
+        self.buffer.reserve(rows * d);
+        for chunk in &self.windows[w] {
+            let file = &set.files[chunk.file];
+            let size = match file.dtype {
+                Dtype::F32 => 4,
+                _ => 2,
+            };
+            for item in chunk.items.clone() {
+                for r in &self.tokens {
+                    let first = (item * set.inner + r.start) * d * size;
+                    let bytes =
+                        &file.mmap[file.start + first..file.start + first + r.len() * d * size];
+                    widen(bytes, file.dtype, &mut self.buffer);
+                }
+            }
+        }
+        if let Some(bad) = self.buffer.iter().position(|v| v.is_nan()) {
+            let chunk = &self.windows[w];
+            return Err(SaeError::Data(format!(
+                "NaN in `{}` (window of {} chunks, first in {}), row {} of the window",
+                set.tensor,
+                chunk.len(),
+                set.files[chunk[0].file].path.display(),
+                bad / d
+            )));
+        }
+        self.order = (0..rows as u32).collect();
+        SplitMix64::stream(self.seed, &[1, w as u64]).shuffle(&mut self.order);
+        self.pos = std::mem::take(&mut self.pending_skip).min(rows);
+        Ok(true)
+    }
+}
+
+impl Iterator for ShardBatches {
+    type Item = Result<Vec<f32>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let d = self.set.d;
+        let mut out = Vec::with_capacity(self.batch * d);
+        while out.len() < self.batch * d {
+            if self.pos >= self.order.len() {
+                match self.load_window() {
+                    Ok(true) => continue,
+                    Ok(false) => break,
+                    Err(e) => return Some(Err(e)),
+                }
+            }
+            let take = (self.batch - out.len() / d).min(self.order.len() - self.pos);
+            for &r in &self.order[self.pos..self.pos + take] {
+                let r = r as usize;
+                out.extend_from_slice(&self.buffer[r * d..(r + 1) * d]);
+            }
+            self.pos += take;
+        }
+        (!out.is_empty()).then_some(Ok(out))
+    }
+}
+
+fn widen(bytes: &[u8], dtype: Dtype, out: &mut Vec<f32>) {
+    match dtype {
+        Dtype::F32 => out.extend(
+            bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        ),
+        Dtype::F16 => out.extend(
+            bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()),
+        ),
+        _ => out.extend(
+            bytes
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
+        ),
+    }
+}
+
+impl<'d> TrainingData<'d> for SafetensorsShards {
+    fn epoch(&mut self, seed: u64, batch: usize) -> std::result::Result<Batches<'d>, BoxError> {
+        Ok(Box::new(
+            SafetensorsShards::epoch(self, seed, batch).map(|b| b.map_err(BoxError::from)),
+        ))
+    }
+
+    fn epoch_from(
+        &mut self,
+        seed: u64,
+        batch: usize,
+        skip_batches: u64,
+    ) -> std::result::Result<Batches<'d>, BoxError> {
+        Ok(Box::new(
+            SafetensorsShards::epoch_from(self, seed, batch, skip_batches)
+                .map(|b| b.map_err(BoxError::from)),
+        ))
+    }
+}
+
+/// The shard files of an activation cache directory (`manifest.json`'s
+/// `shards[].file`, completed shards only), without depending on the cache crate.
+pub fn cache_shard_files(dir: impl AsRef<Path>) -> Result<Vec<PathBuf>> {
+    let dir = dir.as_ref();
+    let path = dir.join("manifest.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| SaeError::io(&path, e))?;
+    let format_error = |message: String| SaeError::Format {
+        path: path.clone(),
+        message,
+    };
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format_error(format!("not JSON: {e}")))?;
+    match json.get("format").and_then(|f| f.as_str()) {
+        Some(f) if f.starts_with("sae-steer-cache/") => {}
+        other => {
+            return Err(format_error(format!(
+                "`format` is {other:?}, expected an sae-steer-cache manifest"
+            )));
+        }
+    }
+    let shards = json
+        .get("shards")
+        .and_then(|s| s.as_array())
+        .ok_or_else(|| format_error("no `shards` list".into()))?;
+    let files = shards
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            s.get("file")
+                .and_then(|f| f.as_str())
+                .map(|f| dir.join(f))
+                .ok_or_else(|| format_error(format!("shards[{i}] has no `file`")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if files.is_empty() {
+        return Err(format_error(
+            "the cache holds no completed shard yet".into(),
+        ));
+    }
+    Ok(files)
+}
+
+/// Parses token ranges: `0..261`, `5..261`, `0..1,5..261`, or single indices (`0`).
+pub fn parse_ranges(text: &str) -> Result<Vec<Range<usize>>> {
+    let bad = || {
+        SaeError::Data(format!(
+            "cannot read token ranges `{text}`: expected e.g. 0..1,5..261"
+        ))
+    };
+    text.split(',')
+        .map(|part| {
+            let part = part.trim();
+            match part.split_once("..") {
+                Some((a, b)) => {
+                    let a: usize = a.trim().parse().map_err(|_| bad())?;
+                    let b: usize = b.trim().parse().map_err(|_| bad())?;
+                    if a >= b {
+                        return Err(bad());
+                    }
+                    Ok(a..b)
+                }
+                None => {
+                    let a: usize = part.parse().map_err(|_| bad())?;
+                    Ok(a..a + 1)
+                }
+            }
+        })
+        .collect()
+}

@@ -170,6 +170,16 @@ impl ImageStore {
         &self.examples
     }
 
+    /// The file stem of an example (`ADE_val_00000001`), without reading it.
+    pub fn example_name(&self, index: usize) -> Option<String> {
+        self.examples.items.get(index).map(|item| {
+            item.image
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| format!("example {index}"))
+        })
+    }
+
     /// The exemplars' reference set, when its images are at hand.
     pub fn reference(&self) -> Option<&ReferenceSet> {
         self.reference.as_ref()
@@ -236,11 +246,7 @@ impl ImageStore {
                 Some(Arc::new(resize_crop_labels(&map, &self.preprocess)))
             }
         };
-        let name = item
-            .image
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| format!("example {index}"));
+        let name = self.example_name(index).unwrap_or_default();
         Ok(ShownImage {
             rgb: Arc::new(rgb),
             labels,

@@ -11,6 +11,7 @@
 //! | request | answer |
 //! |---|---|
 //! | `GET /api/info` | dataset size, layer, SAE width, statistics, guided examples, limits |
+//! | `GET /api/examples?start=0&count=100` | `{total, start, examples: [{index, name}]}` |
 //! | `GET /api/examples/{index}` | `{id, index, name, image, labels, legend}` (PNG data URLs) |
 //! | `POST /api/upload` (body: JPEG or PNG bytes) | `{id: "u1", name, image, labels: null, legend: []}` |
 //! | `GET /api/images/{id}/prediction` | `{id, grid, patches, image, legend}` |
@@ -28,8 +29,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::{BytesRejection, JsonRejection};
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -324,6 +325,7 @@ fn router(state: AppState) -> Router {
             get(|| async { asset(assets::STYLE_CSS, "text/css; charset=utf-8") }),
         )
         .route("/api/info", get(info))
+        .route("/api/examples", get(examples))
         .route("/api/examples/{index}", get(example))
         .route(
             "/api/upload",
@@ -473,6 +475,36 @@ fn shown_json(key: ImageKey, shown: &ShownImage, store: &ImageStore) -> Result<V
         "labels": labels,
         "legend": legend,
     }))
+}
+
+/// Most examples one list request returns.
+const LIST_MAX: usize = 1000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    start: Option<usize>,
+    count: Option<usize>,
+}
+
+async fn examples(
+    State(state): State<AppState>,
+    query: std::result::Result<Query<ListQuery>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(query) = query.map_err(|rejection| ApiError {
+        status: rejection.status(),
+        message: format!("bad query: {}", rejection.body_text()),
+    })?;
+    let total = state.store.len();
+    let start = query.start.unwrap_or(0).min(total);
+    let count = query.count.unwrap_or(100).min(LIST_MAX);
+    let end = start.saturating_add(count).min(total);
+    let examples: Vec<Value> = (start..end)
+        .map(|i| json!({ "index": i, "name": state.store.example_name(i) }))
+        .collect();
+    Ok(Json(
+        json!({ "total": total, "start": start, "examples": examples }),
+    ))
 }
 
 async fn example(

@@ -121,6 +121,36 @@ fn nothing_on_disk_is_reachable() {
 }
 
 #[test]
+fn examples_are_listed_by_index() {
+    let a = get(&server().url("/api/examples"));
+    assert_eq!(a.status, 200);
+    let list = a.json();
+    assert_eq!(list["total"], IMAGES);
+    let names: Vec<&str> = list["examples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            assert_eq!(e["index"], i);
+            e["name"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(names.len(), IMAGES);
+    assert_eq!(names[0], "ADE_val_00000001");
+    assert_eq!(names[5], "ADE_val_00000006");
+    let page = get(&server().url("/api/examples?start=4&count=10")).json();
+    assert_eq!(page["start"], 4);
+    assert_eq!(page["examples"].as_array().unwrap().len(), 2);
+    assert_eq!(page["examples"][0]["index"], 4);
+    let past = get(&server().url("/api/examples?start=100")).json();
+    assert_eq!(past["examples"].as_array().unwrap().len(), 0);
+    let bad = get(&server().url("/api/examples?start=-3"));
+    assert_eq!(bad.status, 400);
+    assert!(bad.error().contains("bad query"));
+}
+
+#[test]
 fn examples_come_with_true_labels_in_the_palette() {
     let a = get(&server().url("/api/examples/2"));
     assert_eq!(a.status, 200);

@@ -45,7 +45,7 @@ pub struct SaeParams<B: Backend> {
 
 /// Names of the entries of [`StepOutput::stats`], in order: the total loss,
 /// the MSE, `mean_batch(sum |f|)`, the AuxK MSE, the sum of squared errors,
-/// the sum of squares around the batch mean, and the number of non-zero latents.
+/// the sum of squares around the batch mean, and the number of active latents.
 pub const STAT_NAMES: [&str; 7] = ["loss", "mse", "l1", "aux", "sse", "sst", "nonzero"];
 
 /// Gradients and statistics of one batch.
@@ -55,7 +55,7 @@ pub struct StepOutput<B: Backend> {
     /// `[7]`, see [`STAT_NAMES`]; kept on the device so that a step never waits
     /// for the GPU.
     pub stats: Tensor<B, 1>,
-    /// `[s]`: on how many rows each latent was non-zero.
+    /// `[s]`: on how many rows the activation selected each latent.
     pub fired: Tensor<B, 1>,
 }
 
@@ -213,21 +213,23 @@ pub fn kth_largest<B: Backend>(h: Tensor<B, 2>, k: usize) -> Tensor<B, 2> {
     Tensor::from_data(TensorData::new(kth, [n, 1]), &device)
 }
 
-/// Keeps `h` where the activation is on, zero elsewhere; returns `(f, on)`.
+/// Keeps `h` where the activation is on, zero elsewhere; returns `(f, off)`
+/// with `off` the entries it zeroed (one mask serves the forward and backward
+/// passes).
 fn activate<B: Backend>(
     h: Tensor<B, 2>,
     activation: &Activation,
 ) -> (Tensor<B, 2>, Tensor<B, 2, Bool>) {
-    let on = match *activation {
-        Activation::Relu => h.clone().greater_elem(0.0),
-        Activation::JumpRelu { threshold } => h.clone().greater_elem(threshold.max(0.0)),
+    let off = match *activation {
+        Activation::Relu => h.clone().lower_equal_elem(0.0),
+        Activation::JumpRelu { threshold } => h.clone().lower_equal_elem(threshold.max(0.0)),
         Activation::Topk { k } => {
             let dims = h.dims();
             let kth = kth_largest(h.clone(), k).expand(dims);
-            h.clone().greater_equal(kth)
+            h.clone().lower(kth)
         }
     };
-    (h.mask_fill(on.clone().bool_not(), 0.0), on)
+    (h.mask_fill(off.clone(), 0.0), off)
 }
 
 /// Loss terms, gradients and firing counts of one SAE on one batch `x [n, d]`
@@ -263,34 +265,48 @@ pub fn objective_gradients<B: Backend>(
             }
         });
 
-    let (f, on) = activate(h, &spec.activation);
+    let (f, off) = activate(h, &spec.activation);
+    let relu = spec.activation == Activation::Relu;
     let x_hat = f.clone().matmul(p.w_dec.clone()) + p.b_dec.clone().unsqueeze_dim(0);
     let e = x_hat - x.clone();
 
     let sse = e.clone().square().sum();
     let mse = sse.clone().mul_scalar(inv_nd);
-    let l1 = f.clone().abs().sum().div_scalar(n as f64);
-    let fired = f
+    // ReLU outputs are non-negative: no |.| pass needed.
+    let l1 = if relu {
+        f.clone().sum()
+    } else {
+        f.clone().abs().sum()
+    }
+    .div_scalar(n as f64);
+    let fired = off
         .clone()
-        .not_equal_elem(0.0)
         .float()
         .sum_dim(0)
-        .squeeze_dim::<1>(0);
+        .squeeze_dim::<1>(0)
+        .neg()
+        .add_scalar(n as f64);
     let nonzero = fired.clone().sum();
     let sst = (x.clone() - x.mean_dim(0)).square().sum();
 
     let g = e.clone().mul_scalar(2.0 * inv_nd);
     let mut df = g.clone().matmul(p.w_dec.clone().transpose());
     if l1_coeff != 0.0 {
-        df = df + f.clone().sign().mul_scalar(l1_coeff / n as f64);
+        let c = l1_coeff / n as f64;
+        // sign(f) is 1 wherever a ReLU is on, and the off entries are masked below.
+        df = if relu {
+            df.add_scalar(c)
+        } else {
+            df + f.clone().sign().mul_scalar(c)
+        };
     }
-    let mut dh = df.mask_fill(on.bool_not(), 0.0);
+    let mut dh = df.mask_fill(off, 0.0);
     let mut dw_dec = f.transpose().matmul(g.clone());
 
     let aux = match aux_input {
         Some((h_dead, idx)) => {
             let [_, n_dead] = h_dead.dims();
-            let (f_aux, on_aux) = activate(
+            let (f_aux, off_aux) = activate(
                 h_dead,
                 &Activation::Topk {
                     k: spec.aux_k.min(n_dead),
@@ -304,9 +320,7 @@ pub fn objective_gradients<B: Backend>(
             let aux = r.clone().square().sum().mul_scalar(inv_nd);
             let ga = r.mul_scalar(2.0 * spec.aux_coeff * inv_nd);
             let dw_dead = f_aux.transpose().matmul(ga.clone());
-            let dh_dead = ga
-                .matmul(w_dead.transpose())
-                .mask_fill(on_aux.bool_not(), 0.0);
+            let dh_dead = ga.matmul(w_dead.transpose()).mask_fill(off_aux, 0.0);
             match idx {
                 Some(idx) => {
                     dw_dec = dw_dec.select_assign(0, idx.clone(), dw_dead, IndexingUpdateOp::Add);

@@ -25,15 +25,15 @@ use sae_steer::ade20k::{Ade20k, ClassNames, Split};
 use sae_steer::backend::{BackendTask, DeviceChoice, run_on};
 use sae_steer::burn::prelude::Backend;
 use sae_steer::pipeline::{
-    NORMALIZATION_SAMPLES, ensure_cache, estimate_normalization, feature_stats,
+    NormalizationSource, StatsOptions, ensure_cache, feature_stats_file, resolve_normalization,
     sae_layer_cache_spec,
 };
 use sae_steer::quantify::{
     DeviceProbe, Method, Quantify, QuantifyInputs, QuantifyOptions, read_manual_table,
     select_features, write_reports,
 };
-use sae_steer::sae::stats::StatsInfo;
-use sae_steer::{Dinov2, FeatureStats, Normalization, Sae};
+use sae_steer::sae::stats::{DEFAULT_TOP_K, StatsInfo};
+use sae_steer::{Dinov2, FeatureStats, Sae};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -80,6 +80,12 @@ struct Args {
     /// reproduces the reference's choice (which leaks the test split).
     #[arg(long, default_value = "training")]
     select_split: Split,
+    /// Latents firing on at least this fraction of patches of the reference
+    /// set are never selected nor drawn as random latents (SPEC section 8:
+    /// 1e-2). Datasets with only a
+    /// few classes need more: each class covers a large share of patches.
+    #[arg(long, default_value_t = sae_steer::sae::stats::FREQUENT)]
+    max_frequency: f32,
     /// Use only the first N images of the selection split (and of the
     /// normalization/statistics stand-in).
     #[arg(long)]
@@ -180,26 +186,28 @@ impl BackendTask for Run {
             None
         };
 
-        if let Some(path) = &args.sae_norm {
-            let norm = Normalization::load(path, sae.d_model())?;
-            sae = sae.with_normalization(Some(&norm))?;
-            notes.push(format!("SAE input normalization from {}.", path.display()));
-        } else if sae.norm.is_none() {
-            let cache = train_cache
-                .as_ref()
-                .context("no training cache for normalization")?;
-            let norm = estimate_normalization(cache, &tap, n_patches, NORMALIZATION_SAMPLES)?;
-            norm.save(args.out.join("normalization.safetensors"))?;
-            notes.push(format!(
-                "The SAE file carries no input normalization: it was ESTIMATED on {} ADE20K \
-                 training images (scalar {:.4}), not on the SAE's own training data; saved to \
-                 normalization.safetensors.",
-                cache.len(),
-                norm.scalar
-            ));
-            sae = sae.with_normalization(Some(&norm))?;
-        } else {
-            notes.push("SAE input normalization from the checkpoint.".into());
+        let (normalized, norm_source) = resolve_normalization(
+            sae,
+            args.sae_norm.as_deref(),
+            train_cache.as_ref().map(|c| (c, tap.as_str(), n_patches)),
+        )?;
+        sae = normalized;
+        match &norm_source {
+            NormalizationSource::File(path) => {
+                notes.push(format!("SAE input normalization from {}.", path.display()))
+            }
+            NormalizationSource::Estimated { images, norm } => {
+                norm.save(args.out.join("normalization.safetensors"))?;
+                notes.push(format!(
+                    "The SAE file carries no input normalization: it was ESTIMATED on {images} \
+                     ADE20K training images (scalar {:.4}), not on the SAE's own training data; \
+                     saved to normalization.safetensors.",
+                    norm.scalar
+                ));
+            }
+            NormalizationSource::Checkpoint => {
+                notes.push("SAE input normalization from the checkpoint.".into())
+            }
         }
 
         let stats = match &args.stats {
@@ -221,21 +229,20 @@ impl BackendTask for Run {
                 let cache = train_cache
                     .as_ref()
                     .context("no training cache for statistics")?;
-                let path = args.out.join("feature-stats.safetensors");
-                let stats = match FeatureStats::load(&path) {
-                    Ok(s) if s.d_sae() == sae.d_sae() => s,
-                    _ => {
-                        let info = StatsInfo {
-                            sae: args.sae_ckpt.clone(),
-                            reference: format!("ADE20K training ({} images)", cache.len()),
-                            fingerprint: cache.manifest().images.fingerprint.clone(),
-                            normalization: "see summary.md".into(),
-                        };
-                        let s = feature_stats(&sae, cache, &tap, n_patches, None, info)?;
-                        s.save(&path)?;
-                        s
-                    }
+                let info = StatsInfo {
+                    sae: args.sae_ckpt.clone(),
+                    reference: format!("ADE20K training ({} images)", cache.len()),
+                    fingerprint: cache.manifest().images.fingerprint.clone(),
+                    normalization: norm_source.to_string(),
                 };
+                let options = StatsOptions {
+                    n_patches,
+                    max_images: None,
+                    top_k: DEFAULT_TOP_K,
+                    info,
+                };
+                let path = args.out.join("feature-stats.safetensors");
+                let stats = feature_stats_file(&sae, cache, &tap, options, &path)?.stats;
                 notes.push(format!(
                     "Feature statistics (max_obs, frequency) computed over {} ADE20K training \
                      images, standing in for ImageNet-1K; saved to feature-stats.safetensors.",
@@ -258,11 +265,19 @@ impl BackendTask for Run {
                 cache,
                 args.layer,
                 &stats,
-                sae_steer::sae::stats::FREQUENT,
+                args.max_frequency,
                 split,
                 None,
                 8,
             )?;
+            if args.max_frequency != sae_steer::sae::stats::FREQUENT {
+                notes.push(format!(
+                    "Latents firing on >= {} of reference patches were excluded from automatic \
+                     selection (the preprint excludes >= {}).",
+                    args.max_frequency,
+                    sae_steer::sae::stats::FREQUENT
+                ));
+            }
             if split == "validation" {
                 notes.push(
                     "Automatic latents were selected on the VALIDATION split (the reference's \
@@ -296,6 +311,7 @@ impl BackendTask for Run {
             batch_images: args.batch,
             classes_per_batch: args.classes_per_batch,
             max_images: None,
+            max_frequency: args.max_frequency,
         };
         let run = Quantify::new(
             QuantifyInputs {

@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod fetch;
+mod reproduce;
 mod synth;
 
 #[derive(Parser)]
@@ -31,6 +32,9 @@ enum Cmd {
     SynthAde20k(synth::Args),
     /// Download ADE20K, DINOv2 and the published SAE (see data-manifests/).
     Fetch(fetch::Args),
+    /// The preprint end to end (fetch, caches, probes, statistics, quantify,
+    /// figures, report.md); `--demo` runs it offline on embedded defaults.
+    Reproduce(reproduce::Args),
 }
 
 #[derive(Subcommand)]
@@ -66,11 +70,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// The workspace root: where this xtask was built, or, for a binary copied
+/// to another machine, the current folder.
 pub(crate) fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let built = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(Path::to_path_buf)
-        .unwrap_or_default()
+        .unwrap_or_default();
+    if built.join("Cargo.toml").is_file() {
+        built
+    } else {
+        std::env::current_dir().unwrap_or(built)
+    }
 }
 
 pub(crate) fn cargo() -> Command {
@@ -109,6 +120,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Cmd::SynthAde20k(args) => synth::run(args),
         Cmd::Fetch(args) => fetch::run(args),
+        Cmd::Reproduce(args) => reproduce::run(args),
         Cmd::Ci => {
             let mut fmt = cargo();
             fmt.args(["fmt", "--all", "--check"]);

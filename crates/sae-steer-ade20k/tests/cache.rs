@@ -303,6 +303,56 @@ fn caches_made_differently_are_refused() {
 }
 
 #[test]
+fn a_complete_cache_serves_every_request_it_covers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let images = dataset(tmp.path(), 3);
+    let dir = tmp.path().join("cache");
+    let built = spec("layer1:f32,final_norm:f16", LabelKind::Pixel, 2, 2);
+    build_cache_until(&vit(), &images, &dir, &built, Some(1)).unwrap();
+    let partial = ActivationCache::open(&dir).unwrap();
+    assert!(
+        !partial.serves(&images, &built),
+        "an incomplete cache serves nothing"
+    );
+    build_cache(&vit(), &images, &dir, &built).unwrap();
+    let cache = ActivationCache::open(&dir).unwrap();
+
+    assert!(cache.serves(&images, &built));
+    // Subsets of the taps, less precision, poorer labels: one pass feeds all.
+    for (taps, labels) in [
+        ("layer1:f32", LabelKind::Patch),
+        ("final_norm:f16", LabelKind::None),
+        ("layer1:f16,final_norm:f16", LabelKind::Pixel),
+    ] {
+        assert!(
+            cache.serves(&images, &spec(taps, labels, 7, 1)),
+            "{taps} {labels}"
+        );
+    }
+    // Anything it lacks, or made from other inputs, is not served.
+    for (taps, labels) in [
+        ("layer2:f32", LabelKind::Patch),
+        ("final_norm:f32", LabelKind::Patch),
+        ("layer1:patches:f32", LabelKind::Patch),
+    ] {
+        assert!(
+            !cache.serves(&images, &spec(taps, labels, 2, 2)),
+            "{taps} {labels}"
+        );
+    }
+    let mut other = spec("layer1:f32", LabelKind::Patch, 2, 2);
+    other.model_id = "another/model".into();
+    assert!(!cache.serves(&images, &other));
+    other = spec("layer1:f32", LabelKind::Patch, 2, 2);
+    other.preprocess = Preprocess {
+        resize: 240,
+        crop: 224,
+    };
+    assert!(!cache.serves(&images, &other));
+    assert!(!cache.serves(&images.clone().take(2), &built));
+}
+
+#[test]
 fn corrupt_images_fail_or_are_skipped_and_recorded() {
     let tmp = tempfile::tempdir().unwrap();
     let images = dataset(tmp.path(), 6);

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -446,6 +446,15 @@ fn parse_key(id: &str) -> ApiResult<ImageKey> {
     Ok(id.parse::<ImageKey>()?)
 }
 
+/// A path segment, or the JSON error axum's own (plain-text) rejection
+/// would otherwise answer, e.g. for `%FF`, which is not UTF-8.
+fn path_param(param: std::result::Result<Path<String>, PathRejection>) -> ApiResult<String> {
+    param.map(|Path(p)| p).map_err(|rejection| ApiError {
+        status: rejection.status(),
+        message: format!("bad path: {}", rejection.body_text()),
+    })
+}
+
 fn json_body<T>(body: std::result::Result<Json<T>, JsonRejection>) -> ApiResult<T> {
     body.map(|Json(v)| v).map_err(|rejection| ApiError {
         status: rejection.status(),
@@ -509,8 +518,9 @@ async fn examples(
 
 async fn example(
     State(state): State<AppState>,
-    Path(index): Path<String>,
+    index: std::result::Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<Value>> {
+    let index = path_param(index)?;
     let index: usize = index.parse().map_err(|_| {
         AppError::BadRequest(format!("`{index}` is not an example index (0, 1, 2, ...)"))
     })?;
@@ -558,9 +568,9 @@ fn labels_json(store: &ImageStore, labels: &[u8], grid: usize) -> Result<Value> 
 
 async fn prediction(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: std::result::Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<Value>> {
-    let key = parse_key(&id)?;
+    let key = parse_key(&path_param(id)?)?;
     let (labels, grid) = ask(&state, |reply| Job::Prediction { key, reply }).await?;
     let store = state.store.clone();
     let mut value = blocking(move || labels_json(&store, &labels, grid)).await?;
@@ -583,10 +593,10 @@ struct LatentsRequest {
 
 async fn latents(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: std::result::Result<Path<String>, PathRejection>,
     body: std::result::Result<Json<LatentsRequest>, JsonRejection>,
 ) -> ApiResult<Json<Value>> {
-    let key = parse_key(&id)?;
+    let key = parse_key(&path_param(id)?)?;
     let request = json_body(body)?;
     if request.patches.len() > 4096 {
         return Err(AppError::BadRequest("too many patches listed".into()).into());
@@ -616,10 +626,10 @@ struct SteerRequest {
 
 async fn steer(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: std::result::Result<Path<String>, PathRejection>,
     body: std::result::Result<Json<SteerRequest>, JsonRejection>,
 ) -> ApiResult<Json<Value>> {
-    let key = parse_key(&id)?;
+    let key = parse_key(&path_param(id)?)?;
     let request = json_body(body)?;
     if request.edits.len() > MAX_LATENTS {
         return Err(AppError::BadRequest(format!(
@@ -656,8 +666,9 @@ async fn steer(
 
 async fn reference(
     State(state): State<AppState>,
-    Path(image): Path<String>,
+    image: std::result::Result<Path<String>, PathRejection>,
 ) -> ApiResult<Response> {
+    let image = path_param(image)?;
     let id: usize = image
         .trim_end_matches(".png")
         .parse()

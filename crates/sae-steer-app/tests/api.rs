@@ -234,6 +234,39 @@ fn bad_indices_and_ids_are_json_errors() {
 }
 
 #[test]
+fn undecodable_path_segments_are_json_errors() {
+    // `%FF` is not UTF-8: axum's own rejection would be plain text.
+    for path in [
+        "/api/examples/%FF",
+        "/api/images/%FF/prediction",
+        "/api/reference/%FF",
+    ] {
+        let (status, text) = raw_get(path);
+        assert_eq!(status, 400, "{path}\n{text}");
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: application/json"),
+            "{path}\n{text}"
+        );
+        let body: Value = serde_json::from_str(body.trim())
+            .unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {body}"));
+        assert!(
+            body["error"].as_str().unwrap_or("").contains("bad path"),
+            "{path}: {body}"
+        );
+    }
+    for (path, body) in [
+        ("/api/images/%FF/latents", json!({})),
+        ("/api/images/%FF/steer", json!({ "edits": {} })),
+    ] {
+        let a = post_json(&server().url(path), &body);
+        assert_eq!(a.status, 400, "{path}");
+        assert!(a.error().contains("bad path"), "{path}: {}", a.error());
+    }
+}
+
+#[test]
 fn prediction_is_a_patch_map_drawn_in_blocks() {
     let a = get(&server().url("/api/images/1/prediction"));
     assert_eq!(a.status, 200);

@@ -4,7 +4,10 @@
 //! segmentation changed and that the browser logged no error.
 //!
 //! Skips (passing, with a notice) when `chromedriver` or Chromium is not
-//! installed; CI installs them (Debian packages `chromium`, `chromium-driver`).
+//! installed, except where `CI` or `SAE_STEER_REQUIRE_BROWSER` is set (to
+//! anything but `0`/`false`): there a missing browser fails the test, so a
+//! broken install cannot pass unnoticed. CI installs them (Debian packages
+//! `chromium`, `chromium-driver`).
 
 mod common;
 
@@ -41,6 +44,15 @@ fn chromium() -> Option<PathBuf> {
     ]
     .iter()
     .find_map(|n| on_path(n))
+}
+
+/// Whether a missing browser is a failure rather than a skip.
+fn browser_required() -> bool {
+    ["SAE_STEER_REQUIRE_BROWSER", "CI"].iter().any(|name| {
+        std::env::var(name)
+            .map(|v| !matches!(v.trim().to_ascii_lowercase().as_str(), "" | "0" | "false"))
+            .unwrap_or(false)
+    })
 }
 
 /// chromedriver, killed (by its own process handle) when dropped.
@@ -85,6 +97,11 @@ impl WebDriverCompatibleCommand for BrowserLog {
 #[test]
 fn page_steers_in_a_real_browser() {
     let (Some(driver), Some(chrome)) = (on_path("chromedriver"), chromium()) else {
+        assert!(
+            !browser_required(),
+            "chromedriver or chromium not found, and CI / SAE_STEER_REQUIRE_BROWSER asks for \
+             the browser test (Debian: apt-get install chromium chromium-driver)"
+        );
         eprintln!(
             "SKIPPED page_steers_in_a_real_browser: chromedriver or chromium not found \
              (Debian: apt-get install chromium chromium-driver)"

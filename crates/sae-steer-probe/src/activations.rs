@@ -29,23 +29,10 @@ pub fn probe_cache_spec(model_id: &str, validation: bool) -> CacheSpec {
     spec
 }
 
-/// Whether `dir` already holds a complete cache of exactly this request, so
-/// the ViT need not even be loaded.
+/// Whether `dir` already holds a complete cache that serves this request
+/// (see [`ActivationCache::serves`]), so the ViT need not even be loaded.
 pub fn cache_is_ready(dir: &Path, images: &ImageList, spec: &CacheSpec) -> bool {
-    let Ok(cache) = ActivationCache::open(dir) else {
-        return false;
-    };
-    let m = cache.manifest();
-    let taps_match = m.taps.len() == spec.taps.len()
-        && m.taps.iter().zip(&spec.taps).all(|(have, want)| {
-            have.name == want.name() && have.dtype == want.dtype && have.tokens == want.tokens
-        });
-    m.complete
-        && m.model == spec.model_id
-        && m.labels == spec.labels
-        && m.images.count == images.len()
-        && m.images.fingerprint == images.fingerprint()
-        && taps_match
+    ActivationCache::open(dir).is_ok_and(|cache| cache.serves(images, spec))
 }
 
 /// Opens the cache in `dir`, first building or resuming it with the ViT

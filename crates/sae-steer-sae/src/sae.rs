@@ -176,7 +176,8 @@ impl<B: Backend> Sae<B> {
     }
 
     /// Applies the activation to pre-activations `[n, s]` (all latents: TopK
-    /// compares each latent with the others of its row).
+    /// compares each latent with the others of its row; see [`keep_top_k`]).
+    /// TopK with `k >= s` keeps every pre-activation unchanged.
     pub fn activate(&self, h: Tensor<B, 2>) -> Tensor<B, 2> {
         match self.config.activation {
             Activation::Relu => h.clamp_min(0.0),
@@ -185,15 +186,7 @@ impl<B: Backend> Sae<B> {
                 let off = h.clone().lower_equal_elem(t);
                 h.mask_fill(off, 0.0)
             }
-            Activation::Topk { k } => {
-                let [n, s] = h.dims();
-                // Loaders reject k = 0; clamping keeps a hand-built config from panicking.
-                let k = k.clamp(1, s.max(1));
-                // The k-th largest value of each row, [n, 1]; entries below it are dropped.
-                let kth = h.clone().topk(k, 1).narrow(1, k - 1, 1).expand([n, s]);
-                let off = h.clone().lower(kth);
-                h.mask_fill(off, 0.0)
-            }
+            Activation::Topk { k } => keep_top_k(h, k),
         }
     }
 
@@ -202,6 +195,141 @@ impl<B: Backend> Sae<B> {
         f.matmul(self.w_dec.clone())
             .add(self.b_dec.clone().unsqueeze_dim(0))
     }
+}
+
+/// Where a backend's tensors live, for the TopK selection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Memory {
+    /// ndarray or flex, with or without autodiff: the data is already in
+    /// host memory, and burn's `topk` there copies it and sorts every row.
+    Host,
+    /// A device backend with a `topk` of its own.
+    Device,
+    /// A device backend under burn's autodiff, which has no `topk` but passes
+    /// `argtopk` through.
+    DeviceAutodiff,
+}
+
+fn memory<B: Backend>(device: &B::Device) -> Memory {
+    let name = B::name(device);
+    let inner = name
+        .strip_prefix("autodiff<")
+        .and_then(|n| n.strip_suffix('>'));
+    match inner.unwrap_or(&name) {
+        "ndarray" | "flex" => Memory::Host,
+        _ if inner.is_some() => Memory::DeviceAutodiff,
+        _ => Memory::Device,
+    }
+}
+
+/// Runs `f(row, out, scratch)` on every `s`-wide row of `values` with its
+/// entry of `out`, rows split over all cores; `scratch` is a per-thread buffer.
+fn for_each_row<T: Send>(
+    values: &mut [f32],
+    s: usize,
+    out: &mut [T],
+    f: impl Fn(&mut [f32], &mut T, &mut Vec<f32>) + Sync,
+) {
+    let n = out.len();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |t| t.get())
+        .min(n.max(1));
+    let rows_per_thread = n.div_ceil(threads).max(1);
+    let f = &f;
+    std::thread::scope(|scope| {
+        for (rows, out) in values
+            .chunks_mut(rows_per_thread * s)
+            .zip(out.chunks_mut(rows_per_thread))
+        {
+            scope.spawn(move || {
+                let mut scratch = Vec::new();
+                for (row, out) in rows.chunks_mut(s).zip(out.iter_mut()) {
+                    f(row, out, &mut scratch);
+                }
+            });
+        }
+    });
+}
+
+/// The `k`-th largest of `row` (descending order, ties counted separately),
+/// reordering `row`; `1 <= k <= row.len()`.
+fn select_kth(row: &mut [f32], k: usize) -> f32 {
+    *row.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a)).1
+}
+
+fn into_host_vec<B: Backend>(h: Tensor<B, 2>) -> Vec<f32> {
+    h.into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .unwrap_or_default()
+}
+
+/// The `k`-th largest value of each row, `[n, s] -> [n, 1]`, counting tied
+/// values separately (`k = 0` acts as 1; `k >= s` gives the row minimum).
+/// TopK training and AuxK threshold with it.
+///
+/// On backends whose tensors live in host memory (ndarray, flex, with or
+/// without autodiff) this is a partial selection (`select_nth_unstable`,
+/// O(s) per row) on all cores: their `topk` copies to the host anyway and
+/// then fully sorts every row, which made TopK training several times
+/// slower. Elsewhere (CubeCL GPUs) it is burn's `topk`, which runs on the
+/// device.
+pub fn kth_largest<B: Backend>(h: Tensor<B, 2>, k: usize) -> Tensor<B, 2> {
+    let [n, s] = h.dims();
+    let device = h.device();
+    if k >= s {
+        return h.min_dim(1);
+    }
+    let k = k.max(1);
+    match memory::<B>(&device) {
+        // min over the k kept values: correct whether or not the backend
+        // returns them sorted. burn's topk needs k < s, ensured above.
+        Memory::Device => h.topk(k, 1).min_dim(1),
+        Memory::DeviceAutodiff => {
+            let idx = h.clone().argtopk(k, 1);
+            h.gather(1, idx).min_dim(1)
+        }
+        Memory::Host => {
+            let mut values = into_host_vec(h);
+            let mut kth = vec![0f32; n];
+            for_each_row(&mut values, s, &mut kth, |row, out, _| {
+                *out = select_kth(row, k);
+            });
+            Tensor::from_data(TensorData::new(kth, [n, 1]), &device)
+        }
+    }
+}
+
+/// TopK without ReLU, `[n, s] -> [n, s]`: keeps the `k` largest entries of
+/// each row as they are, and every entry tied with the k-th; zeroes the
+/// rest. `k >= s` returns `h` unchanged (`k = 0` acts as 1).
+///
+/// On host backends the selection and the zeroing are one parallel pass
+/// over each row; burn-ndarray would run the comparison with the broadcast
+/// threshold and the masked fill as two more single-threaded passes over
+/// the whole `[n, s]` tensor.
+pub fn keep_top_k<B: Backend>(h: Tensor<B, 2>, k: usize) -> Tensor<B, 2> {
+    let [n, s] = h.dims();
+    if k >= s {
+        return h;
+    }
+    let device = h.device();
+    if memory::<B>(&device) != Memory::Host {
+        let kth = kth_largest(h.clone(), k).expand([n, s]);
+        let off = h.clone().lower(kth);
+        return h.mask_fill(off, 0.0);
+    }
+    let k = k.max(1);
+    let mut values = into_host_vec(h);
+    let mut rows = vec![(); n];
+    for_each_row(&mut values, s, &mut rows, |row, _, scratch| {
+        scratch.clear();
+        scratch.extend_from_slice(row);
+        let kth = select_kth(scratch, k);
+        // `<` keeps ties and, like `lower`, keeps NaN.
+        row.iter_mut().filter(|v| **v < kth).for_each(|v| *v = 0.0);
+    });
+    Tensor::from_data(TensorData::new(values, [n, s]), &device)
 }
 
 fn host_to_device<B: Backend, const D: usize>(t: HostTensor, device: &B::Device) -> Tensor<B, D> {
@@ -217,4 +345,98 @@ fn device_to_host<B: Backend, const D: usize>(t: Tensor<B, D>) -> HostTensor {
         .into_vec::<f32>()
         .unwrap_or_default();
     HostTensor::new(shape, data)
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::backend::{Autodiff, NdArray};
+
+    use super::*;
+
+    /// Pre-activations with negatives and ties, `[2, 6]`.
+    const H: [f32; 12] = [
+        0.5, -1.0, 2.0, 0.5, -3.0, 1.0, //
+        -0.25, -0.5, -2.0, 4.0, 4.0, 0.75,
+    ];
+
+    fn sae<B: Backend>(k: usize) -> Sae<B> {
+        let config = SaeConfig {
+            d_model: 3,
+            d_sae: 6,
+            activation: Activation::Topk { k },
+            encode: EncodeRule::Plain,
+            vit: None,
+            layer: None,
+        };
+        let device = Default::default();
+        Sae::from_weights(
+            SaeWeights {
+                config,
+                w_enc: HostTensor::new(vec![3, 6], vec![0.0; 18]),
+                b_enc: HostTensor::new(vec![6], vec![0.0; 6]),
+                w_dec: HostTensor::new(vec![6, 3], vec![0.0; 18]),
+                b_dec: HostTensor::new(vec![3], vec![0.0; 3]),
+                norm: None,
+            },
+            &device,
+        )
+    }
+
+    fn activate<B: Backend>(k: usize) -> Vec<f32> {
+        let h = Tensor::<B, 2>::from_data(TensorData::new(H.to_vec(), [2, 6]), &Default::default());
+        device_to_host(sae::<B>(k).activate(h)).data
+    }
+
+    #[test]
+    fn topk_with_k_at_or_above_the_width_keeps_every_pre_activation() {
+        // saev's TopK has no ReLU: negative pre-activations stay as they are.
+        for k in [6, 7, 100] {
+            assert_eq!(activate::<NdArray<f32>>(k), H.to_vec(), "ndarray, k = {k}");
+            // burn's topk panics for k >= s: the activation must not reach it.
+            assert_eq!(
+                activate::<Autodiff<NdArray<f32>>>(k),
+                H.to_vec(),
+                "autodiff, k = {k}"
+            );
+        }
+    }
+
+    #[test]
+    fn topk_keeps_the_k_largest_and_every_tie_at_the_kth_value() {
+        let cases: [(usize, [f32; 12]); 3] = [
+            // Row 2 has two 4.0 tied for first: both are kept.
+            (
+                1,
+                [
+                    0.0, 0.0, 2.0, 0.0, 0.0, 0.0, //
+                    0.0, 0.0, 0.0, 4.0, 4.0, 0.0,
+                ],
+            ),
+            // Row 1 has two 0.5 tied for third: both are kept.
+            (
+                3,
+                [
+                    0.5, 0.0, 2.0, 0.5, 0.0, 1.0, //
+                    0.0, 0.0, 0.0, 4.0, 4.0, 0.75,
+                ],
+            ),
+            (
+                5,
+                [
+                    0.5, -1.0, 2.0, 0.5, 0.0, 1.0, //
+                    -0.25, -0.5, 0.0, 4.0, 4.0, 0.75,
+                ],
+            ),
+        ];
+        // A hand-built k = 0 acts as 1.
+        assert_eq!(activate::<NdArray<f32>>(0), cases[0].1, "k = 0");
+        for (k, expected) in cases {
+            assert_eq!(activate::<NdArray<f32>>(k), expected, "ndarray, k = {k}");
+            assert_eq!(
+                activate::<Autodiff<NdArray<f32>>>(k),
+                expected,
+                "autodiff, k = {k}"
+            );
+        }
+    }
 }

@@ -2,8 +2,10 @@
 //! estimating an SAE's input normalization, and feature statistics over a
 //! cache.
 
+use std::fmt;
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -40,20 +42,10 @@ pub fn ensure_cache<B: Backend>(
     spec: &CacheSpec,
     vit: impl FnOnce() -> Result<Dinov2<B>, sae_steer_vit::VitError>,
 ) -> Result<ActivationCache, CacheError> {
-    if let Ok(cache) = ActivationCache::open(dir) {
-        let m = cache.manifest();
-        let same_taps = m.taps.len() == spec.taps.len()
-            && m.taps.iter().zip(&spec.taps).all(|(have, want)| {
-                have.name == want.name() && have.dtype == want.dtype && have.tokens == want.tokens
-            });
-        if cache.is_complete()
-            && same_taps
-            && m.labels == spec.labels
-            && m.images.fingerprint == images.fingerprint()
-            && m.model == spec.model_id
-        {
-            return Ok(cache);
-        }
+    if let Ok(cache) = ActivationCache::open(dir)
+        && cache.serves(images, spec)
+    {
+        return Ok(cache);
     }
     // Anything else goes to the builder, which resumes a partial cache and
     // refuses one made with other settings, saying what differs.
@@ -94,8 +86,83 @@ pub fn estimate_normalization(
     norm.ok_or_else(|| SaeError::Data("no normalization was estimated".into()))
 }
 
+/// Images per [`FeatureStats::update`] call in [`feature_stats`] and
+/// [`feature_stats_file`]. Fixed, so that a resumed run splits the images
+/// into the same batches as an uninterrupted one and ends with the same sums
+/// to the last bit.
+pub const STATS_BATCH: usize = 16;
+
+/// How often [`feature_stats_file`] saves its progress: a save rewrites the
+/// whole file (200 MB for a 24k-latent SAE), so not after every batch.
+pub const STATS_SAVE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Where an SAE's input normalization came from (see [`resolve_normalization`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum NormalizationSource {
+    /// A file the user named.
+    File(PathBuf),
+    /// The SAE checkpoint's own.
+    Checkpoint,
+    /// The SAE file carried none: estimated on the patch tokens of `images`
+    /// cached images.
+    Estimated { images: usize, norm: Normalization },
+}
+
+/// What the statistics file records as `normalization`: `checkpoint`, the
+/// file's path, or `estimated on N images (scalar S)`. Deterministic, so a
+/// resumed run can check it continues in the same units.
+impl fmt::Display for NormalizationSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::File(path) => write!(f, "{}", path.display()),
+            Self::Checkpoint => f.write_str("checkpoint"),
+            Self::Estimated { images, norm } => {
+                write!(f, "estimated on {images} images (scalar {})", norm.scalar)
+            }
+        }
+    }
+}
+
+/// Gives `sae` its input normalization (SPEC section 4): read from `file`
+/// when one is named, else the checkpoint's own, else estimated with
+/// [`estimate_normalization`] on `estimate_on` = (cache, tap, patches per
+/// image). `estimate_on` is only read in the last case, which is an error
+/// when it is `None`.
+pub fn resolve_normalization<B: Backend>(
+    sae: Sae<B>,
+    file: Option<&Path>,
+    estimate_on: Option<(&ActivationCache, &str, usize)>,
+) -> Result<(Sae<B>, NormalizationSource), SaeError> {
+    if let Some(path) = file {
+        let norm = Normalization::load(path, sae.d_model())?;
+        let sae = sae.with_normalization(Some(&norm))?;
+        return Ok((sae, NormalizationSource::File(path.to_path_buf())));
+    }
+    if sae.norm.is_some() {
+        return Ok((sae, NormalizationSource::Checkpoint));
+    }
+    let Some((cache, tap, n_patches)) = estimate_on else {
+        return Err(SaeError::Input(
+            "the SAE file carries no input normalization and no activations were given to \
+             estimate one on: name a normalization file"
+                .into(),
+        ));
+    };
+    let norm = estimate_normalization(cache, tap, n_patches, NORMALIZATION_SAMPLES)?;
+    let sae = sae.with_normalization(Some(&norm))?;
+    Ok((
+        sae,
+        NormalizationSource::Estimated {
+            images: cache.len(),
+            norm,
+        },
+    ))
+}
+
 /// Feature statistics (SPEC section 5) of `sae` over the patch tokens of the
-/// first `max_images` images of a cache tap.
+/// first `max_images` images of a cache tap, with [`DEFAULT_TOP_K`]
+/// exemplars per latent, in memory. [`feature_stats_file`] is the resumable
+/// form.
 pub fn feature_stats<B: Backend>(
     sae: &Sae<B>,
     cache: &ActivationCache,
@@ -104,25 +171,185 @@ pub fn feature_stats<B: Backend>(
     max_images: Option<usize>,
     info: StatsInfo,
 ) -> Result<FeatureStats, SaeError> {
+    let mut stats = FeatureStats::new(sae.d_sae(), DEFAULT_TOP_K, n_patches, info)?;
+    let rows = stats_rows(cache, max_images);
+    add_cache_rows(sae, cache, tap, &mut stats, rows, |_| Ok(()))?;
+    Ok(stats)
+}
+
+/// What [`feature_stats_file`] computes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatsOptions {
+    /// Patches per image (the last `n_patches` tokens of the tap).
+    pub n_patches: usize,
+    /// Use only the first N rows of the cache.
+    pub max_images: Option<usize>,
+    /// Exemplar images kept per latent.
+    pub top_k: usize,
+    /// Recorded in the file, and checked against it when resuming: `sae`,
+    /// `fingerprint` and `normalization` must match.
+    pub info: StatsInfo,
+}
+
+/// The outcome of [`feature_stats_file`].
+#[derive(Debug, Clone)]
+pub struct StatsRun {
+    pub stats: FeatureStats,
+    /// Images the file held when the run started; `None` for a new file.
+    pub resumed_from: Option<u64>,
+    /// Images this run added.
+    pub added: u64,
+}
+
+impl StatsRun {
+    /// Whether the file was complete already and nothing was computed.
+    pub fn was_complete(&self) -> bool {
+        self.resumed_from.is_some() && self.added == 0
+    }
+}
+
+/// Feature statistics of `sae` over the first `max_images` rows of a cache
+/// tap, kept in `path`. A missing file is started; an existing one (left by
+/// an interrupted run) is checked against the SAE, the options and the
+/// reference set, and continued at its next image; a complete one is
+/// returned as it is. Progress is saved every [`STATS_SAVE_INTERVAL`] and at
+/// the end, always between batches of [`STATS_BATCH`] images, so a resumed
+/// run ends with exactly the statistics of an uninterrupted one.
+pub fn feature_stats_file<B: Backend>(
+    sae: &Sae<B>,
+    cache: &ActivationCache,
+    tap: &str,
+    options: StatsOptions,
+    path: &Path,
+) -> Result<StatsRun, SaeError> {
+    let rows = stats_rows(cache, options.max_images);
+    let (mut stats, resumed_from) = if path.exists() {
+        let stats = FeatureStats::load(path)?;
+        let done = check_resumable(&stats, sae, &options, rows, path)?;
+        (stats, Some(done))
+    } else {
+        let stats = FeatureStats::new(sae.d_sae(), options.top_k, options.n_patches, options.info)?;
+        (stats, None)
+    };
+    let start = resumed_from.unwrap_or(0);
+    if resumed_from.is_some() && start as usize == rows {
+        return Ok(StatsRun {
+            stats,
+            resumed_from,
+            added: 0,
+        });
+    }
+    let mut last_save = Instant::now();
+    add_cache_rows(sae, cache, tap, &mut stats, rows, |stats| {
+        if last_save.elapsed() >= STATS_SAVE_INTERVAL {
+            stats.save(path)?;
+            last_save = Instant::now();
+        }
+        Ok(())
+    })?;
+    stats.save(path)?;
+    let added = stats.n_images().unwrap_or(0) - start;
+    Ok(StatsRun {
+        stats,
+        resumed_from,
+        added,
+    })
+}
+
+/// Images (cache rows) the statistics cover.
+fn stats_rows(cache: &ActivationCache, max_images: Option<usize>) -> usize {
+    max_images.map_or(cache.len(), |m| m.min(cache.len()))
+}
+
+/// Checks that statistics read from `path` can be continued with `sae` and
+/// `options` up to `rows` images; returns how many images they hold.
+fn check_resumable<B: Backend>(
+    stats: &FeatureStats,
+    sae: &Sae<B>,
+    options: &StatsOptions,
+    rows: usize,
+    path: &Path,
+) -> Result<u64, SaeError> {
+    let Some(done) = stats.n_images().filter(|_| stats.can_update()) else {
+        return Err(SaeError::Input(format!(
+            "{} holds statistics without running counts: they cannot be continued; \
+             delete the file or choose another output",
+            path.display()
+        )));
+    };
+    let (have, want) = (&stats.info, &options.info);
+    let mut differences = Vec::new();
+    let mut differ = |what: &str, have: String, want: String| {
+        if have != want {
+            differences.push(format!("{what}: file has `{have}`, asked for `{want}`"));
+        }
+    };
+    differ(
+        "latents",
+        stats.d_sae().to_string(),
+        sae.d_sae().to_string(),
+    );
+    differ("top-k", stats.k().to_string(), options.top_k.to_string());
+    differ(
+        "patches per image",
+        stats.n_patches().to_string(),
+        options.n_patches.to_string(),
+    );
+    differ("SAE", have.sae.clone(), want.sae.clone());
+    differ(
+        "reference images (fingerprint)",
+        have.fingerprint.clone(),
+        want.fingerprint.clone(),
+    );
+    differ(
+        "normalization",
+        have.normalization.clone(),
+        want.normalization.clone(),
+    );
+    if done as usize > rows {
+        differences.push(format!(
+            "images: file covers {done}, asked for {rows} (it cannot shrink)"
+        ));
+    }
+    if differences.is_empty() {
+        Ok(done)
+    } else {
+        Err(SaeError::Input(format!(
+            "{} holds statistics of another run; delete it or choose another output. {}",
+            path.display(),
+            differences.join("; ")
+        )))
+    }
+}
+
+/// Adds cache rows `stats.n_images()..rows` of `tap` to `stats`, in batches
+/// of [`STATS_BATCH`], calling `after_batch` after each batch.
+fn add_cache_rows<B: Backend>(
+    sae: &Sae<B>,
+    cache: &ActivationCache,
+    tap: &str,
+    stats: &mut FeatureStats,
+    rows: usize,
+    mut after_batch: impl FnMut(&FeatureStats) -> Result<(), SaeError>,
+) -> Result<(), SaeError> {
     let spec = cache
         .tap(tap)
         .map_err(|e| SaeError::Data(e.to_string()))?
         .clone();
-    let tokens = patch_range(spec.n_tokens, n_patches);
-    let rows = max_images.map_or(cache.len(), |m| m.min(cache.len()));
-    let mut stats = FeatureStats::new(sae.d_sae(), DEFAULT_TOP_K, n_patches, info)?;
+    let tokens = patch_range(spec.n_tokens, stats.n_patches());
+    let start = (stats.n_images().unwrap_or(0) as usize).min(rows);
     let device = sae.w_enc.device();
-    let bar = ProgressBar::new(rows as u64);
+    let bar = ProgressBar::new(rows as u64).with_position(start as u64);
     bar.set_style(
         ProgressStyle::with_template(
             "feature statistics [{bar:30}] {pos}/{len} {per_sec} eta {eta}",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
+    bar.reset_eta();
     let mut buf = Vec::new();
-    let batch = 16;
-    for start in (0..rows).step_by(batch) {
-        let ids: Vec<usize> = (start..(start + batch).min(rows)).collect();
+    for first in (start..rows).step_by(STATS_BATCH) {
+        let ids: Vec<usize> = (first..(first + STATS_BATCH).min(rows)).collect();
         cache
             .read_images(tap, &ids, &mut buf)
             .map_err(|e| SaeError::Data(e.to_string()))?;
@@ -134,8 +361,9 @@ pub fn feature_stats<B: Backend>(
         .slice([0..b, tokens.clone(), 0..spec.dim]);
         let images: Vec<u32> = ids.iter().map(|&r| cache.image_index(r) as u32).collect();
         stats.update(sae, x, &images)?;
+        after_batch(stats)?;
         bar.inc(b as u64);
     }
     bar.finish_and_clear();
-    Ok(stats)
+    Ok(())
 }

@@ -147,6 +147,9 @@ pub struct QuantifyOptions {
     pub classes_per_batch: usize,
     /// Use only the first N validation images.
     pub max_images: Option<usize>,
+    /// Latents this frequent on the reference set are never drawn by the
+    /// random-latent method (nor selected; see [`select_features`]).
+    pub max_frequency: f32,
 }
 
 impl Default for QuantifyOptions {
@@ -161,6 +164,7 @@ impl Default for QuantifyOptions {
             batch_images: 8,
             classes_per_batch: 4,
             max_images: None,
+            max_frequency: sae_steer_sae::stats::FREQUENT,
         }
     }
 }
@@ -625,14 +629,14 @@ impl<'a, B: Backend> Quantify<'a, B> {
                 let candidates: Vec<usize> = (0..stats.d_sae())
                     .filter(|&j| {
                         let f = stats.frequency(j);
-                        f > 0.0 && !stats.is_frequent(j) && stats.max_obs(j) > 0.0
+                        f > 0.0 && f < self.options.max_frequency && stats.max_obs(j) > 0.0
                     })
                     .collect();
                 if candidates.is_empty() {
-                    return Err(QuantifyError::Input(
-                        "no latent has 0 < frequency < 1e-2 and max_obs > 0: cannot draw a random latent"
-                            .into(),
-                    ));
+                    return Err(QuantifyError::Input(format!(
+                        "no latent has 0 < frequency < {} and max_obs > 0: cannot draw a random latent",
+                        self.options.max_frequency
+                    )));
                 }
                 let j = candidates[rng.random_range(0..candidates.len())];
                 Ok((latent_steer(j), Some(j), None))
@@ -812,24 +816,153 @@ impl<'a, B: Backend> Quantify<'a, B> {
         )
     }
 
-    /// Times one pass done the reference's way (the whole ViT from pixels
-    /// for every edit) against ours, on `images` images: returns seconds per
-    /// pass for (full forward, cached + rank-1).
-    pub fn time_strategies(&self, pixels: Tensor<B, 4>, steer: &Steer) -> Result<(f64, f64)> {
-        let [b, ..] = pixels.dims();
-        let rows: Vec<usize> = (0..b.min(self.rows)).collect();
-        let full = Instant::now();
-        let x = self.inputs.vit.forward_until(pixels, self.options.layer)?;
-        let _ = self.predict(x.clone())?;
-        let x2 = self.edit(x, steer)?;
-        let _ = self.predict(x2)?;
-        let full = full.elapsed().as_secs_f64();
-        let ours = Instant::now();
+    /// Predictions after each steer for cache rows `rows`, the way
+    /// [`Quantify::run`] computes a chunk of classes: the rows' cached layer
+    /// activations are read once, edited with every steer (rank-1 form),
+    /// stacked into one batch of `steers.len() * rows.len()` images, and only
+    /// the blocks after the SAE's layer, the final norm and the probe run.
+    /// Returns `[steers.len() * rows.len() * patches]` class ids, steer-major.
+    pub fn predict_edited(&self, rows: &[usize], steers: &[Steer]) -> Result<Vec<u8>> {
+        if steers.is_empty() {
+            return Err(QuantifyError::Input(
+                "predict_edited needs at least one steer".into(),
+            ));
+        }
+        self.original_of(rows)?;
         let mut buf = Vec::new();
-        let x = self.load(&rows, &mut buf)?;
-        let _ = self.predict(self.edit(x, steer)?)?;
-        Ok((full, ours.elapsed().as_secs_f64()))
+        let x = self.load(rows, &mut buf)?;
+        let edited = steers
+            .iter()
+            .map(|s| self.edit(x.clone(), s))
+            .collect::<Result<Vec<_>>>()?;
+        self.predict(Tensor::cat(edited, 0))
     }
+
+    /// Times one (class, method) pass over the validation images `rows`
+    /// three ways; `pixels` `[rows.len(), 3, H, W]` must be those images,
+    /// preprocessed (their decoding is left out of the reference's time, in
+    /// its favour).
+    ///
+    /// - full: the reference's way, the whole ViT from pixels twice (unedited,
+    ///   then edited at the SAE's layer through the full-width SAE
+    ///   encode/decode with its error term), with `steers[0]`;
+    /// - cached: ours for one class, [`Quantify::predict_edited`] with
+    ///   `steers[0]` alone (the unedited predictions come from [`Quantify::new`]);
+    /// - stacked: ours as [`Quantify::run`] batches it, every steer at once,
+    ///   divided by `steers.len()`.
+    ///
+    /// Every timed section ends by reading the predictions back to the host,
+    /// so asynchronous backends have finished their work.
+    pub fn time_strategies(
+        &self,
+        rows: &[usize],
+        pixels: Tensor<B, 4>,
+        steers: &[Steer],
+    ) -> Result<StrategyTimes> {
+        let [b, ..] = pixels.dims();
+        if b != rows.len() {
+            return Err(QuantifyError::Input(format!(
+                "time_strategies got {b} images' pixels for {} cache rows",
+                rows.len()
+            )));
+        }
+        if steers.is_empty() {
+            return Err(QuantifyError::Input(
+                "time_strategies needs at least one steer".into(),
+            ));
+        }
+        let original = self.original_of(rows)?;
+        let vit = self.inputs.vit;
+        let layer = self.options.layer;
+
+        let start = Instant::now();
+        let unedited = self.predict(vit.forward_until(pixels.clone(), layer)?)?;
+        let x = vit.forward_until(pixels, layer)?;
+        let full_edited = self.predict(self.edit_full_width(x, &steers[0])?)?;
+        let full = start.elapsed().as_secs_f64();
+
+        let start = Instant::now();
+        let cached_edited = self.predict_edited(rows, &steers[..1])?;
+        let cached = start.elapsed().as_secs_f64();
+
+        let start = Instant::now();
+        let stacked_preds = self.predict_edited(rows, steers)?;
+        let stacked = start.elapsed().as_secs_f64() / steers.len() as f64;
+
+        let agree = |a: &[u8], b: &[u8]| {
+            a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / a.len().max(1) as f64
+        };
+        Ok(StrategyTimes {
+            images: b,
+            full,
+            cached,
+            stacked,
+            agree_unedited: agree(&unedited, &original),
+            agree_edited: agree(&full_edited, &cached_edited),
+            agree_stacked: agree(&stacked_preds[..cached_edited.len()], &cached_edited),
+        })
+    }
+
+    /// The unedited predictions of cache rows `rows`, `[rows.len() * patches]`;
+    /// fails on an empty list or a row outside the run.
+    fn original_of(&self, rows: &[usize]) -> Result<Vec<u8>> {
+        if rows.is_empty() {
+            return Err(QuantifyError::Input("no validation image given".into()));
+        }
+        let mut out = Vec::with_capacity(rows.len() * self.n_patches);
+        for &r in rows {
+            if r >= self.rows {
+                return Err(QuantifyError::Input(format!(
+                    "image {r} is not among the run's {} validation images",
+                    self.rows
+                )));
+            }
+            out.extend_from_slice(&self.original[r * self.n_patches..(r + 1) * self.n_patches]);
+        }
+        Ok(out)
+    }
+
+    /// [`Self::edit`] the reference's way: a latent edit goes through the
+    /// full SAE encode/decode (`[n, d] x [d, s]` twice) instead of the
+    /// rank-1 form.
+    fn edit_full_width(&self, x: Tensor<B, 3>, steer: &Steer) -> Result<Tensor<B, 3>> {
+        let Steer::Latent { latent, value } = steer else {
+            return self.edit(x, steer);
+        };
+        let [b, t, d] = x.dims();
+        let prefix = x.clone().slice([0..b, 0..self.prefix, 0..d]);
+        let patches = x
+            .slice([0..b, self.prefix..t, 0..d])
+            .reshape([b * self.n_patches, d]);
+        let edited = Edit::new()
+            .set(*latent, *value)
+            .apply_full(self.inputs.sae, patches)?;
+        Ok(Tensor::cat(
+            vec![prefix, edited.reshape([b, self.n_patches, d])],
+            1,
+        ))
+    }
+}
+
+/// Seconds of one (class, method) pass over a batch of images by strategy,
+/// from [`Quantify::time_strategies`], and how far the strategies' patch
+/// predictions agree (fractions in 0..=1; 1 means identical).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct StrategyTimes {
+    /// Images in the batch.
+    pub images: usize,
+    /// The reference's way: the whole ViT twice, full-width SAE edit.
+    pub full: f64,
+    /// Ours for one class: cached activations, rank-1 edit, the rest of the network.
+    pub cached: f64,
+    /// Ours with the classes stacked in one batch, per class.
+    pub stacked: f64,
+    /// Full forward's unedited predictions vs those from the cache.
+    pub agree_unedited: f64,
+    /// Full forward + full-width edit vs cached + rank-1 edit.
+    pub agree_edited: f64,
+    /// The first class of the stacked batch vs the same class alone.
+    pub agree_stacked: f64,
 }
 
 /// Writes `results.csv`, `per_class.csv`, `changes.csv`, `selection.csv`

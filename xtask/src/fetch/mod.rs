@@ -29,6 +29,7 @@ use download::{Claim, Downloader, Expected, remove_if_exists, verify_file};
 pub use error::FetchError;
 use error::Result;
 use hub::HubCache;
+pub use lock::write_atomic;
 use lock::{LockFile, LockedFile, LockedRepo};
 use manifest::{Archive, HubRepo, LOCK_FILE, Manifests, SourceManifest, UrlFile};
 

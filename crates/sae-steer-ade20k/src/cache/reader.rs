@@ -11,7 +11,8 @@ use rand::seq::SliceRandom;
 use safetensors::tensor::Dtype;
 
 use super::shard::{IMAGE_INDEX, PATCH_LABELS, PATCH_PURITY, PIXEL_LABELS, ShardFile, TensorLoc};
-use super::{CacheDtype, CacheError, CacheManifest, LabelKind, TapSpec};
+use super::{CacheDtype, CacheError, CacheManifest, CacheSpec, LabelKind, TapSpec};
+use crate::ImageList;
 
 /// Shards whose rows [`ActivationCache::patch_batches`] mixes at a time.
 pub const DEFAULT_SHUFFLE_WINDOW: usize = 4;
@@ -71,6 +72,34 @@ impl ActivationCache {
     /// Whether every image of the list has been processed.
     pub fn is_complete(&self) -> bool {
         self.manifest.complete
+    }
+
+    /// Whether this cache, complete, can stand in for one built with `spec`
+    /// over `images`: same model and image list, every requested tap stored
+    /// with the same tokens and at least the requested precision, labels at
+    /// least as rich. Extra taps are welcome: one ViT pass over a split can
+    /// feed the probe, the SAE and quantify alike.
+    pub fn serves(&self, images: &ImageList, spec: &CacheSpec) -> bool {
+        let m = &self.manifest;
+        let rank = |l: LabelKind| match l {
+            LabelKind::None => 0,
+            LabelKind::Patch => 1,
+            LabelKind::Pixel => 2,
+        };
+        let has_tap = |want: &super::TapRequest| {
+            m.taps.iter().any(|have| {
+                have.name == want.name()
+                    && have.tokens == want.tokens
+                    && have.dtype.size() >= want.dtype.size()
+            })
+        };
+        m.complete
+            && m.model == spec.model_id
+            && m.preprocess == super::PreprocessInfo::from(&spec.preprocess)
+            && m.images.count == images.len()
+            && m.images.fingerprint == images.fingerprint()
+            && rank(m.labels) >= rank(spec.labels)
+            && spec.taps.iter().all(has_tap)
     }
 
     /// Rows (images) readable.

@@ -166,52 +166,9 @@ pub(crate) fn from_host<B: Backend, const D: usize>(
     Tensor::from_data(TensorData::new(t.data, t.shape), device)
 }
 
-/// The `k`-th largest value of each row, `[n, s] -> [n, 1]` (`k >= s` gives
-/// the row minimum).
-///
-/// On backends whose tensors live in host memory (ndarray, flex) this is a
-/// partial selection (`select_nth_unstable`, O(s) per row) on all cores:
-/// their `topk` copies to the host anyway and then fully sorts every row,
-/// which made TopK training several times slower. Elsewhere (CubeCL GPUs)
-/// it is burn's `topk`, which runs on the device.
-pub fn kth_largest<B: Backend>(h: Tensor<B, 2>, k: usize) -> Tensor<B, 2> {
-    let [n, s] = h.dims();
-    let device = h.device();
-    if k >= s {
-        return h.min_dim(1);
-    }
-    let k = k.max(1);
-    if !matches!(B::name(&device).as_str(), "ndarray" | "flex") {
-        // min over the k kept values: correct whether or not the backend
-        // returns them sorted.
-        return h.topk(k, 1).min_dim(1);
-    }
-    let mut values = h
-        .into_data()
-        .convert::<f32>()
-        .into_vec::<f32>()
-        .unwrap_or_default();
-    let mut kth = vec![0f32; n];
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |t| t.get())
-        .min(n.max(1));
-    let rows_per_thread = n.div_ceil(threads).max(1);
-    std::thread::scope(|scope| {
-        for (rows, out) in values
-            .chunks_mut(rows_per_thread * s)
-            .zip(kth.chunks_mut(rows_per_thread))
-        {
-            scope.spawn(move || {
-                for (row, out) in rows.chunks_mut(s).zip(out.iter_mut()) {
-                    // Descending order: position k - 1 holds the k-th largest.
-                    let (_, v, _) = row.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
-                    *out = *v;
-                }
-            });
-        }
-    });
-    Tensor::from_data(TensorData::new(kth, [n, 1]), &device)
-}
+/// Re-exported so that `train::kth_largest` keeps working; it lives with the
+/// SAE because TopK inference uses it too.
+pub use crate::sae::kth_largest;
 
 /// Keeps `h` where the activation is on, zero elsewhere; returns `(f, off)`
 /// with `off` the entries it zeroed (one mask serves the forward and backward

@@ -1,0 +1,189 @@
+//! The cached strategy of quantify against the reference's full forward, on a
+//! synthetic ADE20K with the small random-weight ViT (hidden 128, 3 blocks;
+//! SAE layer 1): re-running only what follows the SAE's layer from cached
+//! float32 activations must predict what the whole network predicts from
+//! pixels, the rank-1 edit what the full-width SAE edit does, and stacking
+//! classes in one batch what each class alone does.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use burn::backend::NdArray;
+use sae_steer::ade20k::synth::{SynthOptions, synthesize};
+use sae_steer::ade20k::{Ade20k, Split};
+use sae_steer::pipeline::{ensure_cache, sae_layer_cache_spec};
+use sae_steer::probe::ProbeWeights;
+use sae_steer::quantify::{DeviceProbe, OUTPUTS, Quantify, QuantifyInputs, QuantifyOptions, Steer};
+use sae_steer::sae::stats::StatsInfo;
+use sae_steer::sae::{Activation, EncodeRule, SaeConfig};
+use sae_steer::vit::HostTensor;
+use sae_steer::{
+    Dinov2, FeatureStats, Normalization, PixelValues, Sae, SaeWeights, preprocess_path,
+};
+
+type B = NdArray<f32>;
+
+const LAYER: usize = 1;
+const D_SAE: usize = 64;
+
+fn vit() -> Dinov2<B> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/vit/reg");
+    Dinov2::<B>::from_hf_folder(&dir, &Default::default()).unwrap()
+}
+
+/// Uniform values in [-scale, scale) from a fixed LCG.
+fn noise(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+fn random_sae(d: usize) -> Sae<B> {
+    let weights = SaeWeights {
+        config: SaeConfig {
+            d_model: d,
+            d_sae: D_SAE,
+            activation: Activation::Relu,
+            encode: EncodeRule::CentreOnDecoderBias,
+            vit: None,
+            layer: Some(LAYER),
+        },
+        w_enc: HostTensor::new(vec![d, D_SAE], noise(d * D_SAE, 1, 0.2)),
+        b_enc: HostTensor::new(vec![D_SAE], noise(D_SAE, 2, 0.1)),
+        w_dec: HostTensor::new(vec![D_SAE, d], noise(D_SAE * d, 3, 0.2)),
+        b_dec: HostTensor::new(vec![d], noise(d, 4, 0.1)),
+        // A non-trivial normalization, so both edit forms must undo it.
+        norm: Some(Normalization {
+            mean: noise(d, 5, 0.5),
+            scalar: 1.7,
+        }),
+    };
+    Sae::from_weights(weights, &Default::default())
+}
+
+#[test]
+fn cached_rank1_passes_predict_what_the_full_forward_predicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = SynthOptions {
+        train: 1,
+        val: 4,
+        seed: 9,
+        min_side: 160,
+        max_side: 320,
+        classes: vec![8, 21, 23, 66],
+        ..SynthOptions::default()
+    };
+    let report = synthesize(&dir.path().join("ade"), &opts).unwrap();
+    let ade = Ade20k::open(&report.root).unwrap();
+    let val_list = ade.split(Split::Validation).unwrap();
+    let mut spec = sae_layer_cache_spec("fixture/reg", LAYER);
+    spec.progress = false;
+    let cache = ensure_cache(&dir.path().join("val"), &val_list, &spec, || Ok(vit())).unwrap();
+
+    let vit = vit();
+    let d = vit.config().hidden_size;
+    let sae = random_sae(d);
+    let device = Default::default();
+    let probe = ProbeWeights {
+        in_features: d,
+        out_features: OUTPUTS,
+        weight: noise(OUTPUTS * d, 6, 1.0),
+        bias: noise(OUTPUTS, 7, 0.1),
+    };
+    let probe = DeviceProbe::<B>::new(&probe, &device).unwrap();
+    let stats = FeatureStats::new(D_SAE, 1, 256, StatsInfo::default()).unwrap();
+    let manual = BTreeMap::new();
+    let run = Quantify::new(
+        QuantifyInputs {
+            vit: &vit,
+            sae: &sae,
+            probe: &probe,
+            stats: &stats,
+            cache: &cache,
+            selection: None,
+            manual: &manual,
+        },
+        QuantifyOptions {
+            layer: LAYER,
+            ..QuantifyOptions::default()
+        },
+    )
+    .unwrap();
+    let rows = [1usize, 3];
+    let per = rows.len() * 256;
+
+    // A zero vector edit is no edit: the cached path reproduces the
+    // unedited predictions of those rows.
+    let none = Steer::Vector {
+        unit: vec![0.0; d],
+        scale: 0.0,
+    };
+    let same = run.predict_edited(&rows, &[none]).unwrap();
+    let original: Vec<u8> = rows
+        .iter()
+        .flat_map(|&r| run.original()[r * 256..(r + 1) * 256].to_vec())
+        .collect();
+    assert_eq!(same, original);
+
+    // Edits strong enough to move many patches, so agreement below is not
+    // the trivial agreement of two unedited runs.
+    let steers = [
+        Steer::Latent {
+            latent: 5,
+            value: 400.0,
+        },
+        Steer::Latent {
+            latent: 17,
+            value: -400.0,
+        },
+        Steer::Vector {
+            unit: noise(d, 8, 1.0),
+            scale: 300.0,
+        },
+    ];
+    let stacked = run.predict_edited(&rows, &steers).unwrap();
+    assert_eq!(stacked.len(), steers.len() * per);
+    for (k, steer) in steers.iter().enumerate() {
+        let alone = run
+            .predict_edited(&rows, std::slice::from_ref(steer))
+            .unwrap();
+        assert_eq!(
+            &stacked[k * per..(k + 1) * per],
+            alone.as_slice(),
+            "steer {k}"
+        );
+    }
+    let changed = stacked[..per]
+        .iter()
+        .zip(&original)
+        .filter(|(a, b)| a != b)
+        .count();
+    assert!(
+        changed > per / 10,
+        "the latent edit changed only {changed} of {per} patches"
+    );
+
+    let pixels: Vec<PixelValues> = rows
+        .iter()
+        .map(|&r| preprocess_path(&val_list.items[r].image).unwrap())
+        .collect();
+    let pixels = PixelValues::batch::<B>(&pixels, &device);
+    let times = run.time_strategies(&rows, pixels.clone(), &steers).unwrap();
+    assert_eq!(times.images, rows.len());
+    assert!(times.full > 0.0 && times.cached > 0.0 && times.stacked > 0.0);
+    assert_eq!(times.agree_unedited, 1.0, "{times:?}");
+    assert_eq!(times.agree_stacked, 1.0, "{times:?}");
+    // The two edit forms differ by float rounding only.
+    assert!(times.agree_edited > 0.99, "{times:?}");
+
+    // Mismatched or unknown rows are refused before any work.
+    assert!(run.time_strategies(&rows[..1], pixels, &steers).is_err());
+    assert!(run.predict_edited(&[4], &steers).is_err());
+    assert!(run.predict_edited(&rows, &[]).is_err());
+}

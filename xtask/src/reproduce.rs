@@ -1,0 +1,874 @@
+//! `cargo xtask reproduce`: the preprint's experiments end to end, as a chain
+//! of stages that each run one example program.
+//!
+//! data -> caches -> probe sweep -> validation -> (SAE training, demo only) ->
+//! feature statistics -> quantify -> figures -> `report.md`.
+//!
+//! Every stage records, in `<out>/stages/<name>.json`, the exact command it
+//! ran and how long it took. A rerun skips a stage whose record matches the
+//! command it would run now and whose outputs are all present; anything else
+//! runs again, and the programs themselves resume their own partial work
+//! (caches, probe and SAE checkpoints, quantify's `passes.json`). So after a
+//! crash the same command continues where it stopped, and changing a flag
+//! redoes exactly the stages it affects and those after them.
+
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::fetch;
+
+/// The small random-weight DINOv2 (hidden 128, 3 blocks, 4 registers) the
+/// tests use: the demo needs no download.
+const DEMO_VIT: &str = "tests/fixtures/vit/reg";
+/// The demo's SAE reads the middle block of the three.
+const DEMO_LAYER: usize = 1;
+/// Classes of the demo's synthetic scenes: the four of the preprint's guided
+/// examples (car, painting, toilet, bed) among common scene classes.
+const DEMO_CLASSES: &str = "wall,floor,sky,tree,grass,person,car,painting,toilet,bed";
+/// The published SAE (data-manifests/sae.toml) and its block.
+const PUBLISHED_SAE: &str = "osunlp/SAE_DINOv2_24K_ViT-B-14_IN1K";
+const PUBLISHED_VIT: &str = "facebook/dinov2-with-registers-base";
+const PUBLISHED_LAYER: usize = 10;
+
+/// Command-line flags.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The offline demo: a synthetic ADE20K-layout dataset, the embedded
+    /// small random-weight ViT and an SAE trained on the spot. A few minutes
+    /// on two CPU cores.
+    #[arg(long)]
+    demo: bool,
+    /// A smaller demo (fewer images and steps), for tests.
+    #[arg(long, requires = "demo")]
+    quick: bool,
+    /// cpu, flex, cuda or cuda:N. The full run is a GPU job.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Output folder [default: runs/demo, or runs/reproduce].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// An ImageNet-1K folder (class sub-folders, e.g. its `train/`) for the
+    /// feature statistics and the SAE's input normalization, as in the
+    /// preprint. Without it ADE20K training images stand in, and the report
+    /// says so.
+    #[arg(long)]
+    imagenet: Option<PathBuf>,
+    /// Use at most this many ImageNet images (the preprint used all 1.28 M).
+    #[arg(long, default_value_t = 100_000)]
+    imagenet_images: usize,
+    /// Where datasets are (or are downloaded to) [default: data/].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// The SAE to study (full run): a saev sae.pt, one of our checkpoints or
+    /// a hub id [default: the published DINOv2 SAE].
+    #[arg(long)]
+    sae: Option<String>,
+    /// The backbone (full run) [default: facebook/dinov2-with-registers-base].
+    #[arg(long)]
+    vit: Option<String>,
+    /// Do not download: use what `cargo xtask fetch` placed before, or fail
+    /// saying what is missing.
+    #[arg(long)]
+    offline: bool,
+    /// Start the full run on a CPU even though it takes days.
+    #[arg(long)]
+    yes: bool,
+    /// Extra cargo features for the programs (e.g. `cuda`, `openblas-system`).
+    #[arg(long)]
+    features: Option<String>,
+    /// Run prebuilt example programs from this folder instead of building
+    /// them (e.g. `target/release/examples` on a machine without cargo).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+}
+
+/// The example programs the stages run.
+pub const PROGRAMS: [&str; 8] = [
+    "synth_ade20k",
+    "cache",
+    "train_probe",
+    "validate",
+    "train_sae",
+    "stats",
+    "quantify",
+    "figures",
+];
+
+/// One step of the chain.
+struct Stage {
+    name: &'static str,
+    /// One line for the log and the report.
+    about: String,
+    run: Step,
+    /// Files and folders that exist once the stage is complete.
+    outputs: Vec<PathBuf>,
+}
+
+enum Step {
+    /// An example program with its arguments.
+    Example(&'static str, Vec<OsString>),
+    /// `cargo xtask fetch` with these flags, in process.
+    Fetch(Vec<OsString>),
+}
+
+impl Step {
+    /// What the stage record compares: the full command.
+    fn signature(&self) -> Vec<String> {
+        match self {
+            Step::Example(name, args) => std::iter::once(name.to_string())
+                .chain(args.iter().map(|a| a.to_string_lossy().into_owned()))
+                .collect(),
+            Step::Fetch(args) => std::iter::once("fetch".to_string())
+                .chain(args.iter().map(|a| a.to_string_lossy().into_owned()))
+                .collect(),
+        }
+    }
+}
+
+/// `<out>/stages/<name>.json`.
+#[derive(Debug, Serialize, Deserialize)]
+struct StageRecord {
+    command: Vec<String>,
+    seconds: f64,
+}
+
+/// Everything the stages are built from.
+struct Plan {
+    demo: bool,
+    quick: bool,
+    out: PathBuf,
+    ade20k: PathBuf,
+    vit: String,
+    layer: usize,
+    device: String,
+    /// The SAE, or `None` when the demo trains it (found after training).
+    sae: Option<String>,
+    imagenet: Option<PathBuf>,
+    imagenet_images: usize,
+    /// Flags of the fetch stage (full run).
+    fetch: Vec<OsString>,
+}
+
+impl Plan {
+    fn new(args: &Args, root: &Path) -> Result<Self> {
+        let out = absolute(args.out.clone().unwrap_or_else(|| {
+            root.join(if args.demo {
+                "runs/demo"
+            } else {
+                "runs/reproduce"
+            })
+        }))?;
+        let data_dir = absolute(args.data_dir.clone().unwrap_or_else(|| root.join("data")))?;
+        if args.demo {
+            if args.sae.is_some() || args.vit.is_some() || args.imagenet.is_some() {
+                bail!("--demo uses its own ViT, SAE and data: drop --sae, --vit and --imagenet");
+            }
+            return Ok(Self {
+                demo: true,
+                quick: args.quick,
+                ade20k: out.join("data/ade20k"),
+                out,
+                vit: root.join(DEMO_VIT).to_string_lossy().into_owned(),
+                layer: DEMO_LAYER,
+                device: args.device.clone(),
+                sae: None,
+                imagenet: None,
+                imagenet_images: 0,
+                fetch: Vec::new(),
+            });
+        }
+        let mut items = vec!["ade20k"];
+        if args.vit.is_none() {
+            items.push("dinov2");
+        }
+        if args.sae.is_none() {
+            items.push("sae");
+        }
+        let mut fetch = Vec::new();
+        push(&mut fetch, "--only", items.join(","));
+        push(&mut fetch, "--data-dir", data_dir.as_os_str());
+        if args.offline {
+            fetch.push("--offline".into());
+        }
+        if let Some(dir) = &args.imagenet
+            && !dir.is_dir()
+        {
+            bail!("--imagenet {}: no such folder", dir.display());
+        }
+        Ok(Self {
+            demo: false,
+            quick: false,
+            ade20k: data_dir.join("ADEChallengeData2016"),
+            out,
+            vit: args.vit.clone().unwrap_or_else(|| PUBLISHED_VIT.into()),
+            layer: PUBLISHED_LAYER,
+            device: args.device.clone(),
+            sae: Some(args.sae.clone().unwrap_or_else(|| PUBLISHED_SAE.into())),
+            imagenet: args.imagenet.as_deref().map(absolute).transpose()?,
+            imagenet_images: args.imagenet_images,
+            fetch,
+        })
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.out.join(rel)
+    }
+
+    fn caches(&self) -> PathBuf {
+        self.path("caches")
+    }
+
+    /// Caches are named as quantify looks for them under `--cache-dir`.
+    fn cache(&self, split: &str) -> PathBuf {
+        self.caches().join(format!("{split}-layer{}", self.layer))
+    }
+
+    fn sizes(&self) -> DemoSizes {
+        if self.quick {
+            DemoSizes {
+                train: 48,
+                val: 12,
+                probe_epochs: 20,
+                sae_tokens: 200_000,
+            }
+        } else {
+            DemoSizes {
+                train: 160,
+                val: 40,
+                probe_epochs: 40,
+                sae_tokens: 1_000_000,
+            }
+        }
+    }
+
+    /// The stages up to (and including) SAE training; the rest need the SAE
+    /// file, which the demo only knows after training.
+    fn first_stages(&self) -> Vec<Stage> {
+        let mut stages = Vec::new();
+        let common = |args: &mut Vec<OsString>| {
+            push(args, "--vit", &self.vit);
+            push(args, "--device", &self.device);
+        };
+        if self.demo {
+            let s = self.sizes();
+            let mut args = Vec::new();
+            push(&mut args, "--out", self.ade20k.as_os_str());
+            push(&mut args, "--train", s.train.to_string());
+            push(&mut args, "--val", s.val.to_string());
+            push(&mut args, "--classes", DEMO_CLASSES);
+            push(&mut args, "--max-side", "320");
+            stages.push(Stage {
+                name: "data",
+                about: format!(
+                    "synthetic ADE20K: {} training and {} validation scenes of {} classes",
+                    s.train,
+                    s.val,
+                    DEMO_CLASSES.split(',').count()
+                ),
+                run: Step::Example("synth_ade20k", args),
+                outputs: vec![self.ade20k.join("objectInfo150.txt")],
+            });
+        } else {
+            stages.push(Stage {
+                name: "data",
+                about: "download and check ADE20K, DINOv2 and the SAE (data-manifests/)".into(),
+                run: Step::Fetch(self.fetch.clone()),
+                outputs: vec![self.ade20k.join("objectInfo150.txt")],
+            });
+        }
+
+        // One ViT pass per split feeds every later stage: the probe reads
+        // final_norm, the SAE, statistics and quantify read the SAE's layer.
+        for (split, taps, labels) in [
+            ("training", "final_norm:f16", "patch"),
+            ("validation", "final_norm:f32", "pixel"),
+        ] {
+            let mut args = Vec::new();
+            common(&mut args);
+            push(&mut args, "--ade20k", self.ade20k.as_os_str());
+            push(&mut args, "--split", split);
+            push(
+                &mut args,
+                "--taps",
+                format!("layer{}:f32:all,{taps}", self.layer),
+            );
+            push(&mut args, "--labels", labels);
+            push(&mut args, "--out", self.cache(split).as_os_str());
+            stages.push(Stage {
+                name: if split == "training" {
+                    "cache-training"
+                } else {
+                    "cache-validation"
+                },
+                about: format!(
+                    "ViT activations of ADE20K {split}: layer {} (f32) and the final norm",
+                    self.layer
+                ),
+                run: Step::Example("cache", args),
+                outputs: vec![self.cache(split).join("manifest.json")],
+            });
+        }
+
+        let mut args = Vec::new();
+        common(&mut args);
+        push(&mut args, "--ade20k", self.ade20k.as_os_str());
+        push(&mut args, "--cache", self.cache("training").as_os_str());
+        push(&mut args, "--ckpt-path", self.path("probes").as_os_str());
+        push(&mut args, "--log-to", self.path("logs").as_os_str());
+        if self.demo {
+            let s = self.sizes();
+            push(&mut args, "--learning-rate", "3e-3,1e-2,3e-2");
+            push(&mut args, "--weight-decay", "1e-3");
+            push(&mut args, "--n-epochs", s.probe_epochs.to_string());
+            push(&mut args, "--eval-every", (s.probe_epochs / 2).to_string());
+            push(&mut args, "--batch-size", "16");
+        }
+        stages.push(Stage {
+            name: "train-probe",
+            about: if self.demo {
+                "linear probes: 3 learning rates x 1 weight decay".into()
+            } else {
+                "linear probes: the preprint's 6 x 3 sweep, 400 epochs".into()
+            },
+            run: Step::Example("train_probe", args),
+            outputs: vec![self.path("probes")],
+        });
+
+        let mut args = Vec::new();
+        common(&mut args);
+        push(&mut args, "--ade20k", self.ade20k.as_os_str());
+        push(&mut args, "--cache", self.cache("validation").as_os_str());
+        push(&mut args, "--ckpt-root", self.path("probes").as_os_str());
+        push(&mut args, "--dump-to", self.path("validate").as_os_str());
+        stages.push(Stage {
+            name: "validate",
+            about: "probe mIoU and accuracy on ADE20K validation; the best probe".into(),
+            run: Step::Example("validate", args),
+            outputs: ["results.csv", "hparam-sweeps.png", "best.json"]
+                .iter()
+                .map(|f| self.path("validate").join(f))
+                .collect(),
+        });
+
+        if self.demo {
+            let s = self.sizes();
+            let mut args = Vec::new();
+            push(&mut args, "--device", &self.device);
+            push(&mut args, "--data", self.cache("training").as_os_str());
+            push(&mut args, "--tensor", format!("layer{}", self.layer));
+            // Patch tokens only: [CLS, 4 registers, 256 patches].
+            push(&mut args, "--tokens", "5..261");
+            push(&mut args, "--d-sae", "512");
+            push(&mut args, "--lr", "3e-3");
+            // Strong enough for an L0 of about 25 on these activations.
+            push(&mut args, "--l1", "3e-2");
+            push(&mut args, "--batch", "2048");
+            push(&mut args, "--tokens-total", s.sae_tokens.to_string());
+            push(&mut args, "--warmup", "50");
+            push(&mut args, "--init-samples", "20000");
+            push(&mut args, "--dead-tokens", "200000");
+            push(&mut args, "--log-every", "20");
+            push(&mut args, "--checkpoint-every", "100");
+            push(&mut args, "--vit", &self.vit);
+            push(&mut args, "--layer", self.layer.to_string());
+            push(&mut args, "--out", self.path("sae").as_os_str());
+            stages.push(Stage {
+                name: "train-sae",
+                about: format!(
+                    "a ReLU SAE (128 -> 512 latents) on layer {} patch activations, saev's recipe",
+                    self.layer
+                ),
+                run: Step::Example("train_sae", args),
+                outputs: vec![self.path("sae")],
+            });
+        }
+        stages
+    }
+
+    /// Statistics, quantify and figures for the SAE file `sae`.
+    fn last_stages(&self, sae: &str, probe: &Path) -> Vec<Stage> {
+        let mut stages = Vec::new();
+        let stats = self.path("stats/feature-stats.safetensors");
+        let norm = self.path("stats/normalization.safetensors");
+        let mut args = Vec::new();
+        push(&mut args, "--sae", sae);
+        push(&mut args, "--vit", &self.vit);
+        push(&mut args, "--layer", self.layer.to_string());
+        push(&mut args, "--device", &self.device);
+        let reference = match &self.imagenet {
+            Some(dir) => {
+                push(&mut args, "--images", dir.as_os_str());
+                push(&mut args, "--max-images", self.imagenet_images.to_string());
+                push(&mut args, "--cache-dir", self.caches().as_os_str());
+                format!("{} ImageNet-1K images", self.imagenet_images)
+            }
+            None => {
+                push(&mut args, "--ade20k", self.ade20k.as_os_str());
+                push(&mut args, "--split", "training");
+                push(&mut args, "--cache-dir", self.caches().as_os_str());
+                "ADE20K training images (standing in for ImageNet-1K)".into()
+            }
+        };
+        push(&mut args, "--save-norm", norm.as_os_str());
+        push(&mut args, "--out", stats.as_os_str());
+        stages.push(Stage {
+            name: "stats",
+            about: format!("feature statistics (max_obs, frequency, top images) over {reference}"),
+            run: Step::Example("stats", args),
+            outputs: vec![stats.clone(), norm.clone()],
+        });
+
+        let quantify = self.path("quantify");
+        let mut args = Vec::new();
+        push(&mut args, "--sae-ckpt", sae);
+        push(&mut args, "--seg-ckpt", probe.as_os_str());
+        push(&mut args, "--ade20k", self.ade20k.as_os_str());
+        push(&mut args, "--vit", &self.vit);
+        push(&mut args, "--layer", self.layer.to_string());
+        push(&mut args, "--stats", stats.as_os_str());
+        push(&mut args, "--sae-norm", norm.as_os_str());
+        push(&mut args, "--cache-dir", self.caches().as_os_str());
+        push(&mut args, "--device", &self.device);
+        push(&mut args, "--out", quantify.as_os_str());
+        if self.demo {
+            // The manual table names latents of the published SAE.
+            push(&mut args, "--methods", "random-vector,random-latent,auto");
+            push(&mut args, "--classes", DEMO_CLASSES);
+            // Ten classes share every patch, so a class's own latent fires on
+            // about a tenth of them: the preprint's 1e-2 cut would drop it.
+            push(&mut args, "--max-frequency", "0.5");
+        } else {
+            push(
+                &mut args,
+                "--manual",
+                crate::root()
+                    .join("data-manifests/manual-features.toml")
+                    .as_os_str(),
+            );
+        }
+        stages.push(Stage {
+            name: "quantify",
+            about: "pseudo-orthogonality: target and other change rates per class and method"
+                .into(),
+            run: Step::Example("quantify", args),
+            outputs: ["results.csv", "per_class.csv", "changes.csv", "summary.md"]
+                .iter()
+                .map(|f| quantify.join(f))
+                .collect(),
+        });
+
+        let figures = self.path("figures");
+        let mut args = Vec::new();
+        push(&mut args, "--vit", &self.vit);
+        push(&mut args, "--sae", sae);
+        push(&mut args, "--probe", probe.as_os_str());
+        push(&mut args, "--ade20k", self.ade20k.as_os_str());
+        push(&mut args, "--stats", stats.as_os_str());
+        push(&mut args, "--sae-norm", norm.as_os_str());
+        push(&mut args, "--layer", self.layer.to_string());
+        push(&mut args, "--device", &self.device);
+        push(&mut args, "--out", figures.as_os_str());
+        if self.demo {
+            // No guided examples exist for a fresh SAE: show the features
+            // the automatic method picked, on the image where their class
+            // is largest.
+            push(
+                &mut args,
+                "--from-selection",
+                quantify.join("selection.csv").as_os_str(),
+            );
+            push(&mut args, "--slider", "-2");
+        }
+        stages.push(Stage {
+            name: "figures",
+            about: if self.demo {
+                "steering figures for the best automatically selected features".into()
+            } else {
+                "steering figures for the preprint's four guided examples".into()
+            },
+            run: Step::Example("figures", args),
+            outputs: vec![figures.join("index.txt")],
+        });
+        stages
+    }
+}
+
+struct DemoSizes {
+    train: usize,
+    val: usize,
+    probe_epochs: usize,
+    sae_tokens: u64,
+}
+
+fn push(args: &mut Vec<OsString>, flag: &str, value: impl Into<OsString>) {
+    args.push(flag.into());
+    args.push(value.into());
+}
+
+fn absolute(p: impl AsRef<Path>) -> Result<PathBuf> {
+    std::path::absolute(p.as_ref())
+        .with_context(|| format!("cannot resolve {}", p.as_ref().display()))
+}
+
+/// Runs stages, skipping those already done, and keeps their timings.
+struct Runner<'a> {
+    args: &'a Args,
+    plan: &'a Plan,
+    built: bool,
+    /// (stage, about, seconds, skipped)
+    log: Vec<(String, String, f64, bool)>,
+}
+
+impl Runner<'_> {
+    fn record_path(&self, stage: &Stage) -> PathBuf {
+        self.plan
+            .path("stages")
+            .join(format!("{}.json", stage.name))
+    }
+
+    fn run(&mut self, stage: &Stage) -> Result<()> {
+        let signature = stage.run.signature();
+        let record_path = self.record_path(stage);
+        let record: Option<StageRecord> = std::fs::read_to_string(&record_path)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+        if let Some(r) = &record
+            && r.command == signature
+            && stage.outputs.iter().all(|p| p.exists())
+        {
+            eprintln!(
+                "reproduce: {} is up to date ({:.0} s when it ran)",
+                stage.name, r.seconds
+            );
+            self.log
+                .push((stage.name.into(), stage.about.clone(), r.seconds, true));
+            return Ok(());
+        }
+        // A stale record must not survive a failed rerun.
+        if record.is_some() {
+            std::fs::remove_file(&record_path)
+                .with_context(|| format!("cannot remove {}", record_path.display()))?;
+        }
+        eprintln!("reproduce: {}: {}", stage.name, stage.about);
+        let started = Instant::now();
+        match &stage.run {
+            Step::Example(name, args) => {
+                let mut cmd = self.program(name)?;
+                cmd.args(args);
+                crate::status(cmd).with_context(|| format!("stage {} failed", stage.name))?;
+            }
+            Step::Fetch(args) => {
+                #[derive(clap::Parser)]
+                struct Fetch {
+                    #[command(flatten)]
+                    args: fetch::Args,
+                }
+                let parsed = <Fetch as clap::Parser>::try_parse_from(
+                    std::iter::once(OsString::from("fetch")).chain(args.iter().cloned()),
+                )?;
+                fetch::run(parsed.args).with_context(|| format!("stage {} failed", stage.name))?
+            }
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        if let Some(missing) = stage.outputs.iter().find(|p| !p.exists()) {
+            bail!(
+                "stage {} finished but {} is missing",
+                stage.name,
+                missing.display()
+            );
+        }
+        let record = StageRecord {
+            command: signature,
+            seconds,
+        };
+        write_atomic(
+            &record_path,
+            serde_json::to_string_pretty(&record)?.as_bytes(),
+        )?;
+        self.log
+            .push((stage.name.into(), stage.about.clone(), seconds, false));
+        Ok(())
+    }
+
+    /// The command that runs example `name`: a prebuilt binary, or the
+    /// release build (made once, on first need).
+    fn program(&mut self, name: &str) -> Result<Command> {
+        if let Some(dir) = &self.args.bin_dir {
+            let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+            if !path.is_file() {
+                bail!(
+                    "{} is missing: build the examples first (cargo build --release -p sae-steer-examples --examples)",
+                    path.display()
+                );
+            }
+            let mut cmd = Command::new(path);
+            cmd.current_dir(crate::root());
+            return Ok(cmd);
+        }
+        let features = self.args.features.as_deref();
+        if !self.built {
+            let mut build = crate::cargo();
+            build.args(["build", "--release", "-p", "sae-steer-examples"]);
+            for program in PROGRAMS {
+                build.args(["--example", program]);
+            }
+            if let Some(f) = features {
+                build.args(["--features", f]);
+            }
+            crate::status(build)?;
+            self.built = true;
+        }
+        let mut cmd = crate::example(name);
+        if let Some(f) = features {
+            cmd.args(["--features", f]);
+        }
+        cmd.args(["-q", "--"]);
+        Ok(cmd)
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let root = crate::root();
+    let plan = Plan::new(&args, &root)?;
+    if !plan.demo && (plan.device.starts_with("cpu") || plan.device.starts_with("flex")) {
+        let warning = cpu_estimate();
+        if !args.yes {
+            bail!(
+                "{warning}\nPass --yes to start anyway, or --device cuda on a GPU machine (build with --features cuda)."
+            );
+        }
+        eprintln!("reproduce: {warning}");
+    }
+    std::fs::create_dir_all(&plan.out)
+        .with_context(|| format!("cannot create {}", plan.out.display()))?;
+    let started = Instant::now();
+    let mut runner = Runner {
+        args: &args,
+        plan: &plan,
+        built: false,
+        log: Vec::new(),
+    };
+    for stage in plan.first_stages() {
+        runner.run(&stage)?;
+    }
+    let sae = match &plan.sae {
+        Some(s) => s.clone(),
+        None => trained_sae(&plan.path("sae"))?
+            .to_string_lossy()
+            .into_owned(),
+    };
+    let best = BestProbe::read(&plan.path("validate/best.json"))?;
+    for stage in plan.last_stages(&sae, &best.checkpoint) {
+        runner.run(&stage)?;
+    }
+    let report = plan.path("report.md");
+    let text = report_markdown(
+        &plan,
+        &sae,
+        &best,
+        &runner.log,
+        started.elapsed().as_secs_f64(),
+    )?;
+    write_atomic(&report, text.as_bytes())?;
+    eprintln!("reproduce: done; report in {}", report.display());
+    Ok(())
+}
+
+/// What a CPU run of the full data costs, from the rates measured on the
+/// two-core development machine (docs/performance.md).
+fn cpu_estimate() -> String {
+    // ViT-B/14 forward ~1.2 images/s; 22,210 ADE20K images, cached once.
+    let caches_h = 22_210.0 / 1.2 / 3600.0;
+    // Probe sweep: ~89 CPU-s per epoch per 2,048 images (18 probes).
+    let probe_h = 400.0 * 89.0 * (20_210.0 / 2048.0) / 2.0 / 3600.0;
+    // Quantify: 600 class-method passes, each 2,000 images through 1 block +
+    // norm + probe (~1/12 of a forward), about 0.07 s per image.
+    let quantify_h = 600.0 * 2000.0 * 0.07 / 3600.0;
+    format!(
+        "a full run on the CPU takes days: about {caches_h:.0} h to cache ADE20K activations, \
+         {probe_h:.0} h for the probe sweep and {quantify_h:.0} h for quantify on a 2-core machine \
+         ({:.1} days in all, plus feature statistics).",
+        (caches_h + probe_h + quantify_h) / 24.0
+    )
+}
+
+/// The one SAE the demo's training stage wrote.
+fn trained_sae(dir: &Path) -> Result<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.ends_with(".safetensors") && !name.ends_with(".optim.safetensors") && path.is_file()
+        {
+            found.push(path);
+        }
+    }
+    match found.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => bail!("no SAE checkpoint in {}", dir.display()),
+        many => bail!(
+            "{} SAE checkpoints in {}; expected one",
+            many.len(),
+            dir.display()
+        ),
+    }
+}
+
+/// `best.json` of the validation stage.
+#[derive(Debug, Deserialize)]
+struct BestProbe {
+    checkpoint: PathBuf,
+    learning_rate: f64,
+    weight_decay: f64,
+    acc: Option<f64>,
+    mean_iou: f64,
+}
+
+impl BestProbe {
+    fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a best-probe record", path.display()))
+    }
+}
+
+/// `report.md`: every result table, plot and figure, with timings and
+/// versions.
+fn report_markdown(
+    plan: &Plan,
+    sae: &str,
+    best: &BestProbe,
+    log: &[(String, String, f64, bool)],
+    wall: f64,
+) -> Result<String> {
+    let mut md = String::new();
+    let title = if plan.demo {
+        "sae-steer demo report"
+    } else {
+        "sae-steer reproduction report"
+    };
+    writeln!(md, "# {title}\n")?;
+    if plan.demo {
+        writeln!(
+            md,
+            "The offline demo: a synthetic ADE20K-layout dataset, a small random-weight \
+             DINOv2-shaped ViT (hidden 128, 3 blocks) and an SAE trained here on its block {}. \
+             The numbers show the pipeline working, not the preprint's results.\n",
+            plan.layer
+        )?;
+    }
+    writeln!(md, "- ViT: `{}`, SAE layer {}", plan.vit, plan.layer)?;
+    writeln!(md, "- SAE: `{sae}`")?;
+    writeln!(md, "- ADE20K: `{}`", plan.ade20k.display())?;
+    writeln!(md, "- device: {}", plan.device)?;
+    match (&plan.imagenet, plan.demo) {
+        (Some(dir), _) => writeln!(
+            md,
+            "- feature statistics and SAE normalization: {} images of `{}`",
+            plan.imagenet_images,
+            dir.display()
+        )?,
+        (None, _) => writeln!(
+            md,
+            "- feature statistics and SAE normalization: ADE20K training images \
+             **stand in for ImageNet-1K** (the preprint's reference set)"
+        )?,
+    }
+    writeln!(md)?;
+
+    writeln!(md, "## Linear probe (ADE20K validation)\n")?;
+    writeln!(
+        md,
+        "Best of the sweep: learning rate {}, weight decay {}: mIoU {:.1}%, pixel accuracy {}.\n",
+        best.learning_rate,
+        best.weight_decay,
+        best.mean_iou * 100.0,
+        // best.json keeps the reference's units: IoU a fraction, accuracy in percent.
+        best.acc.map_or("n/a".into(), |a| format!("{a:.1}%"))
+    )?;
+    writeln!(md, "![hyper-parameter sweep](validate/hparam-sweeps.png)\n")?;
+    writeln!(md, "Every probe: `validate/results.csv`.\n")?;
+
+    writeln!(md, "## Quantify: pseudo-orthogonality\n")?;
+    let results = plan.path("quantify/results.csv");
+    writeln!(md, "{}", csv_table(&results)?)?;
+    writeln!(
+        md,
+        "Per class: `quantify/per_class.csv`; change matrices: `quantify/changes.csv`; \
+         selected features: `quantify/selection.csv`; notes: `quantify/summary.md`.\n"
+    )?;
+
+    writeln!(md, "## Steering figures\n")?;
+    let figures = plan.path("figures");
+    let index = std::fs::read_to_string(figures.join("index.txt")).unwrap_or_default();
+    for line in index.lines().filter(|l| !l.trim().is_empty()) {
+        writeln!(md, "![{line}](figures/{line})\n")?;
+    }
+
+    writeln!(md, "## Stages\n")?;
+    writeln!(md, "| stage | what | seconds | |")?;
+    writeln!(md, "|---|---|---:|---|")?;
+    for (name, about, seconds, skipped) in log {
+        let note = if *skipped { "from an earlier run" } else { "" };
+        writeln!(md, "| {name} | {about} | {seconds:.1} | {note} |")?;
+    }
+    writeln!(md, "\nThis invocation: {wall:.1} s.\n")?;
+
+    writeln!(md, "## Versions\n")?;
+    writeln!(md, "- sae-steer {}", env!("CARGO_PKG_VERSION"))?;
+    writeln!(md, "- burn 0.21.0")?;
+    for (what, cmd, args) in [
+        ("commit", "git", &["rev-parse", "--short", "HEAD"][..]),
+        ("rustc", "rustc", &["--version"][..]),
+    ] {
+        let text = Command::new(cmd)
+            .args(args)
+            .current_dir(crate::root())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_else(|| "unknown".into());
+        writeln!(md, "- {what}: {text}")?;
+    }
+    Ok(md)
+}
+
+/// A small CSV file as a markdown table.
+fn csv_table(path: &Path) -> Result<String> {
+    let mut reader =
+        csv::Reader::from_path(path).with_context(|| format!("cannot read {}", path.display()))?;
+    // Rates to two decimals; counts and names as written.
+    let cell = |c: &str| match c.parse::<f64>() {
+        Ok(v) if c.contains('.') => format!("{v:.2}"),
+        _ => c.to_string(),
+    };
+    let row = |r: &csv::StringRecord| {
+        format!(
+            "| {} |\n",
+            r.iter().map(cell).collect::<Vec<_>>().join(" | ")
+        )
+    };
+    let header = reader
+        .headers()
+        .with_context(|| format!("{}: no header", path.display()))?
+        .clone();
+    let mut md = row(&header) + &format!("|{}\n", "---|".repeat(header.len()));
+    for record in reader.records() {
+        md += &row(&record.with_context(|| format!("{}: bad row", path.display()))?);
+    }
+    Ok(md)
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    fetch::write_atomic(path, bytes)
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("cannot write {}", path.display()))
+}

@@ -142,17 +142,6 @@ fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kib| kib / 1024.0)
-}
-
 fn main() -> ExitCode {
     sae_steer_examples::report(run(Args::parse()))
 }
@@ -210,7 +199,10 @@ fn run(args: Args) -> Result<()> {
         "ours cpu_seconds_per_epoch={:.2}",
         cpu / secs.len().max(1) as f64
     );
-    println!("ours peak_rss_mib={:.0}", peak_rss_mib());
+    println!(
+        "ours peak_rss_mib={:.0}",
+        sae_steer_examples::peak_rss_mib()
+    );
 
     if let Some(python) = &args.torch {
         let script =

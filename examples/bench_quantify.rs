@@ -73,18 +73,6 @@ struct Args {
     device: DeviceChoice,
 }
 
-/// Peak resident memory of this process in MiB (Linux; 0 elsewhere).
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kib| kib / 1024.0)
-}
-
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
@@ -329,7 +317,7 @@ fn bench<B: Backend>(a: &Args, work: &std::path::Path, device: &B::Device) -> Re
          stacked vs alone {:.4}",
         last.agree_unedited, last.agree_edited, last.agree_stacked
     );
-    println!("peak_rss_mib={:.0}", peak_rss_mib());
+    println!("peak_rss_mib={:.0}", sae_steer_examples::peak_rss_mib());
     Ok(())
 }
 

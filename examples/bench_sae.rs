@@ -58,17 +58,6 @@ struct Args {
 /// One measurement: what, per-second rate, rows per second.
 type Results = BTreeMap<String, (f64, f64)>;
 
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kib| kib / 1024.0)
-}
-
 struct Bench(Args);
 
 impl BackendTask for Bench {
@@ -109,7 +98,7 @@ impl BackendTask for Bench {
             println!(
                 "rust {label} encode+decode batch={} patches_per_s={rate:.0} peak_rss_mib={:.0}",
                 a.batch,
-                peak_rss_mib()
+                sae_steer_examples::peak_rss_mib()
             );
             results.insert(format!("{label} encode+decode"), (1.0 / secs, rate));
             drop(sae);
@@ -152,7 +141,7 @@ impl BackendTask for Bench {
                     a.train_batch,
                     1.0 / secs,
                     a.train_batch as f64 / secs,
-                    peak_rss_mib()
+                    sae_steer_examples::peak_rss_mib()
                 );
                 results.insert(
                     format!("{name} train_step"),

@@ -22,18 +22,6 @@ struct Args {
     device: DeviceChoice,
 }
 
-/// Peak resident memory of this process in MiB (Linux; 0 elsewhere).
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kib| kib / 1024.0)
-}
-
 struct Bench(Args);
 
 impl BackendTask for Bench {
@@ -62,7 +50,7 @@ impl BackendTask for Bench {
             println!(
                 "rust batch={b} images_per_s={:.3} peak_rss_mib={:.0}",
                 (b * self.0.iters) as f64 / secs,
-                peak_rss_mib()
+                sae_steer_examples::peak_rss_mib()
             );
         }
         Ok(())

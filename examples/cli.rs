@@ -16,3 +16,16 @@ pub fn report(result: anyhow::Result<()>) -> ExitCode {
         }
     }
 }
+
+/// Peak resident memory of this process in MiB (Linux; 0 elsewhere), for the
+/// benchmarks' memory columns.
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}

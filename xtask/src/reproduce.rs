@@ -687,9 +687,9 @@ fn cpu_estimate() -> String {
     let caches_h = 22_210.0 / 1.2 / 3600.0;
     // Probe sweep: ~89 CPU-s per epoch per 2,048 images (18 probes).
     let probe_h = 400.0 * 89.0 * (20_210.0 / 2048.0) / 2.0 / 3600.0;
-    // Quantify: 600 class-method passes, each 2,000 images through 1 block +
-    // norm + probe (~1/12 of a forward), about 0.07 s per image.
-    let quantify_h = 600.0 * 2000.0 * 0.07 / 3600.0;
+    // Quantify: about 450 class-method passes over 2,000 images at 0.10 s
+    // per pass and image (bench_quantify, docs/performance.md).
+    let quantify_h = 450.0 * 2000.0 * 0.10 / 3600.0;
     format!(
         "a full run on the CPU takes days: about {caches_h:.0} h to cache ADE20K activations, \
          {probe_h:.0} h for the probe sweep and {quantify_h:.0} h for quantify on a 2-core machine \

@@ -154,3 +154,21 @@ fn demo_writes_every_artifact_and_resumes() {
     assert!(log.contains("reproduce: figures: "), "{log}");
     assert!(out.join("figures/index.txt").is_file());
 }
+
+#[test]
+fn a_full_cpu_run_states_its_cost_and_waits_for_consent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["reproduce", "--device", "cpu", "--out"])
+        .arg(tmp.path().join("run"))
+        .arg("--data-dir")
+        .arg(tmp.path().join("data"))
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{log}");
+    assert!(log.contains("days") && log.contains("--yes"), "{log}");
+    // Nothing was started: no output folder, no download.
+    assert!(!tmp.path().join("run").exists());
+    assert!(!tmp.path().join("data").exists());
+}

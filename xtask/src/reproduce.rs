@@ -557,24 +557,28 @@ impl Runner<'_> {
                 .with_context(|| format!("cannot remove {}", record_path.display()))?;
         }
         eprintln!("reproduce: {}: {}", stage.name, stage.about);
-        let started = Instant::now();
-        match &stage.run {
+        // Building the programs (first stage only) is not the stage's time.
+        let program = match &stage.run {
             Step::Example(name, args) => {
                 let mut cmd = self.program(name)?;
                 cmd.args(args);
-                crate::status(cmd).with_context(|| format!("stage {} failed", stage.name))?;
+                Some(cmd)
             }
-            Step::Fetch(args) => {
-                #[derive(clap::Parser)]
-                struct Fetch {
-                    #[command(flatten)]
-                    args: fetch::Args,
-                }
-                let parsed = <Fetch as clap::Parser>::try_parse_from(
-                    std::iter::once(OsString::from("fetch")).chain(args.iter().cloned()),
-                )?;
-                fetch::run(parsed.args).with_context(|| format!("stage {} failed", stage.name))?
+            Step::Fetch(_) => None,
+        };
+        let started = Instant::now();
+        if let Some(cmd) = program {
+            crate::status(cmd).with_context(|| format!("stage {} failed", stage.name))?;
+        } else if let Step::Fetch(args) = &stage.run {
+            #[derive(clap::Parser)]
+            struct Fetch {
+                #[command(flatten)]
+                args: fetch::Args,
             }
+            let parsed = <Fetch as clap::Parser>::try_parse_from(
+                std::iter::once(OsString::from("fetch")).chain(args.iter().cloned()),
+            )?;
+            fetch::run(parsed.args).with_context(|| format!("stage {} failed", stage.name))?;
         }
         let seconds = started.elapsed().as_secs_f64();
         if let Some(missing) = stage.outputs.iter().find(|p| !p.exists()) {

@@ -183,19 +183,31 @@ impl<B: Backend> ProbeSet<B> {
     /// The probes' weights back on the host.
     pub fn to_host(&self) -> Vec<ProbeWeights> {
         let (d, c, p) = (self.d_in, self.n_classes, self.n_probes);
-        let weights = probes_from_columns(&host_vec(self.weight.clone()), d, c, p);
-        let bias = host_vec(self.bias.clone());
-        weights
-            .into_iter()
-            .enumerate()
-            .map(|(i, weight)| ProbeWeights {
-                in_features: d,
-                out_features: c,
-                weight,
-                bias: bias[i * c..(i + 1) * c].to_vec(),
-            })
-            .collect()
+        split_probes(&self.weight, &self.bias, d, c, p)
     }
+}
+
+/// Per-probe `torch.nn.Linear` tensors from the batched `[d, P*C]` weight
+/// and `[P*C]` bias layout (parameters and gradients alike).
+fn split_probes<B: Backend>(
+    weight: &Tensor<B, 2>,
+    bias: &Tensor<B, 1>,
+    d: usize,
+    c: usize,
+    p: usize,
+) -> Vec<ProbeWeights> {
+    let weights = probes_from_columns(&host_vec(weight.clone()), d, c, p);
+    let bias = host_vec(bias.clone());
+    weights
+        .into_iter()
+        .enumerate()
+        .map(|(i, weight)| ProbeWeights {
+            in_features: d,
+            out_features: c,
+            weight,
+            bias: bias[i * c..(i + 1) * c].to_vec(),
+        })
+        .collect()
 }
 
 /// Gradients of the sweep's loss, and per-probe statistics of the batch.
@@ -221,18 +233,7 @@ impl<B: Backend> SweepGradients<B> {
         let [d, pc] = self.weight.dims();
         let p = self.loss_sum.dims()[0];
         let c = pc / p.max(1);
-        let weights = probes_from_columns(&host_vec(self.weight.clone()), d, c, p);
-        let bias = host_vec(self.bias.clone());
-        weights
-            .into_iter()
-            .enumerate()
-            .map(|(i, weight)| ProbeWeights {
-                in_features: d,
-                out_features: c,
-                weight,
-                bias: bias[i * c..(i + 1) * c].to_vec(),
-            })
-            .collect()
+        split_probes(&self.weight, &self.bias, d, c, p)
     }
 }
 

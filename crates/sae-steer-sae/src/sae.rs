@@ -50,10 +50,10 @@ impl<B: Backend> Sae<B> {
     pub fn from_weights(w: SaeWeights, device: &B::Device) -> Self {
         Self {
             config: w.config,
-            w_enc: host_to_device(w.w_enc, device),
-            b_enc: host_to_device(w.b_enc, device),
-            w_dec: host_to_device(w.w_dec, device),
-            b_dec: host_to_device(w.b_dec, device),
+            w_enc: from_host(w.w_enc, device),
+            b_enc: from_host(w.b_enc, device),
+            w_dec: from_host(w.w_dec, device),
+            b_dec: from_host(w.b_dec, device),
             norm: w.norm.map(|n| {
                 let d = n.mean.len();
                 DeviceNorm {
@@ -68,12 +68,12 @@ impl<B: Backend> Sae<B> {
     pub fn to_weights(&self) -> SaeWeights {
         SaeWeights {
             config: self.config.clone(),
-            w_enc: device_to_host(self.w_enc.clone()),
-            b_enc: device_to_host(self.b_enc.clone()),
-            w_dec: device_to_host(self.w_dec.clone()),
-            b_dec: device_to_host(self.b_dec.clone()),
+            w_enc: to_host(self.w_enc.clone()),
+            b_enc: to_host(self.b_enc.clone()),
+            w_dec: to_host(self.w_dec.clone()),
+            b_dec: to_host(self.b_dec.clone()),
             norm: self.norm.as_ref().map(|n| Normalization {
-                mean: device_to_host(n.mean.clone()).data,
+                mean: to_host(n.mean.clone()).data,
                 scalar: n.scalar,
             }),
         }
@@ -332,11 +332,14 @@ pub fn keep_top_k<B: Backend>(h: Tensor<B, 2>, k: usize) -> Tensor<B, 2> {
     Tensor::from_data(TensorData::new(values, [n, s]), &device)
 }
 
-fn host_to_device<B: Backend, const D: usize>(t: HostTensor, device: &B::Device) -> Tensor<B, D> {
+pub(crate) fn from_host<B: Backend, const D: usize>(
+    t: HostTensor,
+    device: &B::Device,
+) -> Tensor<B, D> {
     Tensor::from_data(TensorData::new(t.data, t.shape), device)
 }
 
-fn device_to_host<B: Backend, const D: usize>(t: Tensor<B, D>) -> HostTensor {
+pub(crate) fn to_host<B: Backend, const D: usize>(t: Tensor<B, D>) -> HostTensor {
     let shape = t.dims().to_vec();
     // f32 backends give their data back as is; others are converted.
     let data = t
@@ -384,7 +387,7 @@ mod tests {
 
     fn activate<B: Backend>(k: usize) -> Vec<f32> {
         let h = Tensor::<B, 2>::from_data(TensorData::new(H.to_vec(), [2, 6]), &Default::default());
-        device_to_host(sae::<B>(k).activate(h)).data
+        to_host(sae::<B>(k).activate(h)).data
     }
 
     #[test]

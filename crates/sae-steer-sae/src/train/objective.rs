@@ -149,22 +149,7 @@ impl<B: Backend> SaeParams<B> {
     }
 }
 
-pub(crate) fn to_host<B: Backend, const D: usize>(t: Tensor<B, D>) -> HostTensor {
-    let shape = t.dims().to_vec();
-    let data = t
-        .into_data()
-        .convert::<f32>()
-        .into_vec::<f32>()
-        .unwrap_or_default();
-    HostTensor::new(shape, data)
-}
-
-pub(crate) fn from_host<B: Backend, const D: usize>(
-    t: HostTensor,
-    device: &B::Device,
-) -> Tensor<B, D> {
-    Tensor::from_data(TensorData::new(t.data, t.shape), device)
-}
+pub(crate) use crate::sae::{from_host, to_host};
 
 /// Re-exported so that `train::kth_largest` keeps working; it lives with the
 /// SAE because TopK inference uses it too.

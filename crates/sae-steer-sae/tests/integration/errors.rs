@@ -1,6 +1,6 @@
 //! Broken inputs give errors that name the file and the problem, never panics.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -1,6 +1,6 @@
 //! Steering edits: identities, masks, and the rank-1 form against the full path.
 
-mod common;
+use crate::common;
 
 use burn::tensor::{Distribution, Tensor};
 use common::*;

@@ -1,22 +1,12 @@
-//! Writes the toy steering setup (synthetic ADE20K, random SAE with feature
-//! statistics, random probe) as files, so that the `manipulate` and
-//! `figures` examples can be tried without any download:
-//!
-//! ```text
-//! cargo run -p sae-steer-app --example toy_files -- --out target/toy-app
-//! ```
-//!
-//! then run the command it prints. The test ViT is a random-weight
-//! Hugging Face folder (hidden 128, 3 blocks), so the SAE reads layer 1 and
-//! nothing means anything: it is for trying the page, not for results.
+//! The `toy_files` program; its usage is documented in `examples/toy_files.rs`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use burn::backend::NdArray;
 use clap::Parser;
+use sae_steer::Dinov2;
+use sae_steer::backend::Cpu;
 use sae_steer_app::toy::{ToyOptions, build};
-use sae_steer_vit::Dinov2;
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -24,7 +14,7 @@ struct Args {
     #[arg(long)]
     out: PathBuf,
     /// The ViT (a Hugging Face folder, .pth or hub id).
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/vit/reg"))]
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/vit/reg"))]
     vit: String,
     /// The SAE's layer.
     #[arg(long, default_value_t = 1)]
@@ -34,11 +24,11 @@ struct Args {
     images: usize,
 }
 
-fn main() -> ExitCode {
+pub fn main() -> ExitCode {
     let args = Args::parse();
     let run = || -> Result<(), Box<dyn std::error::Error>> {
         let device = Default::default();
-        let vit = Dinov2::<NdArray>::load(&args.vit, &device)?;
+        let vit = Dinov2::<Cpu>::load(&args.vit, &device)?;
         let opts = ToyOptions {
             layer: args.layer,
             images: args.images,

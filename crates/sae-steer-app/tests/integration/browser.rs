@@ -9,7 +9,7 @@
 //! broken install cannot pass unnoticed. CI installs them (Debian packages
 //! `chromium`, `chromium-driver`).
 
-mod common;
+use crate::common;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

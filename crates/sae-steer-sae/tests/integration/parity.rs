@@ -1,6 +1,6 @@
 //! The Rust SAE against torch on saev-format fixtures (scripts/make_sae_fixture.py).
 
-mod common;
+use crate::common;
 
 use common::*;
 use sae_steer_sae::{Activation, Edit, EncodeRule, read_saev_header};

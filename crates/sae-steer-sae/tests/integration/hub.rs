@@ -1,6 +1,6 @@
 //! SAEs given as hub ids, resolved through a local hf-hub cache (never the network).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -1,6 +1,6 @@
 //! Our safetensors checkpoint format: lossless round trip and saev conversion.
 
-mod common;
+use crate::common;
 
 use common::*;
 use sae_steer_sae::{

@@ -197,7 +197,7 @@ fn bad_arguments_are_errors() {
 }
 
 /// Throughput on the published SAE's width with ~1% of latents firing; run
-/// with `cargo test --release -p sae-steer-metrics --test selection -- --ignored --nocapture`.
+/// with `cargo test --release -p sae-steer-metrics --test integration -- selection --ignored --nocapture`.
 #[test]
 #[ignore]
 fn selection_throughput() {

@@ -1,7 +1,7 @@
 //! Feature statistics: against a brute-force computation, through a file and a
 //! resume, and against saev's own `visuals` output (scripts/make_sae_fixture.py).
 
-mod common;
+use crate::common;
 
 use burn::tensor::{Tensor, TensorData};
 use common::*;

@@ -1,28 +1,15 @@
-//! Load check of the steering server (a benchmark, not a test): latency of
-//! slider requests (`POST /api/images/{id}/steer`) over loopback with
-//! concurrent clients, on the toy setup.
-//!
-//! ```text
-//! cargo run --release -p sae-steer-app --example load_check -- \
-//!   [--geometry small|vit-b] [--clients 8] [--requests 25]
-//! ```
-//!
-//! `small`: the random test ViT (hidden 128, 3 blocks, SAE at layer 1,
-//! 1,024 latents). `vit-b`: ViT-B/14-reg geometry with random weights, SAE
-//! at layer 10 with 24,576 latents (the published SAE's size). Every image
-//! is run up to the layer once before timing, so slider requests hit the
-//! cache, as they do when a user drags a slider.
+//! The `load_check` program; its usage is documented in `examples/load_check.rs`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use burn::backend::NdArray;
 use clap::Parser;
+use sae_steer::backend::Cpu;
+use sae_steer::{Dinov2, Dinov2Config};
 use sae_steer_app::toy::{ToyOptions, build};
 use sae_steer_app::{ServeOptions, Session, serve};
-use sae_steer_vit::{Dinov2, Dinov2Config};
 use serde_json::{Value, json};
 
 #[derive(Parser, Debug)]
@@ -38,7 +25,7 @@ struct Args {
     requests: usize,
 }
 
-type B = NdArray<f32>;
+type B = Cpu;
 
 fn agent() -> ureq::Agent {
     ureq::AgentBuilder::new()
@@ -103,7 +90,7 @@ fn scenario(
     Ok((all, wall))
 }
 
-fn main() -> Result<(), String> {
+pub fn main() -> Result<(), String> {
     let args = Args::parse();
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let data = dir.path().join("ade20k");
@@ -124,7 +111,7 @@ fn main() -> Result<(), String> {
             ),
             _ => (
                 Dinov2::<B>::load(
-                    concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/vit/reg"),
+                    concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/vit/reg"),
                     &device,
                 ),
                 ToyOptions {

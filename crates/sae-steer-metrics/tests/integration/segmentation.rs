@@ -284,7 +284,7 @@ fn bad_input_is_an_error_and_changes_nothing() {
 }
 
 /// Throughput of the fused upsample + argmax on the probe's real shape; run
-/// with `cargo test --release -p sae-steer-metrics --test segmentation -- --ignored --nocapture`.
+/// with `cargo test --release -p sae-steer-metrics --test integration -- segmentation --ignored --nocapture`.
 #[test]
 #[ignore]
 fn argmax_throughput() {

@@ -2,7 +2,7 @@
 //! the SAE at layer 1, toy SAE with statistics, random probe, 6 synthetic
 //! ADE20K validation images).
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::sync::OnceLock;

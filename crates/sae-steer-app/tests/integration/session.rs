@@ -1,7 +1,7 @@
 //! The model side without HTTP: caching, the edit path against the literal
 //! encode/decode path, and the slider unit without statistics.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

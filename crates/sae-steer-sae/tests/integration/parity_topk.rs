@@ -1,7 +1,7 @@
 //! TopK and BatchTopK checkpoints (schema 1 "format 1A" and schema 5 with a
 //! threshold) against torch (scripts/make_sae_fixture.py).
 
-mod common;
+use crate::common;
 
 use common::*;
 use sae_steer_sae::{Activation, Edit, EncodeRule, read_saev_header};

@@ -1,0 +1,123 @@
+//! The `manipulate` program; its usage is documented in `examples/manipulate.rs`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use sae_steer::backend::{BackendTask, DeviceChoice, run_on};
+use sae_steer::burn::prelude::Backend;
+use sae_steer_ade20k::Split;
+use sae_steer_app::setup::{DEFAULT_NORM_IMAGES, LoadOptions, load};
+use sae_steer_app::{DEFAULT_CACHED_IMAGES, ServeOptions, Session, UploadLimits, serve};
+
+#[derive(Parser, Debug)]
+#[command(about = "Serve the interactive SAE steering page")]
+struct Args {
+    /// The ViT: a hub id, a Hugging Face folder or a torch-hub .pth.
+    #[arg(long, default_value = sae_steer::vit::load::DEFAULT_VIT)]
+    vit: String,
+    /// The SAE: a saev sae.pt or one of our checkpoints, or a hub id
+    /// `owner/name[:file]`.
+    #[arg(long, default_value = sae_steer::sae::PUBLISHED_DINOV2_SAE)]
+    sae: String,
+    /// Linear probe: a checkpoint folder (its latest step) or file, ours or
+    /// the reference's (cfg.json + model_step{N}.pt).
+    #[arg(long)]
+    probe: PathBuf,
+    /// ADE20K root (ADEChallengeData2016).
+    #[arg(long = "ade20k", visible_alias = "imgs.root")]
+    ade20k: PathBuf,
+    /// The split whose images are the examples.
+    #[arg(long, default_value = "validation")]
+    split: Split,
+    /// Feature statistics: our file, or a saev `visuals` folder.
+    #[arg(long)]
+    stats: Option<PathBuf>,
+    /// SAE input normalization (safetensors with `mean` [d] and `scalar`).
+    #[arg(long)]
+    sae_norm: Option<PathBuf>,
+    /// Without a stored or given normalization, estimate it on this many
+    /// ADE20K training images (0: run without).
+    #[arg(long, default_value_t = DEFAULT_NORM_IMAGES)]
+    norm_images: usize,
+    /// 0-based block the SAE reads [default: the checkpoint's, else 10].
+    #[arg(long)]
+    layer: Option<usize>,
+    /// Address to listen on (loopback by default).
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    addr: SocketAddr,
+    /// cpu, flex, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: DeviceChoice,
+    /// Largest upload, in MiB.
+    #[arg(long, default_value_t = 16)]
+    max_upload_mib: usize,
+    /// Largest upload, in megapixels.
+    #[arg(long, default_value_t = 40)]
+    max_upload_mpix: u64,
+    /// Images kept at the SAE's layer (each is tokens x width floats).
+    #[arg(long, default_value_t = DEFAULT_CACHED_IMAGES)]
+    cache_images: usize,
+}
+
+struct Serve(Args);
+
+impl BackendTask for Serve {
+    type Output = Result<()>;
+
+    fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+        let args = self.0;
+        let loaded = load::<B>(
+            &LoadOptions {
+                vit: args.vit.clone(),
+                sae: args.sae.clone(),
+                probe: args.probe.clone(),
+                ade20k: args.ade20k.clone(),
+                split: args.split,
+                stats: args.stats.clone(),
+                sae_norm: args.sae_norm.clone(),
+                norm_images: args.norm_images,
+                layer: args.layer,
+            },
+            &device,
+        )?;
+        for note in &loaded.notes {
+            eprintln!("note: {note}");
+        }
+        let limits = UploadLimits {
+            max_bytes: args.max_upload_mib.saturating_mul(1 << 20),
+            max_pixels: args.max_upload_mpix.saturating_mul(1_000_000),
+        };
+        let store = Arc::new(loaded.store.with_limits(limits));
+        let session = Session::new(loaded.steering, store, args.cache_images);
+        if !args.addr.ip().is_loopback() {
+            eprintln!(
+                "warning: listening on {}, reachable from other machines; the app has no authentication",
+                args.addr
+            );
+        }
+        let options = ServeOptions {
+            addr: args.addr,
+            dataset: loaded.dataset,
+            notes: loaded.notes,
+            ..ServeOptions::default()
+        };
+        serve(session, options, |handle| {
+            eprintln!("serving on {} (Ctrl-C stops)", handle.url());
+        })
+        .context("the server failed")
+    }
+}
+
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    let device = args.device;
+    crate::report(
+        run_on(device, Serve(args))
+            .map_err(anyhow::Error::from)
+            .and_then(|r| r),
+    )
+}

@@ -1,0 +1,363 @@
+//! The `quantify` program; its usage is documented in `examples/quantify.rs`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use sae_steer::ade20k::{Ade20k, ClassNames, Split};
+use sae_steer::backend::{BackendTask, DeviceChoice, run_on};
+use sae_steer::burn::prelude::Backend;
+use sae_steer::pipeline::{
+    NormalizationSource, StatsOptions, ensure_cache, feature_stats_file, resolve_normalization,
+    sae_layer_cache_spec,
+};
+use sae_steer::quantify::{
+    DeviceProbe, Method, Quantify, QuantifyInputs, QuantifyOptions, read_manual_table,
+    select_features, write_reports,
+};
+use sae_steer::sae::stats::{DEFAULT_TOP_K, StatsInfo};
+use sae_steer::{Dinov2, FeatureStats, Sae};
+
+#[derive(Parser, Debug)]
+#[command(
+    about = "Measure how specifically SAE features steer a segmentation probe (four methods, every class)",
+    long_about = "For each ADE20K class and each method (random-vector, random-latent, auto, manual), \
+edit every patch of every validation image at the SAE's layer, finish the network, predict with \
+the probe (argmax over classes 1..150) and count target/other change rates. Accepts the reference's \
+command line (--sae-ckpt, --seg-ckpt, --imgs.root)."
+)]
+struct Args {
+    /// The SAE: a saev sae.pt, one of our checkpoints, or a hub id owner/name[:file].
+    #[arg(long, alias = "sae")]
+    sae_ckpt: String,
+    /// The probe: a checkpoint folder (ours or the reference's cfg.json +
+    /// model_step{N}.pt) or a file in one.
+    #[arg(long, alias = "probe")]
+    seg_ckpt: PathBuf,
+    /// ADE20K root (ADEChallengeData2016 or the folder holding it).
+    #[arg(long, alias = "imgs.root", alias = "imgs-root")]
+    ade20k: PathBuf,
+    /// The ViT: hub id, Hugging Face folder or torch-hub .pth.
+    #[arg(long, default_value = sae_steer::vit::load::DEFAULT_VIT)]
+    vit: String,
+    /// 0-based block whose output the SAE reads and edits.
+    #[arg(long, default_value_t = 10)]
+    layer: usize,
+    /// Methods to run, comma separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "random-vector,random-latent,auto,manual"
+    )]
+    methods: Vec<Method>,
+    /// Slider position for latent edits: the latent is set to scale * max_obs.
+    #[arg(long, default_value_t = -2.0, allow_negative_numbers = true)]
+    scale: f32,
+    /// Target classes: ids (21) or names (car), comma separated; default all 150.
+    #[arg(long, value_delimiter = ',')]
+    classes: Vec<String>,
+    /// Use only the first N validation images.
+    #[arg(long)]
+    max_images: Option<usize>,
+    /// Split the automatic method scores latents on; `validation`
+    /// reproduces the reference's choice (which leaks the test split).
+    #[arg(long, default_value = "training")]
+    select_split: Split,
+    /// Latents firing on at least this fraction of patches of the reference
+    /// set are never selected nor drawn as random latents (SPEC section 8:
+    /// 1e-2). Datasets with only a
+    /// few classes need more: each class covers a large share of patches.
+    #[arg(long, default_value_t = sae_steer::sae::stats::FREQUENT)]
+    max_frequency: f32,
+    /// Use only the first N images of the selection split (and of the
+    /// normalization/statistics stand-in).
+    #[arg(long)]
+    select_max_images: Option<usize>,
+    /// Feature statistics: one of our stats files, or a folder with saev's
+    /// visuals output (top_values.pt, sparsity.pt, ...). Default: computed
+    /// over ADE20K training images, and the report says so.
+    #[arg(long)]
+    stats: Option<PathBuf>,
+    /// The SAE's input normalization (safetensors with `mean`, `scalar`).
+    /// Default: the checkpoint's own; for a saev file, estimated on ADE20K
+    /// training activations, and the report says so.
+    #[arg(long)]
+    sae_norm: Option<PathBuf>,
+    /// The manual method's class -> latent table (TOML `[[feature]]` rows).
+    #[arg(long, default_value = "data-manifests/manual-features.toml")]
+    manual: PathBuf,
+    /// Fixed norm of the random-vector edit; default: the automatic
+    /// method's mean edit norm for the same class.
+    #[arg(long)]
+    vector_scale: Option<f32>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Validation images per forward batch.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Classes edited together in one forward batch.
+    #[arg(long, default_value_t = 4)]
+    classes_per_batch: usize,
+    /// Output folder.
+    #[arg(
+        long,
+        alias = "dump-to",
+        default_value = "logs/contrib/semseg/quantify"
+    )]
+    out: PathBuf,
+    /// Where activation caches live (default: <out>/caches).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// cpu, flex, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: DeviceChoice,
+}
+
+struct Run(Args);
+
+impl BackendTask for Run {
+    type Output = Result<()>;
+
+    fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+        let args = self.0;
+        let ade = Ade20k::open(&args.ade20k)?;
+        let names = ade.classes().clone();
+        let classes = parse_classes(&args.classes, &names)?;
+        let mut val = ade.split(Split::Validation)?;
+        if let Some(n) = args.max_images {
+            val = val.take(n);
+        }
+        let caches = args
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| args.out.join("caches"));
+        let spec = sae_layer_cache_spec(&args.vit, args.layer);
+        let mut vit_slot: Option<Dinov2<B>> = None;
+        let load_vit = || Dinov2::<B>::load(&args.vit, &device);
+        let val_cache = ensure_cache(
+            &caches.join(format!("validation-layer{}", args.layer)),
+            &val,
+            &spec,
+            load_vit,
+        )?;
+
+        let mut notes = Vec::new();
+        let mut sae = Sae::<B>::from_spec(&args.sae_ckpt, &device)
+            .with_context(|| format!("loading the SAE {}", args.sae_ckpt))?;
+        let tap = format!("layer{}", args.layer);
+        let n_patches = val_cache.patch_labels(0)?.len();
+
+        // The training split stands in for ImageNet wherever a reference
+        // set is needed; cache it only if something needs it.
+        let needs_select = args.methods.contains(&Method::Auto)
+            || (args.methods.contains(&Method::RandomVector) && args.vector_scale.is_none());
+        let needs_train = args.stats.is_none()
+            || (sae.norm.is_none() && args.sae_norm.is_none())
+            || (needs_select && args.select_split == Split::Training);
+        let train_cache = if needs_train {
+            let mut train = ade.split(Split::Training)?;
+            if let Some(n) = args.select_max_images {
+                train = train.take(n);
+            }
+            Some(ensure_cache(
+                &caches.join(format!("training-layer{}", args.layer)),
+                &train,
+                &spec,
+                || Dinov2::<B>::load(&args.vit, &device),
+            )?)
+        } else {
+            None
+        };
+
+        let (normalized, norm_source) = resolve_normalization(
+            sae,
+            args.sae_norm.as_deref(),
+            train_cache.as_ref().map(|c| (c, tap.as_str(), n_patches)),
+        )?;
+        sae = normalized;
+        match &norm_source {
+            NormalizationSource::File(path) => {
+                notes.push(format!("SAE input normalization from {}.", path.display()))
+            }
+            NormalizationSource::Estimated { images, norm } => {
+                norm.save(args.out.join("normalization.safetensors"))?;
+                notes.push(format!(
+                    "The SAE file carries no input normalization: it was ESTIMATED on {images} \
+                     ADE20K training images (scalar {:.4}), not on the SAE's own training data; \
+                     saved to normalization.safetensors.",
+                    norm.scalar
+                ));
+            }
+            NormalizationSource::Checkpoint => {
+                notes.push("SAE input normalization from the checkpoint.".into())
+            }
+        }
+
+        let stats = match &args.stats {
+            Some(path) if path.is_dir() => {
+                notes.push(format!(
+                    "Feature statistics (max_obs) from saev files in {}.",
+                    path.display()
+                ));
+                FeatureStats::load_saev(path, StatsInfo::default())?
+            }
+            Some(path) => {
+                notes.push(format!(
+                    "Feature statistics (max_obs) from {}.",
+                    path.display()
+                ));
+                FeatureStats::load(path)?
+            }
+            None => {
+                let cache = train_cache
+                    .as_ref()
+                    .context("no training cache for statistics")?;
+                let info = StatsInfo {
+                    sae: args.sae_ckpt.clone(),
+                    reference: format!("ADE20K training ({} images)", cache.len()),
+                    fingerprint: cache.manifest().images.fingerprint.clone(),
+                    normalization: norm_source.to_string(),
+                };
+                let options = StatsOptions {
+                    n_patches,
+                    max_images: None,
+                    top_k: DEFAULT_TOP_K,
+                    info,
+                };
+                let path = args.out.join("feature-stats.safetensors");
+                let stats = feature_stats_file(&sae, cache, &tap, options, &path)?.stats;
+                notes.push(format!(
+                    "Feature statistics (max_obs, frequency) computed over {} ADE20K training \
+                     images, standing in for ImageNet-1K; saved to feature-stats.safetensors.",
+                    cache.len()
+                ));
+                stats
+            }
+        };
+
+        let selection = if needs_select {
+            let (cache, split) = match args.select_split {
+                Split::Training => (
+                    train_cache.as_ref().context("no training cache")?,
+                    "training",
+                ),
+                Split::Validation => (&val_cache, "validation"),
+            };
+            let sel = select_features(
+                &sae,
+                cache,
+                args.layer,
+                &stats,
+                args.max_frequency,
+                split,
+                None,
+                8,
+            )?;
+            if args.max_frequency != sae_steer::sae::stats::FREQUENT {
+                notes.push(format!(
+                    "Latents firing on >= {} of reference patches were excluded from automatic \
+                     selection (the preprint excludes >= {}).",
+                    args.max_frequency,
+                    sae_steer::sae::stats::FREQUENT
+                ));
+            }
+            if split == "validation" {
+                notes.push(
+                    "Automatic latents were selected on the VALIDATION split (the reference's \
+                     choice, which leaks the evaluation data)."
+                        .into(),
+                );
+            }
+            Some(sel)
+        } else {
+            None
+        };
+
+        let manual = if args.methods.contains(&Method::Manual) {
+            read_manual_table(&args.manual)?
+        } else {
+            Default::default()
+        };
+        let probe = sae_steer::probe::read_probe(&args.seg_ckpt)?;
+        let probe = DeviceProbe::<B>::new(&probe.weights, &device)?;
+        let vit = match vit_slot.take() {
+            Some(v) => v,
+            None => Dinov2::<B>::load(&args.vit, &device)?,
+        };
+        let options = QuantifyOptions {
+            layer: args.layer,
+            methods: args.methods.clone(),
+            classes,
+            slider: args.scale,
+            vector_scale: args.vector_scale,
+            seed: args.seed,
+            batch_images: args.batch,
+            classes_per_batch: args.classes_per_batch,
+            max_images: None,
+            max_frequency: args.max_frequency,
+        };
+        let run = Quantify::new(
+            QuantifyInputs {
+                vit: &vit,
+                sae: &sae,
+                probe: &probe,
+                stats: &stats,
+                cache: &val_cache,
+                selection: selection.as_ref(),
+                manual: &manual,
+            },
+            options,
+        )?;
+        let report = run.run(&args.out)?;
+        let class_names: Vec<String> = (1..=names.len())
+            .map(|c| names.name(c).to_string())
+            .collect();
+        write_reports(&args.out, &report, selection.as_ref(), &class_names, &notes)?;
+        println!(
+            "{} validation images; results in {}",
+            report.images,
+            args.out.display()
+        );
+        for s in &report.summaries {
+            let f = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.2}"));
+            println!(
+                "{:>14}: target change {}% (± {}), other change {}% (± {}) over {} classes",
+                s.method,
+                f(s.target_change),
+                f(s.target_std),
+                f(s.other_change),
+                f(s.other_std),
+                s.n_classes
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Class ids from ids or names; all 150 when empty.
+fn parse_classes(given: &[String], names: &ClassNames) -> Result<Vec<usize>> {
+    if given.is_empty() {
+        return Ok((1..=names.len()).collect());
+    }
+    given
+        .iter()
+        .map(|g| match g.trim().parse::<usize>() {
+            Ok(c) if (1..=names.len()).contains(&c) => Ok(c),
+            Ok(c) => bail!("class {c} is out of range 1..={}", names.len()),
+            Err(_) => names
+                .find(g.trim())
+                .with_context(|| format!("no ADE20K class is called `{g}`")),
+        })
+        .collect()
+}
+
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    let device = args.device;
+    crate::report(
+        run_on(device, Run(args))
+            .map_err(anyhow::Error::from)
+            .and_then(|r| r),
+    )
+}

@@ -1,0 +1,255 @@
+//! The `train_sae` program; its usage is documented in `examples/train_sae.rs`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use sae_steer::backend::{BackendTask, DeviceChoice, run_on};
+use sae_steer::burn::prelude::Backend;
+use sae_steer::sae::train::{
+    self, NormalizationPlan, RunOptions, SaeSpec, SafetensorsShards, TrainConfig,
+};
+use sae_steer::sae::{Activation, Normalization};
+
+#[derive(Parser)]
+#[command(about = "Train sparse autoencoders on cached ViT activations")]
+struct Args {
+    /// Activation-cache directory, directory of .safetensors files, or files.
+    #[arg(long, num_args = 1.., required = true)]
+    data: Vec<PathBuf>,
+    /// Tensor to read from every file.
+    #[arg(long, default_value = "layer10")]
+    tensor: String,
+    /// Token positions (axis 1) to train on, e.g. `0..261` or `0..1,5..261`.
+    #[arg(long)]
+    tokens: Option<String>,
+    /// SAE widths (comma-separated); or use --exp-factor.
+    #[arg(long, value_delimiter = ',')]
+    d_sae: Vec<usize>,
+    /// Widths as multiples of the activation width.
+    #[arg(long, value_delimiter = ',')]
+    exp_factor: Vec<usize>,
+    /// `relu` and/or `topk:K` (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "relu")]
+    activation: Vec<String>,
+    #[arg(long, value_delimiter = ',', default_value = "4e-4")]
+    lr: Vec<f64>,
+    /// L1 coefficients (ReLU SAEs; TopK SAEs train without L1).
+    #[arg(long, value_delimiter = ',', default_value = "4e-4")]
+    l1: Vec<f64>,
+    #[arg(long, default_value_t = 16_384)]
+    batch: usize,
+    /// Training rows in total (passes repeat as needed).
+    #[arg(long, default_value_t = 100_000_000)]
+    tokens_total: u64,
+    /// Steps of linear learning-rate warmup.
+    #[arg(long, default_value_t = 500)]
+    warmup: u64,
+    /// Steps of linear L1 warmup (0: none).
+    #[arg(long, default_value_t = 0)]
+    l1_warmup: u64,
+    /// AuxK: dead latents used per row (default d_model / 2) and the loss weight.
+    #[arg(long)]
+    aux_k: Option<usize>,
+    #[arg(long, default_value_t = 1.0 / 32.0)]
+    aux_coeff: f64,
+    /// A latent silent for this many rows is dead.
+    #[arg(long, default_value_t = 10_000_000)]
+    dead_tokens: u64,
+    /// `estimate` (saev), `off`, or a safetensors file with `mean` and `scalar`.
+    #[arg(long, default_value = "estimate")]
+    normalization: String,
+    /// Rows read for the normalization and the initial b_dec.
+    #[arg(long, default_value_t = 524_288)]
+    init_samples: usize,
+    #[arg(long, default_value_t = 50)]
+    log_every: u64,
+    #[arg(long, default_value_t = 500)]
+    checkpoint_every: u64,
+    /// Rows of the shuffle window held in memory.
+    #[arg(long, default_value_t = 1 << 18)]
+    window_rows: usize,
+    /// Recorded in the checkpoints: backbone and layer.
+    #[arg(long)]
+    vit: Option<String>,
+    #[arg(long)]
+    layer: Option<usize>,
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value = "cpu")]
+    device: DeviceChoice,
+    /// Seed of the data order.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Seed of the initial weights (shared by the SAEs of a sweep, as in saev).
+    #[arg(long, default_value_t = 0)]
+    sae_seed: u64,
+}
+
+fn data_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    if let [dir] = paths
+        && dir.is_dir()
+    {
+        if dir.join("manifest.json").exists() {
+            return Ok(train::cache_shard_files(dir)?);
+        }
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .with_context(|| format!("cannot list {}", dir.display()))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            bail!(
+                "{} holds no manifest.json and no .safetensors files",
+                dir.display()
+            );
+        }
+        return Ok(files);
+    }
+    Ok(paths.to_vec())
+}
+
+fn sweep(args: &Args, d_model: usize) -> Result<Vec<SaeSpec>> {
+    let mut widths: Vec<usize> = args.d_sae.clone();
+    widths.extend(args.exp_factor.iter().map(|e| e * d_model));
+    if widths.is_empty() {
+        widths.push(32 * d_model);
+    }
+    let mut specs = Vec::new();
+    for act in &args.activation {
+        let activation = match act.as_str() {
+            "relu" => Activation::Relu,
+            other => match other.strip_prefix("topk:").map(str::parse::<usize>) {
+                Some(Ok(k)) => Activation::Topk { k },
+                _ => bail!("--activation `{other}`: expected relu or topk:K"),
+            },
+        };
+        for &d_sae in &widths {
+            for &lr in &args.lr {
+                let l1s: Vec<f64> = match activation {
+                    Activation::Relu => args.l1.clone(),
+                    _ => vec![0.0],
+                };
+                for l1 in l1s {
+                    let mut spec = match activation {
+                        Activation::Topk { k } => {
+                            let mut s = SaeSpec::topk(d_model, d_sae, k, lr);
+                            if let Some(a) = args.aux_k {
+                                s.aux_k = a;
+                            }
+                            s.aux_coeff = args.aux_coeff;
+                            s
+                        }
+                        _ => SaeSpec::relu(d_sae, lr, l1),
+                    };
+                    spec.seed = args.sae_seed;
+                    spec.name = spec.default_name();
+                    specs.push(spec);
+                }
+            }
+        }
+    }
+    Ok(specs)
+}
+
+struct Train {
+    args: Args,
+    config: TrainConfig,
+    shards: SafetensorsShards,
+}
+
+impl BackendTask for Train {
+    type Output = Result<()>;
+    fn run<B: Backend>(mut self, device: B::Device) -> Result<()> {
+        eprintln!(
+            "training {} SAE(s) on {} rows per pass of `{}` ({} files), {} rows in total, batch {}",
+            self.config.saes.len(),
+            self.shards.rows(),
+            self.args.tensor,
+            self.shards.files().len(),
+            self.config.total_tokens,
+            self.config.batch_size
+        );
+        let report = train::train::<B>(
+            &self.config,
+            &mut self.shards,
+            &self.args.out,
+            &device,
+            &RunOptions { progress: true },
+        )?;
+        if let Some(step) = report.resumed_from {
+            eprintln!("(resumed from step {step})");
+        }
+        if let Some(n) = &report.normalization {
+            eprintln!(
+                "normalization: scalar {:.4} (mean and scalar are stored in each checkpoint)",
+                n.scalar
+            );
+        }
+        for (m, path) in report.metrics.iter().zip(&report.checkpoints) {
+            println!(
+                "{}: loss {:.5} nmse {:.4} L0 {:.1} dead {} dense {} -> {}",
+                m.sae,
+                m.loss,
+                m.nmse,
+                m.l0,
+                m.dead,
+                m.dense,
+                path.display()
+            );
+        }
+        Ok(())
+    }
+}
+
+pub fn main() -> ExitCode {
+    crate::report(main_inner())
+}
+
+fn main_inner() -> Result<()> {
+    let args = Args::parse();
+    let files = data_files(&args.data)?;
+    let mut shards = SafetensorsShards::open(&files, &args.tensor)?;
+    if let Some(t) = &args.tokens {
+        shards = shards.with_tokens(&train::parse_ranges(t)?)?;
+    }
+    shards.window_rows = args.window_rows;
+    let d_model = shards.dim();
+    let normalization = match args.normalization.as_str() {
+        "estimate" => NormalizationPlan::Estimate,
+        "off" => NormalizationPlan::Off,
+        file => {
+            let n = Normalization::load(file, d_model)?;
+            NormalizationPlan::Given {
+                mean: n.mean,
+                scalar: n.scalar,
+            }
+        }
+    };
+    let mut config = TrainConfig::saev(d_model, sweep(&args, d_model)?);
+    config.batch_size = args.batch;
+    config.total_tokens = args.tokens_total;
+    config.lr_warmup_steps = args.warmup;
+    config.l1_warmup_steps = args.l1_warmup;
+    config.normalization = normalization;
+    config.init_samples = args.init_samples;
+    config.dead_tokens = args.dead_tokens;
+    config.log_every = args.log_every;
+    config.checkpoint_every = args.checkpoint_every;
+    config.data_seed = args.seed;
+    config.vit = args.vit.clone();
+    config.layer = args.layer;
+    config.validate()?;
+    let device = args.device;
+    run_on(
+        device,
+        Train {
+            args,
+            config,
+            shards,
+        },
+    )?
+}

@@ -1,6 +1,13 @@
 //! Command-line plumbing shared by the example programs.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use sae_steer::burn::prelude::Backend;
+use sae_steer_ade20k::cache::{ActivationCache, CacheSpec};
+use sae_steer_ade20k::{ImageList, Split};
+use sae_steer_app::setup::{DEFAULT_NORM_IMAGES, LoadOptions};
 
 /// Prints an error with its chain of causes and returns a failing exit code:
 /// examples report bad input as a message, never as a panic.
@@ -28,4 +35,85 @@ pub fn peak_rss_mib() -> f64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         })
         .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// What a steering session loads; `manipulate` and `figures` share these flags.
+#[derive(clap::Args, Debug)]
+pub struct SessionArgs {
+    /// The ViT: a hub id, a Hugging Face folder or a torch-hub .pth.
+    #[arg(long, default_value = sae_steer::vit::load::DEFAULT_VIT)]
+    pub vit: String,
+    /// The SAE: a saev sae.pt or one of our checkpoints, or a hub id
+    /// `owner/name[:file]`.
+    #[arg(long, default_value = sae_steer::sae::PUBLISHED_DINOV2_SAE)]
+    pub sae: String,
+    /// Linear probe: a checkpoint folder (its latest step) or file, ours or
+    /// the reference's (cfg.json + model_step{N}.pt).
+    #[arg(long)]
+    pub probe: PathBuf,
+    /// ADE20K root (ADEChallengeData2016).
+    #[arg(long = "ade20k", visible_alias = "imgs.root")]
+    pub ade20k: PathBuf,
+    /// The split whose images are the examples (image indices refer to it).
+    #[arg(long, default_value = "validation")]
+    pub split: Split,
+    /// Feature statistics (max_obs is the slider's unit): our file or a saev
+    /// `visuals` folder. Without it the unit is the latent's largest value on
+    /// the image.
+    #[arg(long)]
+    pub stats: Option<PathBuf>,
+    /// SAE input normalization (safetensors with `mean` [d] and `scalar`).
+    #[arg(long)]
+    pub sae_norm: Option<PathBuf>,
+    /// Without a stored or given normalization, estimate it on this many
+    /// ADE20K training images (0: run without).
+    #[arg(long, default_value_t = DEFAULT_NORM_IMAGES)]
+    pub norm_images: usize,
+    /// 0-based block the SAE reads [default: the checkpoint's, else 10].
+    #[arg(long)]
+    pub layer: Option<usize>,
+}
+
+impl SessionArgs {
+    pub fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            vit: self.vit.clone(),
+            sae: self.sae.clone(),
+            probe: self.probe.clone(),
+            ade20k: self.ade20k.clone(),
+            split: self.split,
+            stats: self.stats.clone(),
+            sae_norm: self.sae_norm.clone(),
+            norm_images: self.norm_images,
+            layer: self.layer,
+        }
+    }
+}
+
+/// The probe's activation cache in `dir`, built or resumed first when it does
+/// not serve `spec` yet (saying how fast the ViT ran); an incomplete cache is
+/// refused.
+pub fn probe_cache<B: Backend>(
+    dir: &Path,
+    images: &ImageList,
+    spec: &CacheSpec,
+    device: &B::Device,
+) -> anyhow::Result<ActivationCache> {
+    let (cache, built) = sae_steer_probe::activations::ensure_cache::<B>(dir, images, spec, device)
+        .with_context(|| format!("preparing the activation cache {}", dir.display()))?;
+    if let Some(r) = built {
+        eprintln!(
+            "cached {} images in {:.0} s ({:.2} images/s)",
+            r.images_processed,
+            r.seconds,
+            r.images_per_second()
+        );
+    }
+    if !cache.is_complete() {
+        bail!(
+            "the cache {} is incomplete; rerun to continue building it",
+            dir.display()
+        );
+    }
+    Ok(cache)
 }

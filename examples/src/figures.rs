@@ -8,44 +8,15 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use sae_steer::backend::{BackendTask, DeviceChoice, run_on};
 use sae_steer::burn::prelude::Backend;
-use sae_steer_ade20k::Split;
 use sae_steer_app::figures::{Panel, render_panel, save_png};
-use sae_steer_app::setup::{DEFAULT_NORM_IMAGES, LoadOptions, load, parse_edit};
+use sae_steer_app::setup::{load, parse_edit};
 use sae_steer_app::{GUIDED_EXAMPLES, ImageKey, ImageStore, Session, SliderEdit, UnitSource};
 
 #[derive(Parser, Debug)]
 #[command(about = "Draw steering figures: image | true labels | prediction | after the edit")]
 struct Args {
-    /// The ViT: a hub id, a Hugging Face folder or a torch-hub .pth.
-    #[arg(long, default_value = sae_steer::vit::load::DEFAULT_VIT)]
-    vit: String,
-    /// The SAE: a file or a hub id `owner/name[:file]`.
-    #[arg(long, default_value = sae_steer::sae::PUBLISHED_DINOV2_SAE)]
-    sae: String,
-    /// Linear probe checkpoint folder or file.
-    #[arg(long)]
-    probe: PathBuf,
-    /// ADE20K root (ADEChallengeData2016).
-    #[arg(long = "ade20k", visible_alias = "imgs.root")]
-    ade20k: PathBuf,
-    /// The split the image indices refer to.
-    #[arg(long, default_value = "validation")]
-    split: Split,
-    /// Feature statistics (max_obs is the slider's unit): our file or a saev
-    /// `visuals` folder. Without it the unit is the latent's largest value
-    /// on the image (said in the caption).
-    #[arg(long)]
-    stats: Option<PathBuf>,
-    /// SAE input normalization (safetensors with `mean` [d] and `scalar`).
-    #[arg(long)]
-    sae_norm: Option<PathBuf>,
-    /// Without a stored or given normalization, estimate it on this many
-    /// ADE20K training images (0: run without).
-    #[arg(long, default_value_t = DEFAULT_NORM_IMAGES)]
-    norm_images: usize,
-    /// 0-based block the SAE reads [default: the checkpoint's, else 10].
-    #[arg(long)]
-    layer: Option<usize>,
+    #[command(flatten)]
+    session: crate::cli::SessionArgs,
     /// IMAGE:LATENT:SLIDER, repeatable [default: the preprint's four examples].
     #[arg(long = "edit", value_parser = parse_edit, allow_hyphen_values = true)]
     edits: Vec<(usize, usize, f32)>,
@@ -74,20 +45,7 @@ impl BackendTask for Figures {
 
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
         let args = self.0;
-        let loaded = load::<B>(
-            &LoadOptions {
-                vit: args.vit.clone(),
-                sae: args.sae.clone(),
-                probe: args.probe.clone(),
-                ade20k: args.ade20k.clone(),
-                split: args.split,
-                stats: args.stats.clone(),
-                sae_norm: args.sae_norm.clone(),
-                norm_images: args.norm_images,
-                layer: args.layer,
-            },
-            &device,
-        )?;
+        let loaded = load::<B>(&args.session.load_options(), &device)?;
         for note in &loaded.notes {
             eprintln!("note: {note}");
         }

@@ -6,7 +6,7 @@
 //! program generating its own, which made every example cost about a minute of
 //! a debug build.
 
-mod cli;
+pub mod cli;
 
 pub mod activations;
 pub mod bench_cache;

@@ -1,7 +1,6 @@
 //! The `manipulate` program; its usage is documented in `examples/manipulate.rs`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -9,43 +8,14 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use sae_steer::backend::{BackendTask, DeviceChoice, run_on};
 use sae_steer::burn::prelude::Backend;
-use sae_steer_ade20k::Split;
-use sae_steer_app::setup::{DEFAULT_NORM_IMAGES, LoadOptions, load};
+use sae_steer_app::setup::load;
 use sae_steer_app::{DEFAULT_CACHED_IMAGES, ServeOptions, Session, UploadLimits, serve};
 
 #[derive(Parser, Debug)]
 #[command(about = "Serve the interactive SAE steering page")]
 struct Args {
-    /// The ViT: a hub id, a Hugging Face folder or a torch-hub .pth.
-    #[arg(long, default_value = sae_steer::vit::load::DEFAULT_VIT)]
-    vit: String,
-    /// The SAE: a saev sae.pt or one of our checkpoints, or a hub id
-    /// `owner/name[:file]`.
-    #[arg(long, default_value = sae_steer::sae::PUBLISHED_DINOV2_SAE)]
-    sae: String,
-    /// Linear probe: a checkpoint folder (its latest step) or file, ours or
-    /// the reference's (cfg.json + model_step{N}.pt).
-    #[arg(long)]
-    probe: PathBuf,
-    /// ADE20K root (ADEChallengeData2016).
-    #[arg(long = "ade20k", visible_alias = "imgs.root")]
-    ade20k: PathBuf,
-    /// The split whose images are the examples.
-    #[arg(long, default_value = "validation")]
-    split: Split,
-    /// Feature statistics: our file, or a saev `visuals` folder.
-    #[arg(long)]
-    stats: Option<PathBuf>,
-    /// SAE input normalization (safetensors with `mean` [d] and `scalar`).
-    #[arg(long)]
-    sae_norm: Option<PathBuf>,
-    /// Without a stored or given normalization, estimate it on this many
-    /// ADE20K training images (0: run without).
-    #[arg(long, default_value_t = DEFAULT_NORM_IMAGES)]
-    norm_images: usize,
-    /// 0-based block the SAE reads [default: the checkpoint's, else 10].
-    #[arg(long)]
-    layer: Option<usize>,
+    #[command(flatten)]
+    session: crate::cli::SessionArgs,
     /// Address to listen on (loopback by default).
     #[arg(long, default_value = "127.0.0.1:8000")]
     addr: SocketAddr,
@@ -70,20 +40,7 @@ impl BackendTask for Serve {
 
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
         let args = self.0;
-        let loaded = load::<B>(
-            &LoadOptions {
-                vit: args.vit.clone(),
-                sae: args.sae.clone(),
-                probe: args.probe.clone(),
-                ade20k: args.ade20k.clone(),
-                split: args.split,
-                stats: args.stats.clone(),
-                sae_norm: args.sae_norm.clone(),
-                norm_images: args.norm_images,
-                layer: args.layer,
-            },
-            &device,
-        )?;
+        let loaded = load::<B>(&args.session.load_options(), &device)?;
         for note in &loaded.notes {
             eprintln!("note: {note}");
         }

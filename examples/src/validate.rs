@@ -3,12 +3,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use clap::Parser;
 use sae_steer::backend::{BackendTask, DeviceChoice, run_on};
 use sae_steer::burn::prelude::Backend;
 use sae_steer_ade20k::{Ade20k, ClassNames, ImageList, Split};
-use sae_steer_probe::activations::{PROBE_TAP, ensure_cache, probe_cache_spec};
+use sae_steer_probe::activations::{PROBE_TAP, probe_cache_spec};
 use sae_steer_probe::validate::Reports;
 use sae_steer_probe::{
     ProbeCheckpoint, ValidateOptions, read_probes, validate_probes, write_reports,
@@ -74,27 +74,7 @@ impl BackendTask for Validate {
         spec.workers = args.n_workers;
         spec.batch = args.cache_batch;
         spec.skip_bad = args.skip_bad;
-        let (cache, built) = ensure_cache::<B>(&self.cache_dir, &self.images, &spec, &device)
-            .with_context(|| {
-                format!(
-                    "preparing the activation cache {}",
-                    self.cache_dir.display()
-                )
-            })?;
-        if let Some(r) = built {
-            eprintln!(
-                "cached {} images in {:.0} s ({:.2} images/s)",
-                r.images_processed,
-                r.seconds,
-                r.images_per_second()
-            );
-        }
-        if !cache.is_complete() {
-            bail!(
-                "the cache {} is incomplete; rerun to continue building it",
-                self.cache_dir.display()
-            );
-        }
+        let cache = crate::cli::probe_cache::<B>(&self.cache_dir, &self.images, &spec, &device)?;
         let opts = ValidateOptions {
             tap: PROBE_TAP.into(),
             batch_images: args.batch_size,

@@ -70,13 +70,16 @@ fn main() -> ExitCode {
     }
 }
 
-/// The workspace root: where this xtask was built, or, for a binary copied
-/// to another machine, the current folder.
+/// The workspace root: the checkout `cargo xtask` runs in, or, for a binary
+/// copied to another machine, the current folder.
 pub(crate) fn root() -> PathBuf {
-    let built = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    // `cargo xtask` (cargo run) says at run time where the checkout is; the
+    // path compiled in can name another checkout whose build this binary was
+    // reused from (one shared target dir), or none when the binary was copied.
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    let built = manifest.parent().map(Path::to_path_buf).unwrap_or_default();
     if built.join("Cargo.toml").is_file() {
         built
     } else {

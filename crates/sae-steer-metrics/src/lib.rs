@@ -17,6 +17,7 @@
 
 mod error;
 mod files;
+mod python;
 pub mod quantify;
 pub mod segmentation;
 pub mod selection;
@@ -24,6 +25,7 @@ pub mod sweep;
 
 pub use error::{MetricsError, Result};
 pub use files::write_atomic;
+pub use python::python_float_repr;
 pub use quantify::{
     ChangeCounts, ChangeMatrix, ClassPass, MethodSummary, write_change_csv, write_class_csv,
     write_summary_csv,

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{MetricsError, Result};
 use crate::files::{fmt_opt, write_atomic, write_csv};
+use crate::python::python_float_repr;
 use crate::segmentation::SegmentationScores;
 
 /// Validation scores of one probe of the sweep.
@@ -95,8 +96,9 @@ pub fn write_results_csv(
         w.write_record(header)?;
         for row in rows {
             let fields = [
-                fmt_opt(Some(row.learning_rate)),
-                fmt_opt(Some(row.weight_decay)),
+                // As Python's csv writes them (`3e-05`), so the files diff clean.
+                python_float_repr(row.learning_rate),
+                python_float_repr(row.weight_decay),
                 fmt_opt(row.acc),
                 fmt_opt(row.mean_iou),
             ]

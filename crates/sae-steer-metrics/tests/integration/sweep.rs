@@ -57,8 +57,10 @@ fn results_csv_has_reference_columns() {
     let records: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
     assert_eq!(records.len(), 18);
     let first = &records[0];
-    assert_eq!(first[0].parse::<f64>().unwrap(), 3e-5);
-    assert_eq!(first[1].parse::<f64>().unwrap(), 0.1);
+    // Spelled as Python's csv module writes floats (repr).
+    assert_eq!((&first[0], &first[1]), ("3e-05", "0.1"));
+    assert_eq!((&records[2][0], &records[2][1]), ("3e-05", "1e-05"));
+    assert_eq!(&records[3][0], "0.0001");
     assert_eq!(first[2].parse::<f64>().unwrap(), rows[0].acc.unwrap());
     assert_eq!(first[3].parse::<f64>().unwrap(), rows[0].mean_iou.unwrap());
     assert_eq!(&first[5], "nan");

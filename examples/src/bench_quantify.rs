@@ -7,7 +7,7 @@ use anyhow::{Context, Result, ensure};
 use clap::Parser;
 use sae_steer::ade20k::synth::{SynthOptions, synthesize};
 use sae_steer::ade20k::{Ade20k, Split};
-use sae_steer::backend::{BackendTask, DeviceChoice, run_on};
+use sae_steer::backend::{BackendTask, DeviceChoice};
 use sae_steer::burn::prelude::*;
 use sae_steer::burn::tensor::Distribution;
 use sae_steer::pipeline::{ensure_cache, sae_layer_cache_spec};
@@ -305,9 +305,5 @@ fn bench<B: Backend>(a: &Args, work: &std::path::Path, device: &B::Device) -> Re
 pub fn main() -> ExitCode {
     let args = Args::parse();
     let device = args.device;
-    crate::report(
-        run_on(device, Bench(args))
-            .map_err(Into::into)
-            .and_then(|r| r),
-    )
+    crate::cli::run_and_report(device, Bench(args))
 }

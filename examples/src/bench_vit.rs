@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use clap::Parser;
-use sae_steer::backend::{BackendTask, DeviceChoice, run_on};
+use sae_steer::backend::{BackendTask, DeviceChoice};
 use sae_steer::burn::prelude::*;
 use sae_steer::{Dinov2, Dinov2Config};
 
@@ -58,9 +58,5 @@ impl BackendTask for Bench {
 pub fn main() -> ExitCode {
     let args = Args::parse();
     let device = args.device;
-    crate::report(
-        run_on(device, Bench(args))
-            .map_err(Into::into)
-            .and_then(|r| r),
-    )
+    crate::cli::run_and_report(device, Bench(args))
 }

@@ -4,10 +4,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
+use sae_steer::backend::{BackendTask, DeviceChoice, run_on};
 use sae_steer::burn::prelude::Backend;
-use sae_steer_ade20k::cache::{ActivationCache, CacheSpec};
+use sae_steer_ade20k::cache::ActivationCache;
 use sae_steer_ade20k::{ImageList, Split};
-use sae_steer_app::setup::{DEFAULT_NORM_IMAGES, LoadOptions};
+use sae_steer_app::setup::{DEFAULT_NORM_IMAGES, LoadOptions, Loaded, load};
+use sae_steer_probe::activations::{ensure_cache, probe_cache_spec};
 
 /// Prints an error with its chain of causes and returns a failing exit code:
 /// examples report bad input as a message, never as a panic.
@@ -22,6 +24,15 @@ pub fn report(result: anyhow::Result<()>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs `task` on the chosen backend and turns the outcome (an unusable
+/// device or the task's own error) into the program's exit code.
+pub fn run_and_report<T>(device: DeviceChoice, task: T) -> ExitCode
+where
+    T: BackendTask<Output = anyhow::Result<()>>,
+{
+    report(run_on(device, task).map_err(Into::into).and_then(|r| r))
 }
 
 /// Peak resident memory of this process in MiB (Linux; 0 elsewhere), for the
@@ -75,7 +86,17 @@ pub struct SessionArgs {
 }
 
 impl SessionArgs {
-    pub fn load_options(&self) -> LoadOptions {
+    /// Loads the session's models and data on `device`, printing the notes
+    /// the loader leaves (where the normalization came from, say).
+    pub fn load<B: Backend>(&self, device: &B::Device) -> anyhow::Result<Loaded<B>> {
+        let loaded = load::<B>(&self.load_options(), device)?;
+        for note in &loaded.notes {
+            eprintln!("note: {note}");
+        }
+        Ok(loaded)
+    }
+
+    fn load_options(&self) -> LoadOptions {
         LoadOptions {
             vit: self.vit.clone(),
             sae: self.sae.clone(),
@@ -90,30 +111,54 @@ impl SessionArgs {
     }
 }
 
-/// The probe's activation cache in `dir`, built or resumed first when it does
-/// not serve `spec` yet (saying how fast the ViT ran); an incomplete cache is
-/// refused.
-pub fn probe_cache<B: Backend>(
-    dir: &Path,
-    images: &ImageList,
-    spec: &CacheSpec,
-    device: &B::Device,
-) -> anyhow::Result<ActivationCache> {
-    let (cache, built) = sae_steer_probe::activations::ensure_cache::<B>(dir, images, spec, device)
-        .with_context(|| format!("preparing the activation cache {}", dir.display()))?;
-    if let Some(r) = built {
-        eprintln!(
-            "cached {} images in {:.0} s ({:.2} images/s)",
-            r.images_processed,
-            r.seconds,
-            r.images_per_second()
-        );
+/// How the probe's activation cache is built when it is missing or partial;
+/// `train_probe` and `validate` share these flags.
+#[derive(clap::Args, Debug)]
+pub struct CacheBuildArgs {
+    /// Image decoding threads when the cache is built (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub n_workers: usize,
+    /// Images per ViT forward pass when the cache is built.
+    #[arg(long, default_value_t = 16)]
+    pub cache_batch: usize,
+    /// Skip images that cannot be decoded when the cache is built.
+    #[arg(long)]
+    pub skip_bad: bool,
+}
+
+impl CacheBuildArgs {
+    /// The probe's activation cache in `dir` for training or validation
+    /// (see [`probe_cache_spec`]), built or resumed first when it does not
+    /// serve the request yet (saying how fast the ViT ran); an incomplete
+    /// cache is refused.
+    pub fn probe_cache<B: Backend>(
+        &self,
+        dir: &Path,
+        images: &ImageList,
+        vit: &str,
+        validation: bool,
+        device: &B::Device,
+    ) -> anyhow::Result<ActivationCache> {
+        let mut spec = probe_cache_spec(vit, validation);
+        spec.workers = self.n_workers;
+        spec.batch = self.cache_batch;
+        spec.skip_bad = self.skip_bad;
+        let (cache, built) = ensure_cache::<B>(dir, images, &spec, device)
+            .with_context(|| format!("preparing the activation cache {}", dir.display()))?;
+        if let Some(r) = built {
+            eprintln!(
+                "cached {} images in {:.0} s ({:.2} images/s)",
+                r.images_processed,
+                r.seconds,
+                r.images_per_second()
+            );
+        }
+        if !cache.is_complete() {
+            bail!(
+                "the cache {} is incomplete; rerun to continue building it",
+                dir.display()
+            );
+        }
+        Ok(cache)
     }
-    if !cache.is_complete() {
-        bail!(
-            "the cache {} is incomplete; rerun to continue building it",
-            dir.display()
-        );
-    }
-    Ok(cache)
 }

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use sae_steer::backend::{BackendTask, DeviceChoice, run_on};
+use sae_steer::backend::{BackendTask, DeviceChoice};
 use sae_steer::burn::prelude::Backend;
 use sae_steer_app::figures::{Panel, render_panel, save_png};
-use sae_steer_app::setup::{load, parse_edit};
+use sae_steer_app::setup::parse_edit;
 use sae_steer_app::{GUIDED_EXAMPLES, ImageKey, ImageStore, Session, SliderEdit, UnitSource};
 
 #[derive(Parser, Debug)]
@@ -45,10 +45,7 @@ impl BackendTask for Figures {
 
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
         let args = self.0;
-        let loaded = load::<B>(&args.session.load_options(), &device)?;
-        for note in &loaded.notes {
-            eprintln!("note: {note}");
-        }
+        let loaded = args.session.load::<B>(&device)?;
         std::fs::create_dir_all(&args.out)
             .with_context(|| format!("cannot create {}", args.out.display()))?;
         let store = Arc::new(loaded.store);
@@ -205,9 +202,5 @@ fn largest_instances(store: &ImageStore, picks: &[(u8, usize)]) -> Result<Vec<(u
 pub fn main() -> ExitCode {
     let args = Args::parse();
     let device = args.device;
-    crate::report(
-        run_on(device, Figures(args))
-            .map_err(anyhow::Error::from)
-            .and_then(|r| r),
-    )
+    crate::cli::run_and_report(device, Figures(args))
 }

@@ -6,9 +6,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use sae_steer::backend::{BackendTask, DeviceChoice, run_on};
+use sae_steer::backend::{BackendTask, DeviceChoice};
 use sae_steer::burn::prelude::Backend;
-use sae_steer_app::setup::load;
 use sae_steer_app::{DEFAULT_CACHED_IMAGES, ServeOptions, Session, UploadLimits, serve};
 
 #[derive(Parser, Debug)]
@@ -40,10 +39,7 @@ impl BackendTask for Serve {
 
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
         let args = self.0;
-        let loaded = load::<B>(&args.session.load_options(), &device)?;
-        for note in &loaded.notes {
-            eprintln!("note: {note}");
-        }
+        let loaded = args.session.load::<B>(&device)?;
         let limits = UploadLimits {
             max_bytes: args.max_upload_mib.saturating_mul(1 << 20),
             max_pixels: args.max_upload_mpix.saturating_mul(1_000_000),
@@ -72,9 +68,5 @@ impl BackendTask for Serve {
 pub fn main() -> ExitCode {
     let args = Args::parse();
     let device = args.device;
-    crate::report(
-        run_on(device, Serve(args))
-            .map_err(anyhow::Error::from)
-            .and_then(|r| r),
-    )
+    crate::cli::run_and_report(device, Serve(args))
 }

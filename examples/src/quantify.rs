@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use sae_steer::ade20k::{Ade20k, ClassNames, Split};
-use sae_steer::backend::{BackendTask, DeviceChoice, run_on};
+use sae_steer::backend::{BackendTask, DeviceChoice};
 use sae_steer::burn::prelude::Backend;
 use sae_steer::pipeline::{
     NormalizationSource, StatsOptions, ensure_cache, feature_stats_file, resolve_normalization,
@@ -355,9 +355,5 @@ fn parse_classes(given: &[String], names: &ClassNames) -> Result<Vec<usize>> {
 pub fn main() -> ExitCode {
     let args = Args::parse();
     let device = args.device;
-    crate::report(
-        run_on(device, Run(args))
-            .map_err(anyhow::Error::from)
-            .and_then(|r| r),
-    )
+    crate::cli::run_and_report(device, Run(args))
 }

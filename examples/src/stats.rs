@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use sae_steer::ade20k::cache::LabelKind;
 use sae_steer::ade20k::{Ade20k, ImageList, Split, image_folder};
-use sae_steer::backend::{BackendTask, DeviceChoice, run_on};
+use sae_steer::backend::{BackendTask, DeviceChoice};
 use sae_steer::burn::prelude::Backend;
 use sae_steer::pipeline::{
     NormalizationSource, StatsOptions, ensure_cache, feature_stats_file, resolve_normalization,
@@ -298,9 +298,5 @@ fn median(sorted: &[f32]) -> f32 {
 pub fn main() -> ExitCode {
     let args = Args::parse();
     let device = args.device;
-    crate::report(
-        run_on(device, Run(args))
-            .map_err(anyhow::Error::from)
-            .and_then(|r| r),
-    )
+    crate::cli::run_and_report(device, Run(args))
 }

@@ -8,7 +8,7 @@ use clap::Parser;
 use sae_steer::backend::{BackendTask, DeviceChoice, run_on};
 use sae_steer::burn::prelude::Backend;
 use sae_steer_ade20k::{Ade20k, ImageList, Split};
-use sae_steer_probe::activations::{PROBE_TAP, probe_cache_spec};
+use sae_steer_probe::activations::PROBE_TAP;
 use sae_steer_probe::data::CachePatches;
 use sae_steer_probe::{SweepConfig, TrainOptions, TrainReport, train_sweep};
 use serde_json::{Map, json};
@@ -55,18 +55,11 @@ struct Args {
     /// cpu, flex, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: DeviceChoice,
-    /// Image decoding threads when the cache is built (0: one per core).
-    #[arg(long, default_value_t = 0)]
-    n_workers: usize,
-    /// Images per ViT forward pass when the cache is built.
-    #[arg(long, default_value_t = 16)]
-    cache_batch: usize,
+    #[command(flatten)]
+    cache_build: crate::cli::CacheBuildArgs,
     /// Only the first N training images (quick runs).
     #[arg(long)]
     max_images: Option<usize>,
-    /// Skip images that cannot be decoded when the cache is built.
-    #[arg(long)]
-    skip_bad: bool,
     /// Hold all training patches on the device when they fit in this many GiB
     /// (f32) [default: 24 on a GPU, 4 on the CPU].
     #[arg(long)]
@@ -95,11 +88,13 @@ impl BackendTask for Train {
 
     fn run<B: Backend>(self, device: B::Device) -> Self::Output {
         let args = &self.args;
-        let mut spec = probe_cache_spec(&args.vit, false);
-        spec.workers = args.n_workers;
-        spec.batch = args.cache_batch;
-        spec.skip_bad = args.skip_bad;
-        let cache = crate::cli::probe_cache::<B>(&self.cache_dir, &self.images, &spec, &device)?;
+        let cache = args.cache_build.probe_cache::<B>(
+            &self.cache_dir,
+            &self.images,
+            &args.vit,
+            false,
+            &device,
+        )?;
         let data = CachePatches::new(&cache, PROBE_TAP)?;
         let gib = args.resident_gib.unwrap_or(match args.device {
             DeviceChoice::Cuda(_) => 24.0,

@@ -8,7 +8,7 @@ use clap::Parser;
 use sae_steer::backend::{BackendTask, DeviceChoice, run_on};
 use sae_steer::burn::prelude::Backend;
 use sae_steer_ade20k::{Ade20k, ClassNames, ImageList, Split};
-use sae_steer_probe::activations::{PROBE_TAP, probe_cache_spec};
+use sae_steer_probe::activations::PROBE_TAP;
 use sae_steer_probe::validate::Reports;
 use sae_steer_probe::{
     ProbeCheckpoint, ValidateOptions, read_probes, validate_probes, write_reports,
@@ -37,24 +37,17 @@ struct Args {
     /// Images per batch.
     #[arg(long, default_value_t = 128)]
     batch_size: usize,
-    /// Image decoding threads when the cache is built (0: one per core).
-    #[arg(long, default_value_t = 0)]
-    n_workers: usize,
     /// Host threads for upsampling and argmax (0: one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
-    /// Images per ViT forward pass when the cache is built.
-    #[arg(long, default_value_t = 16)]
-    cache_batch: usize,
     /// Only the first N validation images (quick runs).
     #[arg(long)]
     max_images: Option<usize>,
-    /// Skip images that cannot be decoded when the cache is built.
-    #[arg(long)]
-    skip_bad: bool,
     /// cpu, flex, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: DeviceChoice,
+    #[command(flatten)]
+    cache_build: crate::cli::CacheBuildArgs,
 }
 
 struct Validate {
@@ -70,11 +63,13 @@ impl BackendTask for Validate {
 
     fn run<B: Backend>(self, device: B::Device) -> Self::Output {
         let args = &self.args;
-        let mut spec = probe_cache_spec(&args.vit, true);
-        spec.workers = args.n_workers;
-        spec.batch = args.cache_batch;
-        spec.skip_bad = args.skip_bad;
-        let cache = crate::cli::probe_cache::<B>(&self.cache_dir, &self.images, &spec, &device)?;
+        let cache = args.cache_build.probe_cache::<B>(
+            &self.cache_dir,
+            &self.images,
+            &args.vit,
+            true,
+            &device,
+        )?;
         let opts = ValidateOptions {
             tap: PROBE_TAP.into(),
             batch_images: args.batch_size,

@@ -1,0 +1,278 @@
+//! Crash-safe file output, shared by every crate and by `xtask`.
+//!
+//! One rule for every file the toolkit writes: the bytes go to a temporary
+//! file beside the target, created exclusively (`O_EXCL`) under a name unique
+//! to this process and call, are fsynced, renamed over the target, and the
+//! folder is fsynced so the rename itself survives a power cut. A reader
+//! therefore sees the old file or the new one, never half of one, and two
+//! processes writing the same target never write into the same temporary.
+//!
+//! [`FolderLock`] is the other half: a long job that owns a folder (an
+//! activation cache being built) holds an exclusive lock on a lock file in it,
+//! so a second process is refused with a message naming the holder instead of
+//! interleaving its writes.
+//!
+//! Errors are plain [`std::io::Error`]s: each crate wraps them with the path
+//! in its own error type.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Marker every temporary name carries, so a folder scan can tell leftovers
+/// of an interrupted write from real files ([`is_temp_name`]).
+const TEMP_MARKER: &str = ".tmp-";
+
+/// Writes `data` to `path` atomically, creating the parent folder if needed.
+pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    let mut file = AtomicFile::create(path)?;
+    file.write_all(data)?;
+    file.commit().map(drop)
+}
+
+/// A file being written under a temporary name; [`AtomicFile::commit`]
+/// publishes it under the target name, dropping it uncommitted removes it.
+#[derive(Debug)]
+pub struct AtomicFile {
+    target: PathBuf,
+    temp: PathBuf,
+    file: Option<File>,
+}
+
+impl AtomicFile {
+    /// Opens an exclusive temporary file beside `target`.
+    pub fn create(target: &Path) -> io::Result<Self> {
+        let dir = parent_dir(target);
+        std::fs::create_dir_all(dir)?;
+        let name = target.file_name().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{}: not a file name", target.display()),
+            )
+        })?;
+        // A name no other process or call uses: pid + a per-process counter,
+        // and O_EXCL refuses the (stale-leftover) case where it exists anyway.
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        loop {
+            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+            let temp = dir.join(format!(
+                ".{}{TEMP_MARKER}{}-{n}",
+                name.to_string_lossy(),
+                std::process::id()
+            ));
+            match OpenOptions::new().write(true).create_new(true).open(&temp) {
+                Ok(file) => {
+                    return Ok(Self {
+                        target: target.to_path_buf(),
+                        temp,
+                        file: Some(file),
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The temporary path the data is going to (for tools that write by path,
+    /// e.g. `safetensors::serialize_to_file`; they must open it without
+    /// truncating someone else's file, which this name guarantees).
+    pub fn temp_path(&self) -> &Path {
+        &self.temp
+    }
+
+    /// Flushes, fsyncs, renames over the target and fsyncs the folder.
+    /// Returns the number of bytes published.
+    pub fn commit(mut self) -> io::Result<u64> {
+        let file = self.file.take().expect("an uncommitted AtomicFile holds its file");
+        // Reopen: a writer that wrote by path replaced nothing of ours, and the
+        // fsync must cover whatever is at the temporary name now.
+        drop(file);
+        let file = File::open(&self.temp)?;
+        file.sync_all()?;
+        let bytes = file.metadata()?.len();
+        drop(file);
+        std::fs::rename(&self.temp, &self.target)?;
+        sync_dir(parent_dir(&self.target))?;
+        Ok(bytes)
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file
+            .as_mut()
+            .expect("an uncommitted AtomicFile holds its file")
+            .write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file
+            .as_mut()
+            .expect("an uncommitted AtomicFile holds its file")
+            .flush()
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.temp);
+        }
+    }
+}
+
+/// Fsyncs a folder, so renames and new entries in it are durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        // Folders cannot be opened as files on Windows; NTFS journals renames.
+        let _ = dir;
+        Ok(())
+    }
+}
+
+/// Whether a file name is a leftover temporary of [`AtomicFile`] (a process
+/// killed before its commit). Such files are safe to delete once the folder's
+/// [`FolderLock`] is held.
+pub fn is_temp_name(name: &str) -> bool {
+    name.starts_with('.') && name.contains(TEMP_MARKER)
+}
+
+/// An exclusive lock on a folder, held until dropped.
+///
+/// The lock is an OS file lock (`flock`) on `<folder>/.lock`, so it is released
+/// by the kernel when the process dies, even by `kill -9`: a crashed run never
+/// leaves a stale lock behind. The file records the holder's pid for the
+/// message the next process gets.
+#[derive(Debug)]
+pub struct FolderLock {
+    path: PathBuf,
+    _file: File,
+}
+
+/// File name of a [`FolderLock`] inside its folder.
+pub const LOCK_FILE: &str = ".lock";
+
+impl FolderLock {
+    /// Takes the lock on `folder` (created if missing), or fails at once with
+    /// [`io::ErrorKind::WouldBlock`] and a message naming the holder's pid.
+    pub fn acquire(folder: &Path) -> io::Result<Self> {
+        std::fs::create_dir_all(folder)?;
+        let path = folder.join(LOCK_FILE);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                let holder = holder.trim();
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!(
+                        "{} is in use by another process{} (lock file {})",
+                        folder.display(),
+                        if holder.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({holder})")
+                        },
+                        path.display()
+                    ),
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+        file.set_len(0)?;
+        write!(file, "pid {}", std::process::id())?;
+        file.flush()?;
+        Ok(Self { path, _file: file })
+    }
+
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_atomic_replaces_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/out.txt");
+        write_atomic(&path, b"one").unwrap();
+        write_atomic(&path, b"two").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, ["out.txt"]);
+    }
+
+    #[test]
+    fn uncommitted_file_is_removed_and_target_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.bin");
+        write_atomic(&path, b"old").unwrap();
+        {
+            let mut f = AtomicFile::create(&path).unwrap();
+            f.write_all(b"half").unwrap();
+            assert!(is_temp_name(
+                f.temp_path().file_name().unwrap().to_str().unwrap()
+            ));
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), b"old");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn temp_names_are_unique_per_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x");
+        let a = AtomicFile::create(&path).unwrap();
+        let b = AtomicFile::create(&path).unwrap();
+        assert_ne!(a.temp_path(), b.temp_path());
+        assert_eq!(b.commit().unwrap(), 0);
+        drop(a);
+        assert!(path.exists());
+    }
+
+    #[test]
+    fn folder_lock_is_exclusive_and_released_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = FolderLock::acquire(dir.path()).unwrap();
+        let err = FolderLock::acquire(dir.path()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        let msg = err.to_string();
+        assert!(msg.contains(&format!("pid {}", std::process::id())), "{msg}");
+        assert!(msg.contains(LOCK_FILE), "{msg}");
+        drop(lock);
+        FolderLock::acquire(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn temp_name_recognition() {
+        assert!(is_temp_name(".shard-0.safetensors.tmp-12-0"));
+        assert!(!is_temp_name("shard-0.safetensors"));
+        assert!(!is_temp_name(".lock"));
+    }
+}

@@ -1,0 +1,174 @@
+//! Dev-only helpers shared by the crates' integration tests: where the
+//! committed fixtures are, and a bounded mutation fuzzer.
+//!
+//! The fuzzer is deliberately small: a fixed seed, a fixed number of inputs
+//! and a wall-clock budget, so every CI run tries the same inputs (a failure
+//! reproduces) and never outruns its share of the CI time. Each input is a
+//! valid file with a few mutations of the kinds that break parsers: bit flips,
+//! overwritten bytes (length fields become huge or zero), truncation,
+//! duplicated and deleted spans.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// `tests/fixtures` at the workspace root.
+pub fn fixtures_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+/// A committed fixture under `tests/fixtures/<rel>`.
+pub fn fixture(rel: &str) -> PathBuf {
+    fixtures_dir().join(rel)
+}
+
+/// A case of the hostile-input corpus, `tests/fixtures/hostile/<rel>`
+/// (made by `scripts/make_hostile_fixtures.py`).
+pub fn hostile(rel: &str) -> PathBuf {
+    fixtures_dir().join("hostile").join(rel)
+}
+
+/// What a bounded fuzz run did, for the test's assertion and log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FuzzReport {
+    /// Inputs tried.
+    pub inputs: usize,
+    /// Inputs the parser accepted (the rest were refused with an error).
+    pub accepted: usize,
+}
+
+/// Feeds `max_inputs` mutations of `seeds` (valid files) to `parse`, or as many
+/// as fit in `budget`, and returns how many were tried. `parse` returns whether
+/// it accepted the input; a panic inside it fails the calling test with the
+/// input's index and seed (rerun with the same arguments to reproduce).
+///
+/// Prints `fuzz <name>: N inputs, M accepted` so CI logs carry the figure.
+pub fn fuzz(
+    name: &str,
+    seeds: &[Vec<u8>],
+    seed: u64,
+    max_inputs: usize,
+    budget: Duration,
+    mut parse: impl FnMut(&[u8]) -> bool,
+) -> FuzzReport {
+    assert!(!seeds.is_empty(), "fuzz {name}: no seed inputs");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let start = Instant::now();
+    let mut report = FuzzReport {
+        inputs: 0,
+        accepted: 0,
+    };
+    while report.inputs < max_inputs && start.elapsed() < budget {
+        let base = &seeds[report.inputs % seeds.len()];
+        let input = mutate(&mut rng, base);
+        let index = report.inputs;
+        let accepted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| parse(&input)))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "fuzz {name}: input {index} (seed {seed}, {} bytes) panicked the parser",
+                    input.len()
+                )
+            });
+        report.inputs += 1;
+        report.accepted += usize::from(accepted);
+    }
+    println!(
+        "fuzz {name}: {} inputs, {} accepted, {:.1} s",
+        report.inputs,
+        report.accepted,
+        start.elapsed().as_secs_f64()
+    );
+    report
+}
+
+/// One mutated copy of `base`: 1 to 4 mutations.
+pub fn mutate(rng: &mut StdRng, base: &[u8]) -> Vec<u8> {
+    let mut data = base.to_vec();
+    for _ in 0..rng.random_range(1..=4) {
+        if data.is_empty() {
+            data.push(rng.random());
+            continue;
+        }
+        let len = data.len();
+        let at = rng.random_range(0..len);
+        match rng.random_range(0..7) {
+            // Bit flip.
+            0 => data[at] ^= 1 << rng.random_range(0..8),
+            // Random byte.
+            1 => data[at] = rng.random(),
+            // An interesting value over up to 8 bytes: length fields become
+            // huge, zero or negative.
+            2 => {
+                let value: u64 = match rng.random_range(0..5) {
+                    0 => 0,
+                    1 => u64::MAX,
+                    2 => u32::MAX as u64,
+                    3 => 1 << rng.random_range(8..63),
+                    _ => rng.random(),
+                };
+                let width = [1, 2, 4, 8][rng.random_range(0..4)];
+                for (i, b) in value.to_le_bytes()[..width].iter().enumerate() {
+                    if at + i < len {
+                        data[at + i] = *b;
+                    }
+                }
+            }
+            // Truncation.
+            3 => data.truncate(at),
+            // Delete a span.
+            4 => {
+                let end = (at + rng.random_range(1..=64)).min(len);
+                data.drain(at..end);
+            }
+            // Duplicate a span.
+            5 => {
+                let end = (at + rng.random_range(1..=64)).min(len);
+                let span = data[at..end].to_vec();
+                let to = rng.random_range(0..=data.len());
+                data.splice(to..to, span);
+            }
+            // ASCII digits, for text formats (JSON headers, CSV, TOML).
+            _ => {
+                let digits = rng.random_range(1..=20);
+                for i in 0..digits {
+                    if at + i < len {
+                        data[at + i] = b'0' + rng.random_range(0..10);
+                    }
+                }
+            }
+        }
+    }
+    data
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_seed_same_inputs() {
+        let base = b"{\"schema\": 1, \"d\": 768}".to_vec();
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        fuzz("a", &[base.clone()], 7, 50, Duration::from_secs(5), |x| {
+            a.push(x.to_vec());
+            true
+        });
+        fuzz("b", &[base], 7, 50, Duration::from_secs(5), |x| {
+            b.push(x.to_vec());
+            true
+        });
+        assert_eq!(a, b);
+        assert!(a.iter().any(|x| x.len() != 24), "mutations change lengths");
+    }
+
+    #[test]
+    #[should_panic(expected = "panicked the parser")]
+    fn a_panicking_parser_fails() {
+        fuzz("p", &[vec![1, 2, 3]], 1, 10, Duration::from_secs(5), |_| {
+            panic!("boom")
+        });
+    }
+}

@@ -1,9 +1,29 @@
 //! One HTTP download: into `<dest>.part`, resumed with a `Range` request after
 //! a broken connection (in this run or a later one), checked against the
 //! expected size and SHA-256, and only then renamed to `<dest>`.
+//!
+//! What a server (or anyone between it and us) can make this code do is
+//! bounded:
+//! - **Where it goes.** Redirects are followed by hand, at most
+//!   [`MAX_REDIRECTS`] of them, and every URL (the first and each hop) must
+//!   pass [`check_url`]: `https`, or plain `http` only before any `https` hop
+//!   and only to a loopback host or for a file whose SHA-256 is pinned before
+//!   the request. An `https` download therefore never continues over `http`
+//!   (nor to `ftp:`, `file:`, ...), and nothing unpinned travels in clear text
+//!   over a network.
+//! - **How much it writes.** The body is read through a limit: the size the
+//!   manifest or the lock states, else the server's own `Content-Length` /
+//!   `Content-Range`, else [`Downloader::unsized_limit`]. One byte past the
+//!   limit stops the download, which is refused and its partial file deleted:
+//!   a longer answer is never written in full. Header values are parsed
+//!   (checked, as `u64`) and compared, never used to size an allocation.
+//! - **What it resumes.** A `206` answer must start at the offset asked for
+//!   and agree with its own `Content-Length`; anything else is refused rather
+//!   than appended to the partial file.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read, Write};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -101,14 +121,26 @@ pub struct Downloader {
     /// Wait before retry `i` is `i * retry_delay`.
     pub retry_delay: Duration,
     pub progress: bool,
+    /// The most bytes accepted for a file whose size neither the manifest nor
+    /// the lock states: it caps what the server's own `Content-Length` may
+    /// announce and what a response without one may send.
+    pub unsized_limit: u64,
 }
+
+/// Redirects followed per request before giving up.
+pub const MAX_REDIRECTS: usize = 10;
+
+/// Default [`Downloader::unsized_limit`]: well above every file the manifests
+/// name (the largest, ADE20K, is under 1 GB and pinned), far below a full disk.
+pub const DEFAULT_UNSIZED_LIMIT: u64 = 16 << 30;
 
 impl Downloader {
     pub fn new(progress: bool) -> Self {
         let agent = ureq::AgentBuilder::new()
             .try_proxy_from_env(true)
             // Redirects are followed by hand: Hugging Face puts the commit
-            // and the hash on the first (302) response only.
+            // and the hash on the first (302) response only, and every hop
+            // must pass `check_url` before it is requested.
             .redirects(0)
             .timeout_connect(Duration::from_secs(30))
             .timeout_read(Duration::from_secs(60))
@@ -119,6 +151,7 @@ impl Downloader {
             attempts: 5,
             retry_delay: Duration::from_secs(2),
             progress,
+            unsized_limit: DEFAULT_UNSIZED_LIMIT,
         }
     }
 
@@ -135,16 +168,23 @@ impl Downloader {
         expected: &Expected,
         manual: &str,
     ) -> Result<Fetched> {
+        // Pinned before any byte comes from the network: what the server
+        // announces later (its hash header) does not make clear text safe.
+        let pinned = expected.sha256.is_some();
+        check_url(url, false, pinned).map_err(|reason| FetchError::RefusedUrl {
+            url: url.to_string(),
+            reason,
+        })?;
         if let Some(dir) = dest.parent() {
             std::fs::create_dir_all(dir).map_err(|e| FetchError::io(dir, e))?;
         }
         let part = part_path(dest);
         let mut from_scratch = false;
         loop {
-            let got = self.fetch_part(url, &part, expected, manual)?;
+            let got = self.fetch_part(url, &part, expected, pinned, manual)?;
             match verify_file(&part, url, &got.expected, self.progress) {
                 Ok((size, sha256)) => {
-                    std::fs::rename(&part, dest).map_err(|e| FetchError::io(dest, e))?;
+                    rename_durably(&part, dest)?;
                     return Ok(Fetched {
                         path: dest.to_path_buf(),
                         size,
@@ -173,12 +213,17 @@ impl Downloader {
         url: &str,
         part: &Path,
         expected: &Expected,
+        pinned: bool,
         manual: &str,
     ) -> Result<PartDone> {
         let mut expected = expected.clone();
         let mut resumed = false;
         let mut info = None;
         let mut last_error = String::new();
+        let bad = |message: String| FetchError::BadResponse {
+            url: url.to_string(),
+            message,
+        };
         for attempt in 0..self.attempts.max(1) {
             if attempt > 0 {
                 std::thread::sleep(self.retry_delay * attempt);
@@ -198,7 +243,7 @@ impl Downloader {
                     start = 0;
                 }
             }
-            let answer = match self.get(url, start, &mut expected) {
+            let answer = match self.get(url, start, &mut expected, pinned) {
                 Ok(a) => a,
                 Err(Failure::Fatal(e)) => return Err(e),
                 Err(Failure::Unreachable(message)) if start == 0 && attempt == 0 => {
@@ -219,20 +264,33 @@ impl Downloader {
                 }
             };
             let status = answer.response.status();
-            let (offset, total) = match status {
-                200 => (0, content_length(&answer.response)),
-                206 => match parse_content_range(answer.response.header("content-range")) {
-                    Some((first, total)) if first == start => (first, total),
-                    _ => {
-                        // Not the range we asked for: start over without one.
-                        remove_if_exists(part)?;
-                        last_error = format!(
-                            "answered Range bytes={start}- with Content-Range {:?}",
-                            answer.response.header("content-range")
-                        );
-                        continue;
+            let length = declared_length(&answer.response).map_err(bad)?;
+            // (offset of the body, the file's total size as the answer states it, which header)
+            let (offset, stated, header) = match status {
+                200 => (0, length, "Content-Length"),
+                206 => {
+                    let header = answer.response.header("content-range");
+                    let range = parse_content_range(header)
+                        .filter(|r| r.first == start && r.is_consistent());
+                    let Some(range) = range else {
+                        // Appending bytes from another offset would corrupt the
+                        // partial file; a server that answers so cannot resume.
+                        return Err(bad(format!(
+                            "asked for bytes={start}- and got Content-Range {header:?}: refused, \
+                             nothing appended; the partial file {} is kept (delete it to download from the start)",
+                            part.display()
+                        )));
+                    };
+                    if let Some(n) = length
+                        && n != range.len()
+                    {
+                        return Err(bad(format!(
+                            "Content-Range {header:?} spans {} bytes but Content-Length says {n}: refused",
+                            range.len()
+                        )));
                     }
-                },
+                    (range.first, range.total, "Content-Range")
+                }
                 416 => {
                     // The partial file is longer than the remote one: it
                     // belongs to another version.
@@ -257,22 +315,37 @@ impl Downloader {
                     });
                 }
             };
-            if let (Some(size), Some(total)) = (&expected.size, total)
-                && size.value != total
-            {
-                return Err(FetchError::SizeMismatch {
-                    what: url.to_string(),
-                    expected: size.value,
-                    actual: total,
-                    expected_by: size.by.clone(),
-                });
-            }
+            // The most bytes the file may have, and who says so.
+            let limit = match (&expected.size, stated) {
+                (Some(size), Some(total)) if size.value != total => {
+                    return Err(FetchError::SizeMismatch {
+                        what: format!("{url} (as its {header} states)"),
+                        expected: size.value,
+                        actual: total,
+                        expected_by: size.by.clone(),
+                    });
+                }
+                (Some(size), _) => Limit::exact(size.value, &size.by),
+                (None, Some(total)) if total > self.unsized_limit => {
+                    return Err(bad(format!(
+                        "its {header} announces {total} bytes, more than the {} accepted for a file \
+                         whose size no manifest or lock entry states: refused before the body",
+                        self.unsized_limit
+                    )));
+                }
+                (None, Some(total)) => Limit::exact(total, &format!("the server's {header}")),
+                (None, None) => Limit {
+                    bytes: self.unsized_limit,
+                    exact: false,
+                    by: "the limit for a file whose size nothing states".into(),
+                },
+            };
             resumed |= offset > 0;
             info = Some(answer.info.clone());
-            let copied = self.stream_body(answer.response, part, offset, total, url);
+            let copied = self.stream_body(answer.response, part, offset, &limit, url);
             let have = file_len(part)?;
             match copied {
-                Ok(()) if total.is_none_or(|t| have == t) => {
+                Ok(()) if !limit.exact || have == limit.bytes => {
                     return Ok(PartDone {
                         expected,
                         info,
@@ -280,7 +353,15 @@ impl Downloader {
                     });
                 }
                 Ok(()) => last_error = format!("connection closed after {have} bytes"),
-                Err(e) => last_error = e,
+                Err(Streamed::TooLong) => {
+                    remove_if_exists(part)?;
+                    return Err(FetchError::TooLong {
+                        url: url.to_string(),
+                        limit: limit.bytes,
+                        limit_by: limit.by,
+                    });
+                }
+                Err(Streamed::Broken(e)) => last_error = e,
             }
             eprintln!(
                 "{url}: {last_error} (attempt {} of {})",
@@ -308,13 +389,22 @@ impl Downloader {
         })
     }
 
-    /// GET with an optional `Range`, following redirects by hand. The hash
-    /// header is checked on each response before its redirect is
-    /// followed, so a file that is known to be wrong is never requested.
-    fn get(&self, url: &str, start: u64, expected: &mut Expected) -> Result<Answer, Failure> {
+    /// GET with an optional `Range`, following redirects by hand. Each hop
+    /// passes [`check_url`] before it is requested, and the hash header is
+    /// checked on each response before its redirect is followed, so a file
+    /// that is known to be wrong is never requested.
+    fn get(
+        &self,
+        url: &str,
+        start: u64,
+        expected: &mut Expected,
+        pinned: bool,
+    ) -> Result<Answer, Failure> {
         let mut current = url.to_string();
         let mut info = ResponseInfo::default();
-        for _ in 0..10 {
+        let mut after_https = false;
+        for _ in 0..=MAX_REDIRECTS {
+            after_https |= is_https(&current);
             let mut request = self.agent.get(&current).set("Accept-Encoding", "identity");
             if start > 0 {
                 request = request.set("Range", &format!("bytes={start}-"));
@@ -349,63 +439,81 @@ impl Downloader {
             if (300..400).contains(&response.status())
                 && let Some(location) = response.header("location")
             {
-                current = join_location(&current, location).ok_or_else(|| {
+                let next = join_location(&current, location).ok_or_else(|| {
                     Failure::Fatal(FetchError::BadResponse {
                         url: current.clone(),
                         message: format!("cannot follow redirect to {location:?}"),
                     })
                 })?;
+                check_url(&next, after_https, pinned).map_err(|reason| {
+                    Failure::Fatal(FetchError::RefusedUrl {
+                        url: format!("{next} (redirected from {current})"),
+                        reason,
+                    })
+                })?;
+                current = next;
                 continue;
             }
             return Ok(Answer { response, info });
         }
         Err(Failure::Fatal(FetchError::BadResponse {
             url: url.to_string(),
-            message: "more than 10 redirects".into(),
+            message: format!("more than {MAX_REDIRECTS} redirects"),
         }))
     }
 
-    /// Appends the body to `part` (truncating it first when `offset` is 0).
-    /// The error is a message: the caller retries with a `Range`.
+    /// Appends the body to `part` (truncating it first when `offset` is 0),
+    /// never past `limit`: the byte after it ends the download as
+    /// [`Streamed::TooLong`] and is not written.
     fn stream_body(
         &self,
         response: ureq::Response,
         part: &Path,
         offset: u64,
-        total: Option<u64>,
+        limit: &Limit,
         url: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), Streamed> {
+        let broken = |e: std::io::Error| Streamed::Broken(format!("{}: {e}", part.display()));
         let file = if offset == 0 {
             File::create(part)
         } else {
             OpenOptions::new().append(true).open(part)
         }
-        .map_err(|e| format!("{}: {e}", part.display()))?;
+        .map_err(broken)?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
-        let bar = self.bar(total, &short_name(url));
+        let bar = self.bar(limit.exact.then_some(limit.bytes), &short_name(url));
         bar.set_position(offset);
-        let mut reader = response.into_reader();
+        // Room left for the body; one byte more is read to see whether the
+        // server sends more than that, and is never written.
+        let room = limit.bytes.saturating_sub(offset);
+        let mut reader = response.into_reader().take(room.saturating_add(1));
+        let mut written = 0u64;
         let mut buf = vec![0u8; 256 * 1024];
         let result = loop {
             match reader.read(&mut buf) {
                 Ok(0) => break Ok(()),
                 Ok(n) => {
-                    if let Err(e) = out.write_all(&buf[..n]) {
-                        break Err(format!("{}: {e}", part.display()));
+                    let keep = usize::try_from(room - written).map_or(n, |left| n.min(left));
+                    if let Err(e) = out.write_all(&buf[..keep]) {
+                        break Err(broken(e));
                     }
-                    bar.inc(n as u64);
+                    written += keep as u64;
+                    bar.inc(keep as u64);
+                    if keep < n {
+                        break Err(Streamed::TooLong);
+                    }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => break Err(e.to_string()),
+                Err(e) => break Err(Streamed::Broken(e.to_string())),
             }
         };
         // Whatever arrived is kept, so the next attempt resumes after it.
         let flushed = out
             .into_inner()
-            .map_err(|e| e.to_string())
-            .and_then(|f| f.sync_all().map_err(|e| e.to_string()));
+            .map_err(|e| e.into_error())
+            .and_then(|f| f.sync_all());
         bar.finish_and_clear();
-        result.and(flushed.map_err(|e| format!("{}: {e}", part.display())))
+        result.and(flushed.map_err(broken))
     }
 
     fn bar(&self, total: Option<u64>, label: &str) -> ProgressBar {
@@ -460,6 +568,33 @@ fn check_announced_hash(url: &str, info: &ResponseInfo, expected: &mut Expected)
 struct Answer {
     response: ureq::Response,
     info: ResponseInfo,
+}
+
+/// The most bytes a download may have.
+struct Limit {
+    bytes: u64,
+    /// The file has exactly `bytes` (a stated size), rather than at most.
+    exact: bool,
+    /// Who set it, for the error message.
+    by: String,
+}
+
+impl Limit {
+    fn exact(bytes: u64, by: &str) -> Self {
+        Self {
+            bytes,
+            exact: true,
+            by: by.to_string(),
+        }
+    }
+}
+
+/// Why a body stopped before its end.
+enum Streamed {
+    /// A broken connection or a write error: worth resuming.
+    Broken(String),
+    /// More bytes than the limit: refused.
+    TooLong,
 }
 
 enum Failure {
@@ -565,26 +700,155 @@ pub fn remove_if_exists(path: &Path) -> Result<()> {
     }
 }
 
-fn content_length(r: &ureq::Response) -> Option<u64> {
-    r.header("content-length")
-        .and_then(|v| v.trim().parse().ok())
+/// Renames `from` to `to` and fsyncs the folder, so the new name survives a
+/// power cut (the file itself was fsynced when written).
+pub fn rename_durably(from: &Path, to: &Path) -> Result<()> {
+    std::fs::rename(from, to).map_err(|e| FetchError::io(to, e))?;
+    let dir = to
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    sae_steer_files::sync_dir(dir).map_err(|e| FetchError::io(dir, e))
 }
 
-/// `bytes FIRST-LAST/TOTAL` -> (FIRST, TOTAL); TOTAL may be `*`.
-fn parse_content_range(value: Option<&str>) -> Option<(u64, Option<u64>)> {
+/// The `Content-Length` header as a number; a header that is present but
+/// not a plain decimal `u64` is an error (the HTTP client would read such a
+/// body to the end of the connection, unbounded).
+fn declared_length(r: &ureq::Response) -> Result<Option<u64>, String> {
+    let Some(value) = r.header("content-length") else {
+        return Ok(None);
+    };
+    let digits = value.trim();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("Content-Length {value:?} is not a byte count"));
+    }
+    digits
+        .parse()
+        .map(Some)
+        .map_err(|_| format!("Content-Length {value:?} is not a byte count"))
+}
+
+/// A `Content-Range: bytes FIRST-LAST/TOTAL` header (TOTAL may be `*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ContentRange {
+    first: u64,
+    last: u64,
+    total: Option<u64>,
+}
+
+impl ContentRange {
+    /// Bytes in the range.
+    fn len(&self) -> u64 {
+        self.last - self.first + 1
+    }
+
+    /// An answer to an open-ended `bytes=N-` request: it runs to the last
+    /// byte of the file.
+    fn is_consistent(&self) -> bool {
+        self.total
+            .is_none_or(|t| t.checked_sub(1) == Some(self.last))
+    }
+}
+
+fn parse_content_range(value: Option<&str>) -> Option<ContentRange> {
     let rest = value?.trim().strip_prefix("bytes ")?;
     let (range, total) = rest.split_once('/')?;
-    let (first, _last) = range.split_once('-')?;
+    let (first, last) = range.split_once('-')?;
+    let number = |s: &str| -> Option<u64> {
+        let s = s.trim();
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
     let total = match total.trim() {
         "*" => None,
-        t => Some(t.parse().ok()?),
+        t => Some(number(t)?),
     };
-    Some((first.trim().parse().ok()?, total))
+    let (first, last) = (number(first)?, number(last)?);
+    (first <= last).then_some(ContentRange { first, last, total })
 }
 
-/// Resolves a `Location` header: absolute, scheme-relative or path-absolute.
+/// Whether a URL may be requested: the one rule for the first URL and every
+/// redirect hop (see the module documentation). `after_https`: an earlier
+/// hop of this request was `https`. `pinned`: the file's SHA-256 was known
+/// (manifest or lock) before the request, so a tampered body is refused
+/// whatever the transport. The error says why, for the message.
+pub fn check_url(url: &str, after_https: bool, pinned: bool) -> Result<(), String> {
+    let Some((scheme, host)) = scheme_and_host(url) else {
+        return Err(
+            "not an absolute http(s) URL this client reads unambiguously (user info, \
+             backslashes, spaces and control characters are refused)"
+                .into(),
+        );
+    };
+    match scheme.as_str() {
+        "https" => Ok(()),
+        "http" if after_https => {
+            Err("an https download never continues over plain http (a downgrade redirect)".into())
+        }
+        "http" if pinned || is_loopback_host(&host) => Ok(()),
+        "http" => Err(format!(
+            "plain http to {host} for a file whose SHA-256 nothing pins: use https, \
+             or pin its sha256 in the manifest"
+        )),
+        other => Err(format!(
+            "scheme {other}: only https (and pinned http) is fetched"
+        )),
+    }
+}
+
+fn is_https(url: &str) -> bool {
+    scheme_and_host(url).is_some_and(|(scheme, _)| scheme == "https")
+}
+
+/// Lower-case scheme and host of an absolute URL. None for what the HTTP
+/// client might read differently than this function: user info (`a@b`),
+/// backslashes (a path separator to WHATWG parsers), whitespace, controls.
+fn scheme_and_host(url: &str) -> Option<(String, String)> {
+    if url
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '\\')
+    {
+        return None;
+    }
+    let (scheme, rest) = url.split_once("://")?;
+    if scheme.is_empty()
+        || !scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+    {
+        return None;
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.is_empty() || authority.contains('@') {
+        return None;
+    }
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split_once(']')?.0,
+        None => authority
+            .rsplit_once(':')
+            .map_or(authority, |(host, _port)| host),
+    };
+    (!host.is_empty()).then(|| (scheme.to_ascii_lowercase(), host.to_ascii_lowercase()))
+}
+
+/// `localhost` or a loopback address: a server on this machine (the tests'
+/// server, a local mirror), with no network between it and us.
+fn is_loopback_host(host: &str) -> bool {
+    host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Resolves a `Location` header: absolute (any scheme: [`check_url`] judges
+/// it), scheme-relative or path-absolute.
 fn join_location(base: &str, location: &str) -> Option<String> {
-    if location.starts_with("http://") || location.starts_with("https://") {
+    let scheme_len = location.find(':').filter(|&i| {
+        i > 0
+            && location.as_bytes()[0].is_ascii_alphabetic()
+            && location[..i]
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+    });
+    if scheme_len.is_some() {
         return Some(location.to_string());
     }
     let scheme_end = base.find("://")? + 3;
@@ -616,12 +880,28 @@ mod unit {
 
     #[test]
     fn content_range_and_location_parsing() {
+        let range = |first, last, total| Some(ContentRange { first, last, total });
         assert_eq!(
             parse_content_range(Some("bytes 10-99/100")),
-            Some((10, Some(100)))
+            range(10, 99, Some(100))
         );
-        assert_eq!(parse_content_range(Some("bytes 10-99/*")), Some((10, None)));
-        assert_eq!(parse_content_range(Some("items 1-2/3")), None);
+        assert!(range(10, 99, Some(100)).unwrap().is_consistent());
+        assert!(!range(10, 98, Some(100)).unwrap().is_consistent());
+        assert_eq!(range(10, 99, None).unwrap().len(), 90);
+        assert_eq!(
+            parse_content_range(Some("bytes 10-99/*")),
+            range(10, 99, None)
+        );
+        for bad in [
+            "items 1-2/3",
+            "bytes 5-4/10",
+            "bytes -1-4/10",
+            "bytes +1-4/10",
+            "bytes 1-4/18446744073709551616",
+            "bytes 1-/10",
+        ] {
+            assert_eq!(parse_content_range(Some(bad)), None, "{bad}");
+        }
         assert_eq!(
             join_location("http://127.0.0.1:80/a/b?x=1", "/c/d").as_deref(),
             Some("http://127.0.0.1:80/c/d")
@@ -636,9 +916,49 @@ mod unit {
         );
         assert_eq!(join_location("https://h/x", "relative"), None);
         assert_eq!(
+            join_location("https://h/x", "ftp://h/y").as_deref(),
+            Some("ftp://h/y")
+        );
+        assert_eq!(
             part_path(Path::new("/d/a.zip")),
             PathBuf::from("/d/a.zip.part")
         );
         assert_eq!(short_name("https://h/p/file.zip?sig=1"), "file.zip");
+    }
+
+    #[test]
+    fn the_redirect_policy_never_downgrades_and_keeps_clear_text_local_or_pinned() {
+        let ok = |url, after_https, pinned| check_url(url, after_https, pinned).is_ok();
+        // https anywhere, first or after a redirect.
+        assert!(ok("https://huggingface.co/a/resolve/main/x", false, false));
+        assert!(ok("https://cdn-lfs.hf.co/x?sig=1", true, false));
+        // The downgrade: never, not even to loopback or for a pinned file.
+        for url in ["http://cdn.example/x", "http://127.0.0.1:8000/x"] {
+            let err = check_url(url, true, true).unwrap_err();
+            assert!(err.contains("never continues over plain http"), "{err}");
+        }
+        // Plain http before any https hop: loopback, or a pinned hash.
+        assert!(ok("http://127.0.0.1:8000/x", false, false));
+        assert!(ok("http://localhost/x", false, false));
+        assert!(ok("http://[::1]:80/x", false, false));
+        assert!(ok("http://data.csail.mit.edu/ADE.zip", false, true));
+        let err = check_url("http://data.csail.mit.edu/ADE.zip", false, false).unwrap_err();
+        assert!(err.contains("data.csail.mit.edu"), "{err}");
+        // Other schemes, and URLs a WHATWG parser could read another way.
+        for url in [
+            "ftp://127.0.0.1/x",
+            "file:///etc/passwd",
+            "data:text/plain,x",
+            "http://127.0.0.1@evil.example/x",
+            "http://evil.example\\@127.0.0.1/x",
+            "http://127.0.0.1 /x",
+            "http://127.0.0.1./x",
+            "http:///x",
+            "/relative",
+        ] {
+            assert!(!ok(url, false, false), "{url}");
+        }
+        assert!(ok("HTTPS://Example.COM/x", true, false));
+        assert!(ok("http://LOCALHOST:1/x", false, false));
     }
 }

@@ -33,6 +33,22 @@ pub enum FetchError {
     /// Hugging Face headers, too many redirects).
     #[error("unexpected answer from {url}: {message}")]
     BadResponse { url: String, message: String },
+    /// A URL (from a manifest, `HF_ENDPOINT` or a redirect) that the
+    /// download policy does not request: a downgrade to plain http, clear
+    /// text for an unpinned file, another scheme.
+    #[error("refusing to request {url}: {reason}")]
+    RefusedUrl { url: String, reason: String },
+    /// The server sent more bytes than the file may have; what was received
+    /// is deleted.
+    #[error(
+        "{url}: the server sent more than the {limit} bytes {limit_by} allows; \
+         the download was cut off there and not kept"
+    )]
+    TooLong {
+        url: String,
+        limit: u64,
+        limit_by: String,
+    },
     /// `--offline` (or `HF_HUB_OFFLINE`) and the item is not on disk.
     #[error("{what} is not on disk and downloads are off (--offline or HF_HUB_OFFLINE)\n{manual}")]
     Offline { what: String, manual: String },
@@ -73,12 +89,13 @@ pub enum FetchError {
     /// A zip archive cannot be read.
     #[error("{}: {message}", archive.display())]
     Zip { archive: PathBuf, message: String },
-    /// A zip entry would land outside the target folder, or is a link.
-    #[error("{}: refusing entry {entry:?}: {reason}; nothing was unpacked", archive.display())]
+    /// A zip entry would land outside the target folder, is a link, repeats
+    /// another entry's path, or unpacks to more than the archive may hold.
+    #[error("{}: refusing entry {entry:?}: {reason}; nothing was kept", archive.display())]
     UnsafeZipEntry {
         archive: PathBuf,
         entry: String,
-        reason: &'static str,
+        reason: String,
     },
     /// An unpacked dataset does not have the layout its manifest describes.
     #[error("{}: {problem}", dir.display())]

@@ -44,7 +44,17 @@ impl HubCache {
         let path = self.repo_dir(repo).join("refs").join(revision);
         let commit = std::fs::read_to_string(path).ok()?;
         let commit = commit.trim();
-        (!commit.is_empty() && !commit.contains(['/', '\\', '.'])).then(|| commit.to_string())
+        is_commit_id(commit).then(|| commit.to_string())
+    }
+
+    /// The folder whose [`sae_steer_files::FolderLock`] a download into this
+    /// repository holds: under `<cache>/.locks/`, where the Python hub
+    /// library keeps its locks too, so the repository folder itself holds
+    /// only what hf-hub expects.
+    pub fn lock_dir(&self, repo: &str) -> PathBuf {
+        self.root
+            .join(".locks")
+            .join(Repo::new(repo.to_string(), RepoType::Model).folder_name())
     }
 
     pub fn snapshot_path(&self, repo: &str, commit: &str, file: &str) -> PathBuf {
@@ -82,7 +92,7 @@ impl HubCache {
         blob: &str,
     ) -> Result<PathBuf> {
         let blob_path = self.repo_dir(repo).join("blobs").join(blob);
-        std::fs::rename(downloaded, &blob_path).map_err(|e| FetchError::io(&blob_path, e))?;
+        super::download::rename_durably(downloaded, &blob_path)?;
         let pointer = self.snapshot_path(repo, commit, file);
         let parent = pointer.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(parent).map_err(|e| FetchError::io(parent, e))?;
@@ -90,21 +100,15 @@ impl HubCache {
             std::fs::remove_file(&pointer).map_err(|e| FetchError::io(&pointer, e))?;
         }
         link_or_move(&blob_path, &pointer, file)?;
+        sae_steer_files::sync_dir(parent).map_err(|e| FetchError::io(parent, e))?;
         Ok(pointer)
     }
 
-    /// Points `refs/<revision>` at `commit` (as hf-hub does after a download).
+    /// Points `refs/<revision>` at `commit` (what hf-hub writes after a
+    /// download: the bare commit, no newline), atomically.
     pub fn set_ref(&self, repo: &str, revision: &str, commit: &str) -> Result<()> {
-        let cache = hf_hub::Cache::new(self.root.clone());
-        let handle = cache.repo(Repo::with_revision(
-            repo.to_string(),
-            RepoType::Model,
-            revision.to_string(),
-        ));
         let path = self.repo_dir(repo).join("refs").join(revision);
-        handle
-            .create_ref(commit)
-            .map_err(|e| FetchError::io(path, e))
+        super::lock::write_atomic(&path, commit.trim().as_bytes())
     }
 
     /// Removes a snapshot entry and the blob it links to (after a failed check).
@@ -140,6 +144,12 @@ fn link_or_move(blob: &Path, pointer: &Path, file: &str) -> Result<()> {
         let _ = file;
         std::fs::rename(blob, pointer).map_err(|e| FetchError::io(pointer, e))
     }
+}
+
+/// Whether `s` can be a commit id: what names `snapshots/<commit>/`, so it
+/// must be one plain path component (git's are 40 hex digits).
+pub fn is_commit_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
 /// A file name for the blob: the server's ETag (what hf-hub uses: the

@@ -5,7 +5,6 @@
 //! exactly the same files.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -65,17 +64,10 @@ impl LockFile {
     /// Reads `path`; a missing file is an empty lock.
     pub fn load(path: &Path) -> Result<Self> {
         let lock = match std::fs::read_to_string(path) {
-            Ok(text) => {
-                let lock: Lock = toml::from_str(&text).map_err(|e| FetchError::Manifest {
-                    path: path.to_path_buf(),
-                    message: e.to_string(),
-                })?;
-                lock.check().map_err(|message| FetchError::Manifest {
-                    path: path.to_path_buf(),
-                    message,
-                })?;
-                lock
-            }
+            Ok(text) => Lock::parse(&text).map_err(|message| FetchError::Manifest {
+                path: path.to_path_buf(),
+                message,
+            })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Lock::default(),
             Err(e) => return Err(FetchError::io(path, e)),
         };
@@ -85,8 +77,8 @@ impl LockFile {
         })
     }
 
-    /// Writes the lock through a temporary file and a rename, so a crash
-    /// never leaves half a lock file.
+    /// Writes the lock atomically ([`write_atomic`]), so a crash never leaves
+    /// half a lock file.
     pub fn save(&self) -> Result<()> {
         let body = toml::to_string_pretty(&self.lock).map_err(|e| FetchError::Manifest {
             path: self.path.clone(),
@@ -97,6 +89,13 @@ impl LockFile {
 }
 
 impl Lock {
+    /// Parses and checks a lock file's text; the error says what is wrong.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let lock: Self = toml::from_str(text).map_err(|e| e.to_string())?;
+        lock.check()?;
+        Ok(lock)
+    }
+
     fn check(&self) -> Result<(), String> {
         let files = self.url.iter().map(|(k, f)| (k.as_str(), f)).chain(
             self.hub
@@ -112,7 +111,7 @@ impl Lock {
             }
         }
         for (repo, r) in &self.hub {
-            if r.commit.is_empty() || r.commit.contains(['/', '\\', '.']) {
+            if !super::hub::is_commit_id(&r.commit) {
                 return Err(format!("{repo}: bad commit {:?}", r.commit));
             }
         }
@@ -120,20 +119,9 @@ impl Lock {
     }
 }
 
-/// Writes `bytes` to `path` through a sibling temporary file and a rename.
+/// Writes `bytes` to `path` atomically through the toolkit's one
+/// implementation ([`sae_steer_files::write_atomic`]: an exclusive temporary
+/// unique to this process and call, fsync, rename, folder fsync).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| FetchError::io(dir, e))?;
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(format!(".tmp{}", std::process::id()));
-    let tmp = dir.join(tmp_name);
-    let written = std::fs::File::create(&tmp).and_then(|mut f| {
-        f.write_all(bytes)?;
-        f.sync_all()
-    });
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(FetchError::io(&tmp, e));
-    }
-    std::fs::rename(&tmp, path).map_err(|e| FetchError::io(path, e))
+    sae_steer_files::write_atomic(path, bytes).map_err(|e| FetchError::io(path, e))
 }

@@ -249,7 +249,7 @@ impl SourceManifest {
             return Err("nothing to fetch: no [[archive]], [[hub]] or [[url]]".into());
         }
         for a in &self.archives {
-            check_url(&a.url)?;
+            check_url(&a.url, a.sha256.as_deref())?;
             check_file_name(&a.file)?;
             check_relative(&a.root)?;
             check_sha256(a.sha256.as_deref())?;
@@ -265,7 +265,8 @@ impl SourceManifest {
             if parts.len() != 2 || parts.iter().any(|p| p.is_empty() || p.starts_with('.')) {
                 return Err(format!("hub repo {:?}: expected owner/name", h.repo));
             }
-            if h.revision.is_empty() || h.revision.contains("..") {
+            // It names `refs/<revision>` in the cache and is part of the URL.
+            if !is_url_path(&h.revision) {
                 return Err(format!(
                     "hub repo {}: bad revision {:?}",
                     h.repo, h.revision
@@ -276,11 +277,17 @@ impl SourceManifest {
             }
             for f in &h.files {
                 check_relative(&f.name)?;
+                if !is_url_path(&f.name) {
+                    return Err(format!(
+                        "hub repo {}: file {:?}: use letters, digits, '.', '_', '-' and '/'",
+                        h.repo, f.name
+                    ));
+                }
                 check_sha256(f.sha256.as_deref())?;
             }
         }
         for u in &self.urls {
-            check_url(&u.url)?;
+            check_url(&u.url, u.sha256.as_deref())?;
             check_relative(&u.dest)?;
             check_sha256(u.sha256.as_deref())?;
         }
@@ -323,14 +330,27 @@ impl ManualFeatures {
     }
 }
 
-fn check_url(url: &str) -> Result<(), String> {
-    if url.starts_with("http://") || url.starts_with("https://") {
-        Ok(())
-    } else {
-        Err(format!(
-            "url {url:?}: only http:// and https:// are supported"
-        ))
-    }
+/// The downloader's rule ([`super::download::check_url`]), checked when the
+/// manifest is read: https, or plain http only to a loopback host or with the
+/// file's sha256 in the manifest entry itself (ADE20K is served over http
+/// only; its published hash, not the transport, is what vouches for it).
+fn check_url(url: &str, sha256: Option<&str>) -> Result<(), String> {
+    super::download::check_url(url, false, sha256.is_some())
+        .map_err(|reason| format!("url {url:?}: {reason}"))
+}
+
+/// Relative, `/`-separated, made of URL- and path-safe characters only, with
+/// no empty, `.` or `..` segment.
+fn is_url_path(s: &str) -> bool {
+    !s.is_empty()
+        && s.split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        })
 }
 
 fn check_file_name(name: &str) -> Result<(), String> {

@@ -7,6 +7,12 @@
 //! laid out exactly as hf-hub lays them out, so the model loaders find them
 //! offline; one code path gives resume, hash checks, the lock file and
 //! offline tests for all downloads.
+//!
+//! Every file ends up pinned by a SHA-256: the manifest's, else the one
+//! `lock.toml` recorded when the file was first fetched (trust on first use,
+//! announced on the terminal; commit the lock), and every later fetch is
+//! checked against it. What a server may do is bounded in [`download`]
+//! (redirect policy, size limits) and what an archive may do in [`archive`].
 
 mod archive;
 mod download;
@@ -24,12 +30,14 @@ use std::time::Duration;
 
 use anyhow::{Context, Result as AnyResult};
 
-use archive::{Marker, check_layout, unpack_zip};
-use download::{Claim, Downloader, Expected, remove_if_exists, verify_file};
+use archive::{Marker, check_layout, unpack_limit, unpack_zip};
+use download::{
+    Claim, DEFAULT_UNSIZED_LIMIT, Downloader, Expected, remove_if_exists, rename_durably,
+    verify_file,
+};
 pub use error::FetchError;
 use error::Result;
 use hub::HubCache;
-pub use lock::write_atomic;
 use lock::{LockFile, LockedFile, LockedRepo};
 use manifest::{Archive, HubRepo, LOCK_FILE, Manifests, SourceManifest, UrlFile};
 
@@ -85,7 +93,15 @@ pub struct Options {
     pub progress: bool,
     pub attempts: u32,
     pub retry_delay: Duration,
+    /// The most bytes accepted for a file whose size no manifest or lock
+    /// entry states ([`Downloader::unsized_limit`]).
+    pub unsized_limit: u64,
 }
+
+/// Present files smaller than this are re-hashed on every run, not only
+/// compared by size (`config.json` costs nothing to hash; a swapped one would
+/// otherwise go unnoticed without `--verify`).
+const ALWAYS_REHASH_BELOW: u64 = 16 << 20;
 
 /// What happened to one file or dataset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +155,7 @@ pub fn run(args: Args) -> AnyResult<()> {
         progress: true,
         attempts: 5,
         retry_delay: Duration::from_secs(2),
+        unsized_limit: DEFAULT_UNSIZED_LIMIT,
     };
     let manifests = Manifests::load(&options.manifests_dir)?;
     if let Some(table) = &manifests.manual_features {
@@ -203,9 +220,16 @@ pub fn fetch(options: &Options) -> Result<Vec<Report>> {
             ),
         });
     }
+    // Partial downloads, staging folders and the lock file are shared by
+    // name: a second fetch into the same data folder waits its turn rather
+    // than writing into the same `.part` file (the kernel frees the lock if
+    // this process is killed).
+    let _data_lock = sae_steer_files::FolderLock::acquire(&options.data_dir)
+        .map_err(|e| FetchError::io(&options.data_dir, e))?;
     let mut downloader = Downloader::new(options.progress);
     downloader.attempts = options.attempts;
     downloader.retry_delay = options.retry_delay;
+    downloader.unsized_limit = options.unsized_limit;
     let mut fetcher = Fetcher {
         options,
         downloader,
@@ -316,6 +340,9 @@ impl Fetcher<'_> {
             sha256: sha256.to_string(),
         };
         if self.lock.lock.url.get(url) != Some(&entry) {
+            if manifest_sha.is_none() && !self.lock.lock.url.contains_key(url) {
+                announce_first_use(url, &entry, &self.lock.path);
+            }
             self.lock.lock.url.insert(url.to_string(), entry);
             self.lock.save()?;
         }
@@ -396,20 +423,21 @@ impl Fetcher<'_> {
         if staging.exists() {
             std::fs::remove_dir_all(&staging).map_err(|e| FetchError::io(&staging, e))?;
         }
-        let unpacked = unpack_zip(&zip, &staging, self.options.progress).and_then(|()| {
-            let inner = staging.join(&a.root);
-            check_layout(&inner, &a.layout)?;
-            Marker {
-                url: a.url.clone(),
-                size,
-                sha256: sha256.clone(),
-            }
-            .write(&inner)?;
-            if let Some(parent) = root.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| FetchError::io(parent, e))?;
-            }
-            std::fs::rename(&inner, &root).map_err(|e| FetchError::io(&root, e))
-        });
+        let unpacked = unpack_zip(&zip, &staging, unpack_limit(size), self.options.progress)
+            .and_then(|()| {
+                let inner = staging.join(&a.root);
+                check_layout(&inner, &a.layout)?;
+                Marker {
+                    url: a.url.clone(),
+                    size,
+                    sha256: sha256.clone(),
+                }
+                .write(&inner)?;
+                if let Some(parent) = root.parent() {
+                    std::fs::create_dir_all(parent).map_err(|e| FetchError::io(parent, e))?;
+                }
+                rename_durably(&inner, &root)
+            });
         if staging.exists() {
             std::fs::remove_dir_all(&staging).map_err(|e| FetchError::io(&staging, e))?;
         }
@@ -430,7 +458,8 @@ impl Fetcher<'_> {
             self.lock.lock.url.get(&u.url),
         )?;
         let (outcome, size, sha256) = if dest.exists() {
-            if expected.sha256.is_some() && !self.options.verify && size_matches(dest, &expected)? {
+            let known = expected.sha256.is_some() && !self.options.verify;
+            if known && trusted_by_size(dest, &expected)? {
                 return Ok(Outcome::Present);
             }
             match verify_file(
@@ -439,6 +468,7 @@ impl Fetcher<'_> {
                 &expected,
                 self.options.progress,
             ) {
+                Ok((size, sha)) if known => (Outcome::Present, size, sha),
                 Ok((size, sha)) => (Outcome::Adopted, size, sha),
                 Err(e) => {
                     set_aside(dest)?;
@@ -494,6 +524,9 @@ impl Fetcher<'_> {
             });
         }
         let offline = self.options.offline || self.options.hub_offline;
+        // Taken before the first download into the cache (two fetches would
+        // share the `incoming-*` names), not for a cache that is only read.
+        let mut cache_lock = None;
         for f in &h.files {
             let key = format!("{}/{}", h.repo, f.name);
             let mut expected = self.expected(
@@ -519,31 +552,38 @@ impl Fetcher<'_> {
                     // hf-hub names LFS blobs by their SHA-256.
                     expected.sha256 = Some(Claim::new(name, "the hf-hub blob name"));
                 }
-                let outcome = if known && !self.options.verify && size_matches(&pointer, &expected)?
-                {
-                    Outcome::Present
-                } else {
-                    match verify_file(&pointer, &key, &expected, self.options.progress) {
-                        Ok((size, sha256)) => {
-                            files.insert(f.name.clone(), LockedFile { size, sha256 });
-                            if known {
-                                Outcome::Present
-                            } else {
-                                Outcome::Adopted
+                let outcome =
+                    if known && !self.options.verify && trusted_by_size(&pointer, &expected)? {
+                        Outcome::Present
+                    } else {
+                        match verify_file(&pointer, &key, &expected, self.options.progress) {
+                            Ok((size, sha256)) => {
+                                files.insert(f.name.clone(), LockedFile { size, sha256 });
+                                if known {
+                                    Outcome::Present
+                                } else {
+                                    Outcome::Adopted
+                                }
+                            }
+                            Err(e) => {
+                                cache.remove(&h.repo, &pointer)?;
+                                return Err(e);
                             }
                         }
-                        Err(e) => {
-                            cache.remove(&h.repo, &pointer)?;
-                            return Err(e);
-                        }
-                    }
-                };
+                    };
                 self.report(item, key, outcome, pointer);
                 continue;
             }
             let manual = hub_manual(h, &cache);
             if offline {
                 return Err(FetchError::Offline { what: key, manual });
+            }
+            if cache_lock.is_none() {
+                let dir = cache.lock_dir(&h.repo);
+                cache_lock = Some(
+                    sae_steer_files::FolderLock::acquire(&dir)
+                        .map_err(|e| FetchError::io(&dir, e))?,
+                );
             }
             let revision = commit.clone().unwrap_or_else(|| h.revision.clone());
             let url = format!(
@@ -561,9 +601,7 @@ impl Fetcher<'_> {
                     Err(format!("serves commit {c}, but {pinned} was asked for"))
                 }
                 (Some(pinned), _) => Ok(pinned.clone()),
-                (None, Some(c)) if !c.is_empty() && !c.contains(['/', '\\', '.']) => {
-                    Ok(c.to_string())
-                }
+                (None, Some(c)) if hub::is_commit_id(c) => Ok(c.to_string()),
                 (None, _) => Err(
                     "no usable X-Repo-Commit header (is HF_ENDPOINT a Hugging Face hub?)"
                         .to_string(),
@@ -581,6 +619,16 @@ impl Fetcher<'_> {
                 &got.sha256,
             );
             let pointer = cache.install(&h.repo, &served, &f.name, &got.path, &blob)?;
+            if f.sha256.is_none() && !files.contains_key(&f.name) {
+                announce_first_use(
+                    &key,
+                    &LockedFile {
+                        size: got.size,
+                        sha256: got.sha256.clone(),
+                    },
+                    &self.lock.path,
+                );
+            }
             files.insert(
                 f.name.clone(),
                 LockedFile {
@@ -617,11 +665,26 @@ impl Fetcher<'_> {
     }
 }
 
-fn size_matches(path: &Path, expected: &Expected) -> Result<bool> {
+/// Whether a present file with a known hash may skip re-hashing: it has the
+/// expected size and is big enough that hashing it costs real time (small
+/// files, `config.json` among them, are always re-hashed).
+fn trusted_by_size(path: &Path, expected: &Expected) -> Result<bool> {
     let len = std::fs::metadata(path)
         .map_err(|e| FetchError::io(path, e))?
         .len();
-    Ok(expected.size.as_ref().is_none_or(|s| s.value == len))
+    Ok(len >= ALWAYS_REHASH_BELOW && expected.size.as_ref().is_none_or(|s| s.value == len))
+}
+
+/// Says that a file nothing pinned was just recorded in the lock: from now on
+/// it is checked against that hash, and the lock should be committed.
+fn announce_first_use(what: &str, entry: &LockedFile, lock: &Path) {
+    eprintln!(
+        "{what}: no pinned SHA-256; recorded {} ({} bytes) in {} on first use. \
+         Later fetches are checked against it: commit that file",
+        entry.sha256,
+        entry.size,
+        lock.display()
+    );
 }
 
 /// Moves a file that failed its check away from its final name.
@@ -629,7 +692,7 @@ fn set_aside(path: &Path) -> Result<()> {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".rejected");
     let aside = path.with_file_name(name);
-    std::fs::rename(path, &aside).map_err(|e| FetchError::io(path, e))?;
+    rename_durably(path, &aside)?;
     eprintln!("moved the rejected file to {}", aside.display());
     Ok(())
 }

@@ -138,6 +138,7 @@ impl Env {
             progress: false,
             attempts: 1,
             retry_delay: Duration::from_millis(1),
+            unsized_limit: download::DEFAULT_UNSIZED_LIMIT,
         }
     }
 
@@ -840,7 +841,7 @@ fn the_project_manifests_parse_and_hold_the_spec_facts() {
 #[test]
 fn invalid_manifests_are_rejected_with_the_reason() {
     let base = "name = \"x\"\ndescription = \"t\"\n";
-    let archive = "[[archive]]\nurl = \"http://h/x.zip\"\nfile = \"x.zip\"\nroot = \"X\"\n";
+    let archive = "[[archive]]\nurl = \"https://h/x.zip\"\nfile = \"x.zip\"\nroot = \"X\"\n";
     let cases = [
         (
             format!("{base}{archive}[archive.layout]\nfiles = [\"../escape\"]\n"),
@@ -856,7 +857,7 @@ fn invalid_manifests_are_rejected_with_the_reason() {
         ),
         (
             format!("{base}[[url]]\nurl = \"ftp://h/x\"\ndest = \"x\"\n"),
-            "http://",
+            "scheme ftp",
         ),
         (
             format!("{base}[[hub]]\nrepo = \"noslash\"\nfiles = [{{ name = \"a\" }}]\n"),

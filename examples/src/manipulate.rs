@@ -43,6 +43,7 @@ impl BackendTask for Serve {
         let limits = UploadLimits {
             max_bytes: args.max_upload_mib.saturating_mul(1 << 20),
             max_pixels: args.max_upload_mpix.saturating_mul(1_000_000),
+            ..UploadLimits::default()
         };
         let store = Arc::new(loaded.store.with_limits(limits));
         let session = Session::new(loaded.steering, store, args.cache_images);

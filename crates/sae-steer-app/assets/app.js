@@ -211,10 +211,25 @@ async function loadExample(index) {
   });
 }
 
+// The upload's Content-Type from its first bytes: the server takes only
+// image/png and image/jpeg (types a cross-site form cannot send), and a
+// file's own type comes from its name, which may be missing or wrong.
+async function imageType(file) {
+  const head = new Uint8Array(await file.slice(0, 4).arrayBuffer());
+  if (head[0] === 0x89 && head[1] === 0x50 && head[2] === 0x4e && head[3] === 0x47) return 'image/png';
+  if (head[0] === 0xff && head[1] === 0xd8 && head[2] === 0xff) return 'image/jpeg';
+  return null;
+}
+
 async function uploadFile(file) {
   const limit = state.info.limits.max_bytes;
   if (file.size > limit) {
     setStatus(`Error: ${file.name} is ${file.size} bytes; the limit is ${limit}.`, 'error');
+    return;
+  }
+  const type = await imageType(file);
+  if (!type) {
+    setStatus(`Error: ${file.name} is not a JPEG or PNG image.`, 'error');
     return;
   }
   state.load += 1;
@@ -222,7 +237,7 @@ async function uploadFile(file) {
   await busy(`Uploading ${file.name}…`, async () => {
     const shown = await api('/api/upload', {
       method: 'POST',
-      headers: { 'Content-Type': file.type || 'application/octet-stream' },
+      headers: { 'Content-Type': type },
       body: file,
     });
     if (load !== state.load) return;

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 /// data, serving requests, and drawing figures.
 ///
 /// Request errors carry the HTTP status they are answered with
-/// ([`AppError::status`]); their message is what the client sees.
+/// ([`AppError::status`]); the message of a 4xx is what the client sees,
+/// that of a 500 (which may name files of the machine) goes to the server's
+/// log and the client gets a generic one.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error(transparent)]
@@ -31,6 +33,9 @@ pub enum AppError {
     /// An upload that is not a JPEG or PNG image (415).
     #[error("{0}")]
     Unsupported(String),
+    /// An upload that is truncated or damaged (422).
+    #[error("{0}")]
+    Corrupt(String),
     /// The model worker's queue is full (503).
     #[error("{0}")]
     Busy(String),
@@ -56,6 +61,7 @@ impl AppError {
             Self::NotFound(_) => 404,
             Self::TooLarge(_) => 413,
             Self::Unsupported(_) => 415,
+            Self::Corrupt(_) => 422,
             Self::Busy(_) => 503,
             // A corrupt dataset file or a failed model call is the server's
             // problem, not the client's.

@@ -7,16 +7,21 @@ use std::io::Cursor;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use image::{ImageFormat, ImageReader, Limits, RgbImage};
+use image::{ImageFormat, ImageReader, RgbImage};
 use sae_steer_ade20k::{ClassNames, ImageList, read_label_map, resize_crop_labels};
-use sae_steer_vit::{PixelValues, Preprocess, open_image};
+use sae_steer_vit::{
+    DecodeErrorKind, ImageLimits, PixelValues, Preprocess, decode_image, open_image,
+};
 
 use crate::error::{AppError, Result};
 
 /// Which image a request is about: an example by its index in the example
-/// list, or an upload by the number the server gave it.
+/// list, or an upload by the random number the server gave it.
 ///
-/// Written `12` and `u3` in URLs.
+/// Written `12` and `u3f0c9a7e1b2d4c58` (16 hex digits) in URLs. Upload ids
+/// are random, not counted, so a page that can reach the server (the Host
+/// check stops DNS rebinding, but defence in depth) cannot guess another
+/// user's uploads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ImageKey {
     Example(usize),
@@ -27,7 +32,7 @@ impl fmt::Display for ImageKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Example(i) => write!(f, "{i}"),
-            Self::Upload(n) => write!(f, "u{n}"),
+            Self::Upload(n) => write!(f, "u{n:016x}"),
         }
     }
 }
@@ -38,32 +43,117 @@ impl FromStr for ImageKey {
     fn from_str(s: &str) -> Result<Self> {
         let bad = || {
             AppError::BadRequest(format!(
-                "`{s}` is not an image id (an example index such as 12, or an upload id such as u3)"
+                "`{s}` is not an image id (an example index such as 12, or an upload id such as u3f0c9a7e1b2d4c58)"
             ))
         };
         match s.strip_prefix('u') {
-            Some(n) => n.parse().map(Self::Upload).map_err(|_| bad()),
+            // from_str_radix alone would take a leading `+`.
+            Some(n)
+                if !n.is_empty() && n.len() <= 16 && n.bytes().all(|b| b.is_ascii_hexdigit()) =>
+            {
+                u64::from_str_radix(n, 16)
+                    .map(Self::Upload)
+                    .map_err(|_| bad())
+            }
+            Some(_) => Err(bad()),
             None => s.parse().map(Self::Example).map_err(|_| bad()),
         }
     }
 }
 
-/// How large an upload may be. Both limits are checked before the image is
-/// decoded: the byte size first, then the dimensions from the file header.
+/// How large an upload may be. All but `max_alloc` are checked before the
+/// image is decoded: the byte size first, then, from the file header, each
+/// side, the aspect ratio and the pixel count; the decoder then runs with
+/// `max_alloc` as its allocation budget ([`sae_steer_vit::decode_image`]).
+///
+/// The sides and the aspect ratio bound what the preprocessing allocates
+/// after the decode: its resize to 256x256 first scales the rows, into
+/// `width * 256` 16-byte pixels, so a 40,000,000 x 1 strip that passes any
+/// pixel count would ask for 163 GB; with `max_side` 8,192 it is 32 MiB.
+///
+/// Peak memory of one upload is therefore at most `max_bytes` (the body) +
+/// `max_alloc` (the decoded image) + `3 * max_pixels` (its 8-bit RGB copy) +
+/// `max_side * 256 * 16` (the resize), about 430 MiB with the defaults; the
+/// server bounds how many run at once ([`crate::ServerLimits`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UploadLimits {
     /// Largest file accepted, in bytes.
     pub max_bytes: usize,
     /// Largest `width * height` accepted.
     pub max_pixels: u64,
+    /// Largest width, and largest height.
+    pub max_side: u32,
+    /// Largest ratio of the longer side to the shorter one.
+    pub max_aspect: u32,
+    /// Bytes the decoder may allocate, its output included: a 16-bit RGBA
+    /// image of `max_pixels` (8 bytes a pixel) is refused, 8-bit RGB(A) and
+    /// 16-bit RGB of that size pass.
+    pub max_alloc: u64,
 }
 
 impl Default for UploadLimits {
+    /// 16 MiB, 40 megapixels, 8,192 px a side, 32:1, 256 MiB decoded.
     fn default() -> Self {
         Self {
             max_bytes: 16 << 20,
             max_pixels: 40_000_000,
+            max_side: 8192,
+            max_aspect: 32,
+            max_alloc: 256 << 20,
         }
+    }
+}
+
+impl UploadLimits {
+    /// The same bounds for the shared decoder.
+    pub fn image_limits(&self) -> ImageLimits {
+        ImageLimits {
+            max_bytes: self.max_bytes as u64,
+            max_side: self.max_side,
+            max_aspect: self.max_aspect,
+            max_pixels: self.max_pixels,
+            max_alloc: self.max_alloc,
+        }
+    }
+
+    /// Most bytes one upload can make the server hold at once (see the type's
+    /// documentation); saturates rather than overflows.
+    pub fn peak_bytes(&self) -> u64 {
+        (self.max_bytes as u64)
+            .saturating_add(self.max_alloc)
+            .saturating_add(self.max_pixels.saturating_mul(3))
+            .saturating_add(u64::from(self.max_side).saturating_mul(256 * 16))
+    }
+
+    /// Refuses an image by its sides, aspect ratio and pixel count (413),
+    /// from the dimensions its header declares.
+    fn check_dimensions(&self, width: u32, height: u32) -> Result<()> {
+        if width == 0 || height == 0 {
+            return Err(AppError::Corrupt(format!(
+                "the upload declares {width}x{height} pixels; an image has at least one pixel a side"
+            )));
+        }
+        if width > self.max_side || height > self.max_side {
+            return Err(AppError::TooLarge(format!(
+                "the upload is {width}x{height} pixels; each side may be at most {} pixels",
+                self.max_side
+            )));
+        }
+        let (long, short) = (width.max(height), width.min(height));
+        if u64::from(long) > u64::from(short) * u64::from(self.max_aspect) {
+            return Err(AppError::TooLarge(format!(
+                "the upload is {width}x{height} pixels; the longer side may be at most {} times the shorter",
+                self.max_aspect
+            )));
+        }
+        let pixels = u64::from(width) * u64::from(height);
+        if pixels > self.max_pixels {
+            return Err(AppError::TooLarge(format!(
+                "the upload is {width}x{height} = {pixels} pixels; the limit is {}",
+                self.max_pixels
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -108,7 +198,8 @@ pub struct ImageStore {
 
 #[derive(Debug, Default)]
 struct Uploads {
-    next: u64,
+    /// Uploads so far, for their names (`upload 3`); not their ids.
+    count: u64,
     kept: VecDeque<(u64, ShownImage)>,
 }
 
@@ -199,7 +290,7 @@ impl ImageStore {
                 .map(|(_, s)| s.clone())
                 .ok_or_else(|| {
                     AppError::NotFound(format!(
-                        "no upload u{n} (the server keeps the last {UPLOADS_KEPT} uploads; upload it again)"
+                        "no upload {key} (the server keeps the last {UPLOADS_KEPT} uploads; upload it again)"
                     ))
                 })?,
         };
@@ -256,10 +347,11 @@ impl ImageStore {
 
     /// Checks, decodes and keeps an uploaded JPEG or PNG; returns its key.
     ///
-    /// The byte size is checked first, then the format is sniffed and the
-    /// dimensions read from the header, and only an image within
-    /// [`UploadLimits`] is decoded (with the decoder's own allocation limit
-    /// set as well).
+    /// The byte size is checked first, then the format is sniffed from the
+    /// content (JPEG and PNG only: 415 otherwise) and the dimensions read from
+    /// the header, and only an image within [`UploadLimits`] is decoded (413
+    /// otherwise), by the shared bounded decoder, which also refuses a
+    /// truncated or corrupt file (422) rather than filling in what is missing.
     pub fn upload(&self, bytes: &[u8]) -> Result<(ImageKey, ShownImage)> {
         let limits = self.limits;
         if bytes.len() > limits.max_bytes {
@@ -272,58 +364,55 @@ impl ImageStore {
         if bytes.is_empty() {
             return Err(AppError::BadRequest("the upload is empty".into()));
         }
-        let reader = || -> Result<ImageReader<Cursor<&[u8]>>> {
-            let reader = ImageReader::new(Cursor::new(bytes))
-                .with_guessed_format()
-                .map_err(|e| AppError::BadRequest(format!("cannot read the upload: {e}")))?;
-            match reader.format() {
-                Some(ImageFormat::Jpeg | ImageFormat::Png) => Ok(reader),
-                Some(other) => Err(AppError::Unsupported(format!(
+        // The shared decoder takes WebP as well; the app keeps to the two
+        // formats the page offers, one parser fewer facing the network.
+        let format = match image::guess_format(bytes) {
+            Ok(format @ (ImageFormat::Jpeg | ImageFormat::Png)) => format,
+            Ok(other) => {
+                return Err(AppError::Unsupported(format!(
                     "the upload is {other:?}; only JPEG and PNG images are accepted"
-                ))),
-                None => Err(AppError::Unsupported(
+                )));
+            }
+            Err(_) => {
+                return Err(AppError::Unsupported(
                     "the upload is not a JPEG or PNG image".into(),
-                )),
+                ));
             }
         };
-        let (width, height) = reader()?.into_dimensions().map_err(|e| {
-            AppError::BadRequest(format!("the upload's image header is unreadable: {e}"))
+        // The header alone, so that an image is refused for its declared
+        // size whatever follows it (even a file cut short).
+        let (width, height) = ImageReader::with_format(Cursor::new(bytes), format)
+            .into_dimensions()
+            .map_err(|e| {
+                AppError::Corrupt(format!("the upload's image header is unreadable: {e}"))
+            })?;
+        limits.check_dimensions(width, height)?;
+        let image = decode_image(bytes, &limits.image_limits()).map_err(|e| {
+            let message = format!("cannot decode the upload: {e}");
+            match e.kind {
+                DecodeErrorKind::TooLarge => AppError::TooLarge(message),
+                DecodeErrorKind::Unsupported => AppError::Unsupported(message),
+                DecodeErrorKind::Corrupt => AppError::Corrupt(message),
+            }
         })?;
-        let pixels = u64::from(width) * u64::from(height);
-        if pixels > limits.max_pixels {
-            return Err(AppError::TooLarge(format!(
-                "the upload is {width}x{height} = {pixels} pixels; the limit is {}",
-                limits.max_pixels
-            )));
-        }
-        if pixels == 0 {
-            return Err(AppError::BadRequest("the upload has no pixels".into()));
-        }
-        let mut reader = reader()?;
-        let mut decoder_limits = Limits::default();
-        decoder_limits.max_image_width = Some(width);
-        decoder_limits.max_image_height = Some(height);
-        // RGBA16 is the widest layout a JPEG or PNG decodes to, plus slack
-        // for the decoder's own buffers.
-        decoder_limits.max_alloc = Some(pixels * 8 + (64 << 20));
-        reader.limits(decoder_limits);
-        let image = reader
-            .decode()
-            .map_err(|e| AppError::BadRequest(format!("cannot decode the upload: {e}")))?;
         let rgb = Arc::new(self.preprocess.resize_crop(&image));
+        drop(image);
         let mut uploads = lock(&self.uploads);
-        uploads.next += 1;
-        let n = uploads.next;
+        uploads.count += 1;
+        let mut id = rand::random::<u64>();
+        while uploads.kept.iter().any(|(kept, _)| *kept == id) {
+            id = rand::random::<u64>();
+        }
         let shown = ShownImage {
             rgb,
             labels: None,
-            name: format!("upload {n}"),
+            name: format!("upload {}", uploads.count),
         };
-        uploads.kept.push_back((n, shown.clone()));
+        uploads.kept.push_back((id, shown.clone()));
         if uploads.kept.len() > UPLOADS_KEPT {
             uploads.kept.pop_front();
         }
-        Ok((ImageKey::Upload(n), shown))
+        Ok((ImageKey::Upload(id), shown))
     }
 
     /// A reference image (an exemplar), resized and cropped like the examples.
@@ -356,10 +445,23 @@ mod tests {
             ImageKey::Example(0),
             ImageKey::Example(1872),
             ImageKey::Upload(3),
+            ImageKey::Upload(u64::MAX),
         ] {
             assert_eq!(key.to_string().parse::<ImageKey>().unwrap(), key);
         }
-        for bad in ["", "u", "-1", "x3", "u-2", "1.5", "../etc"] {
+        assert_eq!(ImageKey::Upload(0xab).to_string(), "u00000000000000ab");
+        for bad in [
+            "",
+            "u",
+            "-1",
+            "x3",
+            "u-2",
+            "u+2",
+            "ug",
+            "u00000000000000000",
+            "1.5",
+            "../etc",
+        ] {
             assert!(
                 matches!(bad.parse::<ImageKey>(), Err(AppError::BadRequest(_))),
                 "{bad}"

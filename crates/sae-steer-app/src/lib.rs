@@ -8,7 +8,9 @@
 //!   probe's patch labels after `{latent: slider}` edits.
 //! - [`Session`]: [`Steering`] plus a cache of images at the SAE's layer, so
 //!   moving a slider re-runs only the blocks after it.
-//! - [`serve`]: the HTTP server (embedded page + JSON API).
+//! - [`serve`]: the HTTP server (embedded page + JSON API), bounded against
+//!   hostile pages and clients ([`ServerLimits`], [`UploadLimits`], a Host
+//!   check; see [`server`]).
 //! - [`figures`]: image | true labels | prediction | prediction after the edit.
 //! - [`setup`]: loading ViT, SAE, probe, statistics and ADE20K from paths.
 //! - [`toy`]: a tiny random setup (synthetic data, random SAE and probe) for
@@ -27,7 +29,7 @@ pub mod toy;
 
 pub use error::{AppError, Result};
 pub use images::{ImageKey, ImageStore, ReferenceSet, ShownImage, UploadLimits};
-pub use server::{GUIDED_EXAMPLES, GuidedExample, ServeOptions, ServerHandle, serve};
+pub use server::{GUIDED_EXAMPLES, GuidedExample, ServeOptions, ServerHandle, ServerLimits, serve};
 pub use session::{DEFAULT_CACHED_IMAGES, Session, Steered};
 pub use steering::{
     AppliedEdit, LatentInfo, LatentReport, SLIDER_MAX, SliderEdit, SliderUnit, Steering, UnitSource,

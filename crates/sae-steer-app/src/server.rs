@@ -18,27 +18,59 @@
 //! | `POST /api/images/{id}/latents` `{patches, top?, include?}` | top latents of the patches with exemplars |
 //! | `POST /api/images/{id}/steer` `{edits: {"7235": -6}}` | prediction after the edits, `changed` patches |
 //! | `GET /api/reference/{image}` | an exemplar image (PNG), when the statistics' reference set is at hand |
+//!
+//! Defences (the server listens on loopback, but every page the user's
+//! browser opens can send it requests):
+//!
+//! - **Host check**: only requests whose `Host` is `localhost`, `127.0.0.1`,
+//!   the bound address (`[::1]` when bound there), or one of
+//!   [`ServeOptions::hosts`] are answered, with any port (an SSH tunnel
+//!   changes it); others get 421. A DNS-rebinding page (its own name
+//!   pointing at 127.0.0.1) sends its own name and is refused. When bound to
+//!   all interfaces (`0.0.0.0`, `::`), any IP literal is taken: a literal
+//!   cannot be rebound.
+//! - **Origin check**: a `POST` whose `Origin` is not one of those hosts
+//!   (over `http://`) gets 403.
+//! - **No simple cross-site uploads**: `POST /api/upload` needs
+//!   `Content-Type: image/png` or `image/jpeg` (415 otherwise), which a form
+//!   or a `no-cors` fetch cannot send without a CORS preflight, which the
+//!   server does not grant; the JSON calls need `application/json`.
+//! - **Bounded images**: [`UploadLimits`](crate::UploadLimits) (bytes, sides,
+//!   aspect ratio and pixels from the header before decoding, then the
+//!   decoder's allocation budget); 413 over them, 415 for other formats, 422
+//!   for truncated or damaged files.
+//! - **Bounded server**: [`ServerLimits`]: open connections, the time to send
+//!   a request head (also how long an idle connection is kept) and a body
+//!   (408, then the connection is closed), uploads received and decoded at
+//!   once (503 after a wait).
+//! - **No local paths in answers**: a 500's message (a dataset file that
+//!   fails to read names its path) goes to the server's stderr; the client
+//!   gets a generic one.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::Json;
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, middleware};
 use burn::tensor::backend::Backend;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 
 use crate::assets;
 use crate::error::{AppError, Result};
@@ -99,6 +131,12 @@ pub struct ServeOptions {
     pub dataset: String,
     /// Notes shown on the page (e.g. that the SAE normalization was estimated).
     pub notes: Vec<String>,
+    /// Host names answered besides `localhost` and the IP addresses (see the
+    /// module documentation), e.g. the machine's name when it listens on all
+    /// interfaces. Compared without case and port.
+    pub hosts: Vec<String>,
+    /// What clients can make the server hold.
+    pub limits: ServerLimits,
 }
 
 impl Default for ServeOptions {
@@ -108,9 +146,57 @@ impl Default for ServeOptions {
             queue: 64,
             dataset: "ADE20K validation".into(),
             notes: Vec::new(),
+            hosts: Vec::new(),
+            limits: ServerLimits::default(),
         }
     }
 }
+
+/// Bounds on what clients can make the server hold: connections, time, and
+/// the uploads in memory. With the defaults and the default
+/// [`UploadLimits`](crate::UploadLimits), uploads hold at most
+/// `max_uploads * max_bytes` (128 MiB) of bodies plus `max_decodes` decodes
+/// of at most ~410 MiB each (see [`UploadLimits::peak_bytes`](crate::UploadLimits::peak_bytes)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// Connections open at once; further ones wait in the kernel's accept
+    /// queue until one closes.
+    pub max_connections: usize,
+    /// Time a client has to send a request's head (request line and
+    /// headers), counted from the connection's start or the end of the last
+    /// answer: a slowloris client, or a connection left idle, is closed
+    /// after it.
+    pub header_timeout: Duration,
+    /// Time a client has to send a request's body; then it gets a 408 and
+    /// the connection is closed.
+    pub body_timeout: Duration,
+    /// Uploads received or decoded at once (each holds its body, up to
+    /// `max_bytes`, until it is decoded).
+    pub max_uploads: usize,
+    /// Uploads decoded at once (each may allocate up to the decode budget).
+    pub max_decodes: usize,
+    /// How long an upload waits for one of those slots before a 503.
+    pub upload_wait: Duration,
+}
+
+impl Default for ServerLimits {
+    /// 1,024 connections, 10 s for a head, 30 s for a body, 8 uploads in
+    /// memory, 2 decoding, 30 s of waiting for a slot.
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_uploads: 8,
+            max_decodes: 2,
+            upload_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Largest body of a request other than an upload (the JSON calls: a
+/// latents request lists at most 4,096 patches).
+const JSON_BODY_MAX: usize = 1 << 20;
 
 /// Work for the model worker, each with the channel its answer goes back on.
 enum Job {
@@ -171,6 +257,11 @@ struct AppState {
     store: Arc<ImageStore>,
     info: Arc<Value>,
     exemplar_images: bool,
+    limits: ServerLimits,
+    /// Uploads whose body is being received or decoded.
+    uploads: Arc<Semaphore>,
+    /// Uploads being decoded.
+    decodes: Arc<Semaphore>,
 }
 
 /// Serves the app until [`ServerHandle::shutdown`] is called.
@@ -210,29 +301,90 @@ pub fn serve<B: Backend>(
         stop_http: Arc::new(Mutex::new(Some(stop_tx))),
     };
     let store = session.store().clone();
+    let limits = opts.limits;
     let state = AppState {
         jobs,
         exemplar_images: store.reference().is_some(),
         info: Arc::new(info_json(&session, &opts)),
         store,
+        limits,
+        uploads: Arc::new(Semaphore::new(limits.max_uploads.max(1))),
+        decodes: Arc::new(Semaphore::new(limits.max_decodes.max(1))),
     };
-    let app = router(state);
+    let hosts = HostPolicy::new(addr, &opts.hosts);
+    let app = router(state, hosts);
     runtime.spawn(async move {
-        let stopped = async move {
-            let _ = stop_rx.wait_for(|s| *s).await;
-        };
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(stopped)
-            .await
-        {
-            eprintln!("the HTTP server stopped: {e}");
-        }
+        accept_loop(listener, app, limits, &mut stop_rx).await;
     });
     on_ready(handle.clone());
     run_worker(&mut session, &queue, &handle.stop);
     handle.shutdown();
     runtime.shutdown_timeout(Duration::from_millis(500));
     Ok(())
+}
+
+/// Accepts connections (at most `limits.max_connections` open at once) and
+/// serves each over HTTP/1.1 with the head timeout, until `stop` turns true.
+///
+/// axum's own `serve` has no head timeout, which hyper's connection builder
+/// has (with a timer), so the loop is written here.
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: ServerLimits,
+    stop: &mut watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    loop {
+        // A slot first: past the limit, connections wait in the kernel's
+        // queue instead of costing a task and buffers here.
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            _ = stopped(stop) => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, or a connection reset before
+                    // it was accepted: try again shortly rather than spin.
+                    eprintln!("cannot accept a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = stopped(stop) => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let connection =
+            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            let _slot: OwnedSemaphorePermit = slot;
+            let mut connection = std::pin::pin!(connection);
+            // Errors here are the client's doing (a timeout, a reset, a
+            // malformed head): hyper has answered what it could.
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = stopped(&mut stop) => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        });
+    }
+}
+
+/// Returns once `stop` turns true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // The guard wait_for returns is not Send: drop it here.
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 /// Answers jobs until the stop flag is set.
@@ -304,13 +456,15 @@ fn info_json<B: Backend>(session: &Session<B>, opts: &ServeOptions) -> Value {
         "limits": {
             "max_bytes": store.limits().max_bytes,
             "max_pixels": store.limits().max_pixels,
+            "max_side": store.limits().max_side,
+            "max_aspect": store.limits().max_aspect,
         },
         "notes": opts.notes,
     })
 }
 
-fn router(state: AppState) -> Router {
-    let max_upload = state.store.limits().max_bytes;
+fn router(state: AppState, hosts: HostPolicy) -> Router {
+    let body_timeout = state.limits.body_timeout;
     Router::new()
         .route(
             "/",
@@ -327,18 +481,219 @@ fn router(state: AppState) -> Router {
         .route("/api/info", get(info))
         .route("/api/examples", get(examples))
         .route("/api/examples/{index}", get(example))
-        .route(
-            "/api/upload",
-            post(upload).layer(DefaultBodyLimit::max(max_upload)),
-        )
         .route("/api/images/{id}/prediction", get(prediction))
         .route("/api/images/{id}/latents", post(latents))
         .route("/api/images/{id}/steer", post(steer))
         .route("/api/reference/{image}", get(reference))
+        // The routes above get their (small) bodies read in full, within the
+        // body timeout, before their handler; the upload, added after, reads
+        // its own once it has an upload slot.
+        .route_layer(middleware::from_fn_with_state(body_timeout, buffer_body))
+        .route("/api/upload", post(upload))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(Arc::new(hosts), check_host))
         .layer(middleware::map_response(security_headers))
         .with_state(state)
+}
+
+/// Which `Host` (and `Origin`) values the server answers; see the module
+/// documentation.
+#[derive(Debug, Clone)]
+struct HostPolicy {
+    bound: IpAddr,
+    /// Lower-case extra names.
+    names: Vec<String>,
+}
+
+impl HostPolicy {
+    fn new(addr: SocketAddr, names: &[String]) -> Self {
+        Self {
+            bound: addr.ip(),
+            names: names
+                .iter()
+                .map(|n| n.trim().to_ascii_lowercase())
+                .collect(),
+        }
+    }
+
+    /// Whether `host` (a `Host` value: a name or IP literal, with an optional
+    /// port) is one this server answers.
+    fn allows(&self, host: &str) -> bool {
+        let Some(name) = host_name(host) else {
+            return false;
+        };
+        if name == "localhost" || self.names.contains(&name) {
+            return true;
+        }
+        let Ok(ip) = name.parse::<IpAddr>() else {
+            return false;
+        };
+        let v6_bound = matches!(self.bound, IpAddr::V6(_));
+        ip == IpAddr::V4(Ipv4Addr::LOCALHOST)
+            || ip == self.bound
+            || (v6_bound && ip == IpAddr::V6(Ipv6Addr::LOCALHOST))
+            || (self.bound.is_unspecified() && ip.is_ipv4() != v6_bound)
+    }
+
+    /// Whether an `Origin` value is a page of this server.
+    fn allows_origin(&self, origin: &str) -> bool {
+        origin
+            .strip_prefix("http://")
+            .is_some_and(|host| !host.contains('/') && self.allows(host))
+    }
+}
+
+/// The name part of a `Host` value, lower case (an IPv6 literal without its
+/// brackets), if the value is well formed: `name`, `name:port`, `[v6]` or
+/// `[v6]:port`.
+fn host_name(host: &str) -> Option<String> {
+    let port_ok = |port: &str| {
+        port.is_empty()
+            || (port.len() <= 5
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && port.parse::<u16>().is_ok())
+    };
+    let (name, port) = match host.strip_prefix('[') {
+        Some(rest) => {
+            let (inside, after) = rest.split_once(']')?;
+            inside.parse::<Ipv6Addr>().ok()?;
+            let port = match after {
+                "" => "",
+                _ => after.strip_prefix(':')?,
+            };
+            (inside, port)
+        }
+        None => match host.split_once(':') {
+            Some((name, port)) => (name, port),
+            None => (host, ""),
+        },
+    };
+    (!name.is_empty() && port_ok(port)).then(|| name.to_ascii_lowercase())
+}
+
+/// Refuses requests for other hosts (421) and state-changing requests from
+/// other origins (403).
+async fn check_host(
+    State(hosts): State<Arc<HostPolicy>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .map(|h| h.to_str().unwrap_or(""));
+    // An absolute-form request line names its host too; both must pass.
+    let authority = request.uri().authority().map(|a| a.as_str());
+    let misdirected = match (host, authority) {
+        (None, None) => Some("the request names no Host".to_string()),
+        (host, authority) => host
+            .into_iter()
+            .chain(authority)
+            .find(|h| !hosts.allows(h))
+            .map(|h| {
+                format!(
+                    "this server answers only to localhost, 127.0.0.1 and the address it listens on, \
+                     not to Host `{}`",
+                    h.chars().take(100).collect::<String>()
+                )
+            }),
+    };
+    if let Some(message) = misdirected {
+        return ApiError::new(StatusCode::MISDIRECTED_REQUEST, message).into_response();
+    }
+    let safe = matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    );
+    if !safe
+        && let Some(origin) = request.headers().get(header::ORIGIN)
+        && !origin.to_str().is_ok_and(|o| hosts.allows_origin(o))
+    {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "requests from other sites are refused (the Origin is not this server)",
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// Reads a body of at most `limit` bytes within `timeout`.
+async fn read_body(
+    body: Body,
+    limit: usize,
+    size_hint: usize,
+    timeout: Duration,
+) -> ApiResult<Bytes> {
+    let read = async {
+        let mut body = Limited::new(body, limit);
+        let mut bytes = Vec::with_capacity(size_hint.min(limit));
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(frame) => {
+                    if let Ok(data) = frame.into_data() {
+                        bytes.extend_from_slice(&data);
+                    }
+                }
+                Err(e) if e.is::<LengthLimitError>() => {
+                    return Err(ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("the request body is larger than the limit of {limit} bytes"),
+                    )
+                    .closing());
+                }
+                Err(e) => {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        format!("cannot read the request body: {e}"),
+                    )
+                    .closing());
+                }
+            }
+        }
+        Ok(Bytes::from(bytes))
+    };
+    match tokio::time::timeout(timeout, read).await {
+        Ok(result) => result,
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {} s",
+                timeout.as_secs_f64()
+            ),
+        )
+        .closing()),
+    }
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Reads the body of a JSON call (or of a GET) in full, within the body
+/// timeout, so that a client sending it slowly cannot hold a handler.
+async fn buffer_body(State(timeout): State<Duration>, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    if content_length(&parts.headers).is_some_and(|n| n > JSON_BODY_MAX as u64) {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than the limit of {JSON_BODY_MAX} bytes"),
+        )
+        .closing()
+        .into_response();
+    }
+    let hint = content_length(&parts.headers).unwrap_or(0) as usize;
+    match read_body(body, JSON_BODY_MAX, hint, timeout).await {
+        Ok(bytes) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Err(e) => e.into_response(),
+    }
 }
 
 /// The page loads only its own script and style; images are data URLs or
@@ -375,37 +730,67 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
 struct ApiError {
     status: StatusCode,
     message: String,
+    /// Ends the connection after the answer (a body left unread).
+    close: bool,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            close: false,
+        }
+    }
+
+    fn closing(mut self) -> Self {
+        self.close = true;
+        self
+    }
 }
 
 impl From<AppError> for ApiError {
     fn from(e: AppError) -> Self {
-        Self {
-            status: StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            message: e.to_string(),
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            // A dataset file that fails to read, a model failure: the message
+            // names files of this machine, which are no business of a page.
+            eprintln!("sae-steer-app: a request failed: {e}");
+            return Self::new(
+                status,
+                "internal server error (the details are in the server's log)",
+            );
         }
+        Self::new(status, e.to_string())
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.message }))).into_response()
+        let mut response = (self.status, Json(json!({ "error": self.message }))).into_response();
+        if self.close {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
     }
 }
 
 type ApiResult<T> = std::result::Result<T, ApiError>;
 
 async fn not_found(uri: Uri) -> ApiError {
-    ApiError {
-        status: StatusCode::NOT_FOUND,
-        message: format!("no such page or API call: {}", uri.path()),
-    }
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no such page or API call: {}", uri.path()),
+    )
 }
 
 async fn method_not_allowed(uri: Uri) -> ApiError {
-    ApiError {
-        status: StatusCode::METHOD_NOT_ALLOWED,
-        message: format!("{} does not take this method", uri.path()),
-    }
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{} does not take this method", uri.path()),
+    )
 }
 
 /// Runs host work (decoding, PNG encoding) on the blocking pool.
@@ -449,16 +834,20 @@ fn parse_key(id: &str) -> ApiResult<ImageKey> {
 /// A path segment, or the JSON error axum's own (plain-text) rejection
 /// would otherwise answer, e.g. for `%FF`, which is not UTF-8.
 fn path_param(param: std::result::Result<Path<String>, PathRejection>) -> ApiResult<String> {
-    param.map(|Path(p)| p).map_err(|rejection| ApiError {
-        status: rejection.status(),
-        message: format!("bad path: {}", rejection.body_text()),
+    param.map(|Path(p)| p).map_err(|rejection| {
+        ApiError::new(
+            rejection.status(),
+            format!("bad path: {}", rejection.body_text()),
+        )
     })
 }
 
 fn json_body<T>(body: std::result::Result<Json<T>, JsonRejection>) -> ApiResult<T> {
-    body.map(|Json(v)| v).map_err(|rejection| ApiError {
-        status: rejection.status(),
-        message: format!("bad request body: {}", rejection.body_text()),
+    body.map(|Json(v)| v).map_err(|rejection| {
+        ApiError::new(
+            rejection.status(),
+            format!("bad request body: {}", rejection.body_text()),
+        )
     })
 }
 
@@ -500,9 +889,11 @@ async fn examples(
     State(state): State<AppState>,
     query: std::result::Result<Query<ListQuery>, QueryRejection>,
 ) -> ApiResult<Json<Value>> {
-    let Query(query) = query.map_err(|rejection| ApiError {
-        status: rejection.status(),
-        message: format!("bad query: {}", rejection.body_text()),
+    let Query(query) = query.map_err(|rejection| {
+        ApiError::new(
+            rejection.status(),
+            format!("bad query: {}", rejection.body_text()),
+        )
     })?;
     let total = state.store.len();
     let start = query.start.unwrap_or(0).min(total);
@@ -530,25 +921,100 @@ async fn example(
     Ok(Json(value))
 }
 
+/// Content types an upload may be sent with. Both need a CORS preflight
+/// from another site (a form or a `no-cors` fetch can only send
+/// `text/plain`, `multipart/form-data` and `application/x-www-form-urlencoded`),
+/// which this server never grants.
+const UPLOAD_TYPES: [&str; 2] = ["image/png", "image/jpeg"];
+
+/// Waits up to `wait` for a slot of `slots`; a 503 after that.
+async fn take_slot(
+    slots: &Arc<Semaphore>,
+    wait: Duration,
+    busy: &str,
+) -> ApiResult<OwnedSemaphorePermit> {
+    match tokio::time::timeout(wait, slots.clone().acquire_owned()).await {
+        Ok(Ok(slot)) => Ok(slot),
+        Ok(Err(_)) => Err(AppError::Internal("the upload slots are closed".into()).into()),
+        Err(_) => Err(AppError::Busy(format!("{busy}; try again in a moment")).into()),
+    }
+}
+
+/// Order: the content type (415), the declared length (413), an upload slot
+/// (bounds the bodies in memory; 503 after a wait), the body within the
+/// body timeout (408), a decode slot, then the checks and the decode on the
+/// blocking pool (413/415/422). The slots travel with the decode, so a
+/// client that goes away does not free them while the decode still runs.
 async fn upload(
     State(state): State<AppState>,
-    body: std::result::Result<Bytes, BytesRejection>,
+    headers: HeaderMap,
+    body: Body,
 ) -> ApiResult<Json<Value>> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if !UPLOAD_TYPES.contains(&essence.as_str()) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "an upload is sent with Content-Type image/png or image/jpeg, not `{}`",
+                content_type.chars().take(100).collect::<String>()
+            ),
+        )
+        .closing());
+    }
     let max = state.store.limits().max_bytes;
-    let bytes = body.map_err(|rejection| {
-        let status = rejection.status();
-        ApiError {
-            status,
-            message: if status == StatusCode::PAYLOAD_TOO_LARGE {
-                format!("the upload is larger than the limit of {max} bytes")
-            } else {
-                format!("cannot read the upload: {}", rejection.body_text())
-            },
+    let declared = content_length(&headers);
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the upload is larger than the limit of {max} bytes"),
+        )
+        .closing());
+    }
+    let limits = state.limits;
+    let upload_slot = take_slot(
+        &state.uploads,
+        limits.upload_wait,
+        "the server is busy receiving other uploads",
+    )
+    .await?;
+    let bytes = read_body(
+        body,
+        max,
+        declared.unwrap_or(0) as usize,
+        limits.body_timeout,
+    )
+    .await
+    .map_err(|e| {
+        if e.status == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                e.status,
+                format!("the upload is larger than the limit of {max} bytes"),
+            )
+            .closing()
+        } else {
+            e
         }
     })?;
+    let decode_slot = take_slot(
+        &state.decodes,
+        limits.upload_wait,
+        "the server is busy decoding other uploads",
+    )
+    .await?;
     let store = state.store.clone();
     let value = blocking(move || {
+        let _slots = (upload_slot, decode_slot);
         let (key, shown) = store.upload(&bytes)?;
+        drop(bytes);
         shown_json(key, &shown, &store)
     })
     .await?;

@@ -225,7 +225,11 @@ fn bad_indices_and_ids_are_json_errors() {
     assert_eq!(a.status, 400);
     let a = get(&server().url("/api/images/u999/prediction"));
     assert_eq!(a.status, 404);
-    assert!(a.error().contains("u999"));
+    assert!(
+        a.error().contains("no upload u0000000000000999"),
+        "{}",
+        a.error()
+    );
     let a = get(&server().url(&format!("/api/images/{IMAGES}/prediction")));
     assert_eq!(a.status, 404);
     let a = get(&server().url("/api/upload"));
@@ -562,11 +566,12 @@ fn uploads_are_checked_before_decoding() {
     gif.extend_from_slice(&[1, 0, 1, 0, 0, 0, 0]);
     let a = post_bytes(&url, "image/gif", &gif);
     assert_eq!(a.status, 415);
-    // Empty and truncated.
+    // Empty and truncated: a cut file is refused, not filled in.
     assert_eq!(post_bytes(&url, "image/png", b"").status, 400);
     let ok = png_of(300, 200);
     let a = post_bytes(&url, "image/png", &ok[..ok.len() / 2]);
-    assert_eq!(a.status, 400, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(a.status, 422, "{}", String::from_utf8_lossy(&a.body));
+    assert!(a.error().contains("truncated"), "{}", a.error());
 }
 
 #[test]
@@ -575,7 +580,8 @@ fn an_uploaded_image_can_be_steered() {
     assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
     let up = a.json();
     let id = up["id"].as_str().unwrap().to_string();
-    assert!(id.starts_with('u'));
+    // A random 64-bit id, not a count.
+    assert!(id.starts_with('u') && id.len() == 17, "{id}");
     assert!(up["labels"].is_null());
     assert_eq!(
         data_url_image(up["image"].as_str().unwrap()).dimensions(),

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use burn::backend::NdArray;
 use sae_steer_app::toy::{self, Toy, ToyOptions};
-use sae_steer_app::{ServeOptions, ServerHandle, Session, UploadLimits, serve};
+use sae_steer_app::{ServeOptions, ServerHandle, ServerLimits, Session, UploadLimits, serve};
 use sae_steer_vit::Dinov2;
 use serde_json::Value;
 
@@ -33,6 +33,9 @@ pub fn toy(dir: &std::path::Path, opts: &ToyOptions) -> Toy<B> {
 pub const LIMITS: UploadLimits = UploadLimits {
     max_bytes: 256 * 1024,
     max_pixels: 1_000_000,
+    max_side: 8192,
+    max_aspect: 32,
+    max_alloc: 64 << 20,
 };
 
 /// A toy server on a free loopback port, stopped when dropped.
@@ -43,17 +46,24 @@ pub struct TestServer {
 }
 
 impl TestServer {
+    /// With the small [`LIMITS`] and the default server limits.
     pub fn start(opts: ToyOptions) -> Self {
+        Self::start_with(opts, LIMITS, ServerLimits::default())
+    }
+
+    /// With the given upload and server limits.
+    pub fn start_with(opts: ToyOptions, uploads: UploadLimits, limits: ServerLimits) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let data = dir.path().join("ade20k");
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::spawn(move || {
             let toy = toy(&data, &opts);
-            let store = Arc::new(toy.store.with_limits(LIMITS));
+            let store = Arc::new(toy.store.with_limits(uploads));
             let session = Session::new(toy.steering, store, 4);
             let options = ServeOptions {
                 addr: SocketAddr::from(([127, 0, 0, 1], 0)),
                 dataset: "toy ADE20K validation".into(),
+                limits,
                 ..ServeOptions::default()
             };
             serve(session, options, |handle| {
@@ -69,6 +79,11 @@ impl TestServer {
             thread: Some(thread),
             _dir: dir,
         }
+    }
+
+    /// Where the server's dataset lives (no answer may name it).
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -514,8 +514,8 @@ impl FeatureStats {
         }
         let data = safetensors::serialize(views, Some(meta))
             .map_err(|e| format_error(format!("cannot serialise: {e}")))?;
-        sae_steer_vit::write_atomic(path, &data)?;
-        Ok(())
+        let data = sae_steer_vit::canonical_safetensors(data);
+        sae_steer_files::write_atomic(path, &data).map_err(|e| SaeError::io(path, e))
     }
 
     /// Reads a file written by [`Self::save`].

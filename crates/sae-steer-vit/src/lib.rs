@@ -21,5 +21,6 @@ pub use preprocess::{
     IMAGENET_MEAN, IMAGENET_STD, PixelValues, Preprocess, open_image, preprocess_path,
 };
 pub use weights::{
-    HostTensor, SafetensorsFile, TensorSource, TorchFile, write_atomic, write_safetensors,
+    HostTensor, SafetensorsFile, TensorSource, TorchFile, canonical_safetensors, write_atomic,
+    write_safetensors,
 };

@@ -268,7 +268,37 @@ pub fn write_safetensors(
         format: "safetensors",
         message: e.to_string(),
     })?;
-    write_atomic(path, &data)
+    write_atomic(path, &canonical_safetensors(data))
+}
+
+/// `safetensors::serialize`'s bytes with the header's JSON keys in sorted
+/// order. The crate writes the metadata from a `HashMap`, whose order changes
+/// from process to process, so the same tensors and metadata gave different
+/// files; with sorted keys a file is a function of its contents (a resumed
+/// run writes the bytes of an uninterrupted one). The sorted header has the
+/// same length, so offsets and padding stay; anything unexpected is returned
+/// unchanged.
+pub fn canonical_safetensors(mut data: Vec<u8>) -> Vec<u8> {
+    let Some(len) = data
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(|b: [u8; 8]| u64::from_le_bytes(b))
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|&n| n.checked_add(8).is_some_and(|end| end <= data.len()))
+    else {
+        return data;
+    };
+    let header = &data[8..8 + len];
+    // serde_json's map is ordered by key (no `preserve_order` in this build).
+    let sorted = serde_json::from_slice::<serde_json::Value>(header)
+        .and_then(|v| serde_json::to_vec(&v));
+    if let Ok(sorted) = sorted {
+        let text = header.trim_ascii_end().len();
+        if sorted.len() == text {
+            data[8..8 + text].copy_from_slice(&sorted);
+        }
+    }
+    data
 }
 
 /// Writes `data` to `path` through a temporary file and a rename.

@@ -8,13 +8,20 @@
 //! <out>/<name>.safetensors          the latest weights of each SAE (our format)
 //! <out>/metrics.csv                 one row per SAE per logging interval
 //! ```
-//! A checkpoint writes a new `state-<step>` directory, then points
-//! `train-state.json` at it, then removes older state directories: a crash at
-//! any moment leaves a complete state to resume from. Rerunning the same
-//! command resumes from it.
+//! A checkpoint writes a new `state-<step>` directory, then the latest SAE
+//! files, then points `train-state.json` at the new state, then removes older
+//! state directories: a crash at any moment leaves a complete state to resume
+//! from, and latest files at least as new as it. Rerunning the same command
+//! resumes from it and ends with the files of an uninterrupted run, bit for
+//! bit: the metrics rows written after the state (and a row cut short by the
+//! crash) are dropped, leftovers of interrupted writes and older states are
+//! removed. The run holds a [`FolderLock`] on the directory, so a second
+//! process training into it is refused instead of interleaving its writes.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+use sae_steer_files::{FolderLock, is_temp_name};
 
 use burn::tensor::backend::Backend;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -92,7 +99,7 @@ pub fn train<'d, B: Backend>(
     options: &RunOptions,
 ) -> Result<TrainReport> {
     config.validate()?;
-    std::fs::create_dir_all(out).map_err(|e| SaeError::io(out, e))?;
+    let _lock = FolderLock::acquire(out).map_err(|e| SaeError::io(out, e))?;
     let state_path = out.join(STATE_FILE);
     let total_steps = config.total_steps();
     let d = config.d_model;
@@ -101,6 +108,7 @@ pub fn train<'d, B: Backend>(
     let (mut trainer, mut pos, resumed_from, mut last_metrics) = if state_path.exists() {
         let state = read_state(&state_path)?;
         check_compatible(&state_path, &state.config, config)?;
+        remove_leftovers(out, &state.state_dir);
         let trainer = Trainer::<B>::load_state(
             config.clone(),
             &out.join(&state.state_dir),
@@ -115,6 +123,8 @@ pub fn train<'d, B: Backend>(
         };
         (trainer, pos, Some(state.step), state.last_metrics)
     } else {
+        // A run killed before its first checkpoint: nothing of it is kept.
+        remove_leftovers(out, "");
         let (norm, b_dec) = estimate_start(
             data,
             epoch_seed(config.data_seed, u64::MAX),
@@ -269,8 +279,11 @@ fn report_metrics(bar: &ProgressBar, metrics: &[IntervalMetrics], progress: bool
     }
 }
 
-/// Writes the state of every SAE, then the state file, then the latest SAE
-/// files, then removes older states.
+/// Writes the state of every SAE, then the latest SAE files, then the state
+/// file, then removes older states. The latest files go before the state
+/// file: a crash between the two resumes from the older state and rewrites
+/// them, while the other order could leave a finished state beside stale
+/// latest files that no resumed run would rewrite.
 fn checkpoint<B: Backend>(
     trainer: &Trainer<B>,
     out: &Path,
@@ -299,6 +312,13 @@ fn checkpoint<B: Backend>(
         })
     };
     trainer.save_state(&out.join(&state_dir), &training)?;
+    for i in 0..config.saes.len() {
+        trainer.save_sae(
+            i,
+            &training(i),
+            &out.join(format!("{}.safetensors", config.saes[i].name)),
+        )?;
+    }
     let state = RunState {
         format: STATE_FORMAT.into(),
         step,
@@ -316,24 +336,39 @@ fn checkpoint<B: Backend>(
         path: path.clone(),
         message: format!("cannot serialise: {e}"),
     })?;
-    sae_steer_vit::write_atomic(&path, text.as_bytes())?;
-    for i in 0..config.saes.len() {
-        trainer.save_sae(
-            i,
-            &training(i),
-            &out.join(format!("{}.safetensors", config.saes[i].name)),
-        )?;
+    sae_steer_files::write_atomic(&path, text.as_bytes()).map_err(|e| SaeError::io(&path, e))?;
+    remove_leftovers(out, &state_dir);
+    Ok(())
+}
+
+/// Removes what the state file no longer points at: state directories other
+/// than `keep` (older ones, or a newer one whose checkpoint was cut short) and
+/// temporaries of interrupted writes, in `out` and in `keep`. The caller holds
+/// the folder's lock, so no other process is writing them; a failed removal
+/// only costs disk.
+fn remove_leftovers(out: &Path, keep: &str) {
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let path = e.path();
+        if name.starts_with("state-") && name != keep && path.is_dir() {
+            let _ = std::fs::remove_dir_all(&path);
+        } else if is_temp_name(&name) {
+            let _ = std::fs::remove_file(&path);
+        }
     }
-    // Older states are unreachable now; a failed removal only costs disk.
-    if let Ok(entries) = std::fs::read_dir(out) {
+    if keep.is_empty() {
+        return;
+    }
+    if let Ok(entries) = std::fs::read_dir(out.join(keep)) {
         for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with("state-") && name != state_dir && e.path().is_dir() {
-                let _ = std::fs::remove_dir_all(e.path());
+            if is_temp_name(&e.file_name().to_string_lossy()) {
+                let _ = std::fs::remove_file(e.path());
             }
         }
     }
-    Ok(())
 }
 
 fn read_state(path: &Path) -> Result<RunState> {
@@ -387,7 +422,8 @@ fn check_compatible(path: &Path, saved: &TrainConfig, now: &TrainConfig) -> Resu
 }
 
 /// `metrics.csv`, kept consistent with the state: on resume, rows written
-/// after the checkpoint (lost work) are dropped before new ones are added.
+/// after the checkpoint (lost work) and a last row cut short by a crash are
+/// dropped before new ones are added.
 struct MetricsCsv {
     writer: csv::Writer<std::fs::File>,
     path: PathBuf,
@@ -395,32 +431,31 @@ struct MetricsCsv {
 
 impl MetricsCsv {
     fn open(path: &Path, keep_until_step: u64) -> Result<Self> {
-        let csv_error = |e: csv::Error| SaeError::Io {
-            path: path.to_path_buf(),
-            error: std::io::Error::other(e.to_string()),
-        };
-        let mut kept: Vec<IntervalMetrics> = Vec::new();
-        if keep_until_step > 0 && path.exists() {
-            let mut reader = csv::Reader::from_path(path).map_err(csv_error)?;
-            for row in reader.deserialize::<IntervalMetrics>() {
-                let row = row.map_err(csv_error)?;
-                if row.step <= keep_until_step {
-                    kept.push(row);
+        let mut kept = if keep_until_step > 0 {
+            match std::fs::read(path) {
+                Ok(bytes) => {
+                    let end = metrics_prefix(path, &bytes, keep_until_step)?;
+                    bytes[..end].to_vec()
                 }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(SaeError::io(path, e)),
             }
-        }
-        let mut bytes = csv::Writer::from_writer(Vec::new());
+        } else {
+            Vec::new()
+        };
         if kept.is_empty() {
-            bytes.write_record(csv_header()).map_err(csv_error)?;
+            let mut header = csv::Writer::from_writer(Vec::new());
+            header
+                .write_record(csv_header())
+                .map_err(|e| csv_error(path, e))?;
+            kept = header.into_inner().map_err(|e| SaeError::Io {
+                path: path.to_path_buf(),
+                error: std::io::Error::other(e.to_string()),
+            })?;
         }
-        for row in &kept {
-            bytes.serialize(row).map_err(csv_error)?;
-        }
-        let bytes = bytes.into_inner().map_err(|e| SaeError::Io {
-            path: path.to_path_buf(),
-            error: std::io::Error::other(e.to_string()),
-        })?;
-        sae_steer_vit::write_atomic(path, &bytes)?;
+        // The kept rows are copied as they were, so a resumed run's file is
+        // byte for byte the one an uninterrupted run writes.
+        sae_steer_files::write_atomic(path, &kept).map_err(|e| SaeError::io(path, e))?;
         let file = std::fs::OpenOptions::new()
             .append(true)
             .open(path)
@@ -442,6 +477,85 @@ impl MetricsCsv {
         }
         self.writer.flush().map_err(|e| SaeError::io(&self.path, e))
     }
+}
+
+fn csv_error(path: &Path, e: csv::Error) -> SaeError {
+    SaeError::Resume {
+        path: path.to_path_buf(),
+        message: format!("not a metrics file of this version: {e}"),
+    }
+}
+
+/// The length of the part of a metrics file `bytes` to keep when resuming at
+/// `keep_until_step`: the header and the rows up to that step. A last line
+/// without its newline, or with too few fields, is what a crash mid-write
+/// leaves and is dropped; a damaged row before it, or another header, is an
+/// error. Returns 0 when not even the header is complete.
+fn metrics_prefix(path: &Path, bytes: &[u8], keep_until_step: u64) -> Result<usize> {
+    // Everything after the last newline is a line cut short.
+    let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let bytes = &bytes[..complete];
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(bytes);
+    // Byte records: a line cut inside a multi-byte character must not fail
+    // the read before it can be recognised as the torn last line.
+    let mut records = reader.byte_records().peekable();
+    match records.next() {
+        None => return Ok(0),
+        Some(header) => {
+            let header = header.map_err(|e| csv_error(path, e))?;
+            if header.iter().ne(csv_header().iter().map(|h| h.as_bytes())) {
+                return Err(SaeError::Resume {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "its header is `{}`, this version writes `{}`",
+                        fields(&header),
+                        csv_header().join(",")
+                    ),
+                });
+            }
+        }
+    }
+    let header = csv::ByteRecord::from(csv_header().to_vec());
+    while let Some(record) = records.next() {
+        let record = record.map_err(|e| csv_error(path, e))?;
+        let last = records.peek().is_none();
+        let start = record.position().map_or(complete as u64, |p| p.byte()) as usize;
+        let row = if record.len() == header.len() {
+            record.deserialize::<IntervalMetrics>(Some(&header)).ok()
+        } else {
+            None
+        };
+        match row {
+            Some(row) if row.step <= keep_until_step => {}
+            // Rows are in step order: the first one past the state ends the kept part.
+            Some(_) => return Ok(start),
+            None if last => return Ok(start),
+            None => {
+                return Err(SaeError::Resume {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "line {} is not a metrics row of {} fields: `{}`",
+                        record.position().map_or(0, |p| p.line()),
+                        header.len(),
+                        fields(&record)
+                    ),
+                });
+            }
+        }
+    }
+    Ok(complete)
+}
+
+/// A record as the comma-separated text it came from, for messages.
+fn fields(record: &csv::ByteRecord) -> String {
+    record
+        .iter()
+        .map(String::from_utf8_lossy)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn csv_header() -> [&'static str; 14] {

@@ -562,27 +562,10 @@ fn all_weights(dir: &Path, config: &TrainConfig) -> Vec<SaeWeights> {
         .collect()
 }
 
-#[test]
-fn an_interrupted_run_resumes_to_the_same_result() {
-    let d = 12;
-    let rows = small_rows(d);
-    let config = small_run_config(d);
-    let device = Default::default();
-    let opts = RunOptions::default();
-
-    let straight = tempfile::tempdir().unwrap();
-    let report =
-        train::train::<B>(&config, &mut rows.source(), straight.path(), &device, &opts).unwrap();
-    assert_eq!((report.steps, report.tokens_seen), (14, 14 * 256));
-    assert_eq!(report.resumed_from, None);
-    assert!(
-        report.short_batches >= 3,
-        "each pass ends in a short batch, skipped"
-    );
-
-    // Same run, but the data fails at the 12th training batch (step 9 of the
-    // third pass), after the checkpoint at step 5.
-    let broken = tempfile::tempdir().unwrap();
+/// Trains `config` into `dir` on data that fails at the 12th training batch
+/// (step 9 with [`small_run_config`]), after the checkpoint at step 5: the
+/// state of a run killed there, plus the metrics rows of steps 6 to 9.
+fn interrupted_run(config: &TrainConfig, rows: &Rows, dir: &Path) {
     let mut calls = 0;
     let served = std::rc::Rc::new(std::cell::Cell::new(0usize));
     let failing_rows = rows.clone();
@@ -606,8 +589,215 @@ fn an_interrupted_run_resumes_to_the_same_result() {
             b
         }))
     };
-    let err = train::train::<B>(&config, &mut failing, broken.path(), &device, &opts).unwrap_err();
+    let err = train::train::<B>(
+        config,
+        &mut failing,
+        dir,
+        &Default::default(),
+        &RunOptions::default(),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("disk unplugged"), "{err}");
+}
+
+/// A copy of a training folder (flat files and one level of state folders).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_torn_last_metrics_row_is_dropped_on_resume() {
+    let d = 12;
+    let rows = small_rows(d);
+    let config = small_run_config(d);
+    let device = Default::default();
+    let opts = RunOptions::default();
+    let straight = tempfile::tempdir().unwrap();
+    train::train::<B>(&config, &mut rows.source(), straight.path(), &device, &opts).unwrap();
+    let want = std::fs::read(straight.path().join("metrics.csv")).unwrap();
+
+    let broken = tempfile::tempdir().unwrap();
+    interrupted_run(&config, &rows, broken.path());
+    let written = std::fs::read_to_string(broken.path().join("metrics.csv")).unwrap();
+    let last_row = written.lines().last().unwrap().to_string();
+    assert!(last_row.starts_with("9,"), "{last_row}");
+    // What a kill -9 in the middle of an append leaves behind.
+    let mut cut_in_char = format!("{written}12,3072,\u{e9}").into_bytes();
+    cut_in_char.pop();
+    let tears: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "a row cut inside a number, no newline",
+            format!("{written}{}", &last_row[..last_row.len() - 3]).into_bytes(),
+        ),
+        (
+            "the last row written cut short",
+            written.as_bytes()[..written.len() - 4].to_vec(),
+        ),
+        (
+            "a row cut after a comma",
+            format!("{written}12,3072,").into_bytes(),
+        ),
+        (
+            "a row with too few fields and its newline",
+            format!("{written}12,3072,relu\n").into_bytes(),
+        ),
+        ("a row cut inside a UTF-8 character", cut_in_char),
+        ("the header cut short", b"step,tokens,sa".to_vec()),
+        ("an empty file", Vec::new()),
+    ];
+    for (what, text) in tears {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(broken.path(), dir.path());
+        std::fs::write(dir.path().join("metrics.csv"), &text).unwrap();
+        let resumed = train::train::<B>(&config, &mut rows.source(), dir.path(), &device, &opts)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(resumed.resumed_from, Some(5), "{what}");
+        let have = std::fs::read(dir.path().join("metrics.csv")).unwrap();
+        if what == "the header cut short" || what == "an empty file" {
+            // Nothing before the state survived: the file restarts at step 6.
+            let text = String::from_utf8(have).unwrap();
+            assert!(text.starts_with("step,tokens,sae,"), "{what}: {text}");
+            assert!(
+                text.lines().nth(1).unwrap().starts_with("6,"),
+                "{what}: {text}"
+            );
+        } else {
+            assert!(
+                have == want,
+                "{what}: the resumed metrics.csv differs from an uninterrupted run's"
+            );
+        }
+    }
+
+    // A damaged row before the last one is not a crash's doing: an error
+    // naming the file and the line, and the file is left as it was.
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(broken.path(), dir.path());
+    let mut lines: Vec<&str> = written.lines().collect();
+    lines[2] = "3,768,relu,oops";
+    let damaged = lines.join("\n") + "\n";
+    std::fs::write(dir.path().join("metrics.csv"), &damaged).unwrap();
+    let err =
+        train::train::<B>(&config, &mut rows.source(), dir.path(), &device, &opts).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("metrics.csv") && msg.contains("line 3"),
+        "{msg}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("metrics.csv")).unwrap(),
+        damaged
+    );
+}
+
+#[test]
+fn a_resumed_run_removes_what_a_crash_left_and_a_second_run_is_refused() {
+    let d = 12;
+    let rows = small_rows(d);
+    let config = small_run_config(d);
+    let device = Default::default();
+    let opts = RunOptions::default();
+    let straight = tempfile::tempdir().unwrap();
+    train::train::<B>(&config, &mut rows.source(), straight.path(), &device, &opts).unwrap();
+
+    let broken = tempfile::tempdir().unwrap();
+    interrupted_run(&config, &rows, broken.path());
+    let state_dir = std::fs::read_dir(broken.path())
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("state-"))
+        .unwrap()
+        .path();
+    // A kill -9 mid-write leaves temporaries; one during a checkpoint, a
+    // newer state folder the state file does not point at yet.
+    std::fs::write(
+        broken.path().join(".relu.safetensors.tmp-999999-0"),
+        b"half",
+    )
+    .unwrap();
+    std::fs::write(
+        state_dir.join(".topk.optim.safetensors.tmp-999999-1"),
+        b"half",
+    )
+    .unwrap();
+    std::fs::create_dir(broken.path().join("state-000000010")).unwrap();
+    std::fs::write(
+        broken.path().join("state-000000010/relu.safetensors"),
+        b"half",
+    )
+    .unwrap();
+
+    // While another process trains there, a second run is refused.
+    let lock = sae_steer_files::FolderLock::acquire(broken.path()).unwrap();
+    let err =
+        train::train::<B>(&config, &mut rows.source(), broken.path(), &device, &opts).unwrap_err();
+    assert!(
+        err.to_string().contains("in use by another process"),
+        "{err}"
+    );
+    drop(lock);
+
+    train::train::<B>(&config, &mut rows.source(), broken.path(), &device, &opts).unwrap();
+    let names = |dir: &Path| {
+        let mut n: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        n.sort();
+        n
+    };
+    assert_eq!(names(broken.path()), names(straight.path()));
+    for name in names(straight.path()) {
+        let (a, b) = (straight.path().join(&name), broken.path().join(&name));
+        if a.is_dir() {
+            assert_eq!(names(&a), names(&b), "{name}");
+            for inner in names(&a) {
+                assert!(
+                    std::fs::read(a.join(&inner)).unwrap()
+                        == std::fs::read(b.join(&inner)).unwrap(),
+                    "{name}/{inner} differs from an uninterrupted run's"
+                );
+            }
+        } else if name != sae_steer_files::LOCK_FILE {
+            assert!(
+                std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(),
+                "{name} differs from an uninterrupted run's"
+            );
+        }
+    }
+}
+
+#[test]
+fn an_interrupted_run_resumes_to_the_same_result() {
+    let d = 12;
+    let rows = small_rows(d);
+    let config = small_run_config(d);
+    let device = Default::default();
+    let opts = RunOptions::default();
+
+    let straight = tempfile::tempdir().unwrap();
+    let report =
+        train::train::<B>(&config, &mut rows.source(), straight.path(), &device, &opts).unwrap();
+    assert_eq!((report.steps, report.tokens_seen), (14, 14 * 256));
+    assert_eq!(report.resumed_from, None);
+    assert!(
+        report.short_batches >= 3,
+        "each pass ends in a short batch, skipped"
+    );
+
+    // Same run, but the data fails at the 12th training batch (step 9 of the
+    // third pass), after the checkpoint at step 5.
+    let broken = tempfile::tempdir().unwrap();
+    interrupted_run(&config, &rows, broken.path());
     let csv_before = std::fs::read_to_string(broken.path().join("metrics.csv")).unwrap();
     assert!(
         csv_before.lines().any(|l| l.starts_with("9,")),

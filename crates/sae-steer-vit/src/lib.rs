@@ -5,8 +5,11 @@
 //!   layer only re-runs what follows it.
 //! - [`load`]: from a Hugging Face folder, a torch-hub `.pth` or a hub id.
 //! - [`Preprocess`]: the reference's image pipeline.
+//! - [`decode_image`]: the one bounded image decoder (sizes checked before
+//!   decoding, truncated files refused), behind [`open_image`].
 
 mod config;
+mod decode;
 mod dinov2;
 mod error;
 pub mod load;
@@ -15,6 +18,7 @@ pub mod resample;
 pub mod weights;
 
 pub use config::{Dinov2Config, PosEmbedResample};
+pub use decode::{DecodeError, DecodeErrorKind, ImageLimits, decode_image};
 pub use dinov2::{Dinov2, KeyLayout, LayerTaps, Tokens, hf_tensor_shapes};
 pub use error::{Result, VitError};
 pub use preprocess::{

@@ -3,11 +3,13 @@
 //! kept, rounded to 8 bits), center crop 224x224, scale to [0, 1], normalise
 //! with the ImageNet mean and std.
 
+use std::io::Read;
 use std::path::Path;
 
 use burn::prelude::*;
 use image::{DynamicImage, RgbImage, imageops::FilterType};
 
+use crate::decode::{ImageLimits, decode_image};
 use crate::error::{Result, VitError};
 
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
@@ -95,24 +97,32 @@ impl Preprocess {
     }
 }
 
-/// Decodes any image the `image` crate reads (gray, RGBA, 16-bit and CMYK
-/// JPEGs all become RGB), naming the file when it cannot.
+/// Reads and decodes an image file within [`ImageLimits::default`] (gray,
+/// RGBA, 16-bit and CMYK JPEGs all become RGB on conversion), naming the file
+/// when it is too large, truncated, corrupt or not an image.
 pub fn open_image(path: impl AsRef<Path>) -> Result<DynamicImage> {
     let path = path.as_ref();
-    let reader = image::ImageReader::open(path)
-        .map_err(|e| VitError::io(path, e))?
-        .with_guessed_format()
-        .map_err(|e| VitError::io(path, e))?;
-    if reader.format().is_none() {
-        return Err(VitError::Image {
-            path: path.to_path_buf(),
-            message: "not an image format we know (expected JPEG, PNG, WebP, ...)".into(),
-        });
-    }
-    reader.decode().map_err(|e| VitError::Image {
+    let limits = ImageLimits::default();
+    let image_error = |message: String| VitError::Image {
         path: path.to_path_buf(),
-        message: e.to_string(),
-    })
+        message,
+    };
+    let mut file = std::fs::File::open(path).map_err(|e| VitError::io(path, e))?;
+    // The length before the read, so a huge file is refused without reading it.
+    let len = file.metadata().map_err(|e| VitError::io(path, e))?.len();
+    if len > limits.max_bytes {
+        return Err(image_error(format!(
+            "the file has {len} bytes, more than the {} allowed",
+            limits.max_bytes
+        )));
+    }
+    // `take` bounds the read even if the file grows meanwhile.
+    let mut bytes = Vec::with_capacity(len as usize);
+    (&mut file)
+        .take(limits.max_bytes + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| VitError::io(path, e))?;
+    decode_image(&bytes, &limits).map_err(|e| image_error(e.message))
 }
 
 /// Opens and preprocesses an image file with the reference pipeline.

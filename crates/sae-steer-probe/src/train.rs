@@ -6,6 +6,11 @@
 //! uninterrupted one would); a step is the patches of `batch_size` whole
 //! images, the last step of an epoch being smaller (PyTorch's DataLoader
 //! without `drop_last`). All probes see each batch once.
+//!
+//! A run holds a [`FolderLock`] on the checkpoint root, so two sweeps cannot
+//! write the same probe folders; a rerun after a crash removes what the crash
+//! left (temporaries of interrupted writes, a checkpoint the pruning did not
+//! get to) and ends with the files of an uninterrupted run, bit for bit.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -18,6 +23,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
+use sae_steer_files::{FolderLock, is_temp_name};
 use serde_json::{Map, Value, json};
 
 use crate::checkpoint::{
@@ -128,9 +134,14 @@ pub fn train_sweep<B: Backend, S: PatchSource>(
         .iter()
         .map(|h| opts.ckpt_root.join(h.dir_name()))
         .collect();
+    let _lock =
+        FolderLock::acquire(&opts.ckpt_root).map_err(|e| ProbeError::io(&opts.ckpt_root, e))?;
+    remove_temporaries(&dirs)?;
 
     let (mut probes, start_epoch) = match resume_point(&dirs, &run, sweep, steps_per_epoch)? {
         Some((states, step, epoch)) => {
+            // What the interrupted run's last pruning would have removed.
+            prune(&dirs, step, steps_per_epoch, sweep)?;
             let sweep_probes = ProbeSweep::<B>::from_states(&states, step, device)?;
             (sweep_probes, epoch + 1)
         }
@@ -473,6 +484,24 @@ fn save_all(
     Ok(())
 }
 
+/// Removes the temporaries of writes a crash interrupted (the lock is held:
+/// no other process is writing them).
+fn remove_temporaries(dirs: &[PathBuf]) -> Result<()> {
+    for dir in dirs.iter().filter(|d| d.is_dir()) {
+        let entries = std::fs::read_dir(dir).map_err(|e| ProbeError::io(dir, e))?;
+        for entry in entries {
+            let path = entry.map_err(|e| ProbeError::io(dir, e))?.path();
+            if path
+                .file_name()
+                .is_some_and(|n| is_temp_name(&n.to_string_lossy()))
+            {
+                std::fs::remove_file(&path).map_err(|e| ProbeError::io(&path, e))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Removes our older checkpoints that ended no evaluation epoch: only the
 /// kept ones and the newest survive.
 fn prune(dirs: &[PathBuf], newest: u64, steps_per_epoch: u64, sweep: &SweepConfig) -> Result<()> {
@@ -514,8 +543,8 @@ fn write_config(
         cfg.insert(k.clone(), v.clone());
     }
     let text = serde_json::to_string_pretty(&Value::Object(cfg)).unwrap_or_default();
-    sae_steer_vit::write_atomic(&dir.join(CONFIG_FILE), text.as_bytes())?;
-    Ok(())
+    let path = dir.join(CONFIG_FILE);
+    sae_steer_files::write_atomic(&path, text.as_bytes()).map_err(|e| ProbeError::io(&path, e))
 }
 
 fn progress_bar(show: bool, total: u64) -> ProgressBar {
@@ -531,7 +560,9 @@ fn progress_bar(show: bool, total: u64) -> ProgressBar {
     bar
 }
 
-/// Log lines to stderr and, when asked, to a file.
+/// Log lines to stderr and, when asked, appended to a file. The file is a
+/// record of what each call did (a resumed run adds its own lines) and is
+/// never read back; a line a crash cut short is ended before new lines go on.
 struct Log {
     file: Option<(PathBuf, std::fs::File)>,
 }
@@ -544,11 +575,15 @@ impl Log {
                 if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir).map_err(|e| ProbeError::io(dir, e))?;
                 }
-                let f = std::fs::OpenOptions::new()
+                let mut f = std::fs::OpenOptions::new()
                     .create(true)
+                    .read(true)
                     .append(true)
                     .open(path)
                     .map_err(|e| ProbeError::io(path, e))?;
+                if !ends_a_line(&mut f).map_err(|e| ProbeError::io(path, e))? {
+                    f.write_all(b"\n").map_err(|e| ProbeError::io(path, e))?;
+                }
                 Some((path.to_path_buf(), f))
             }
         };
@@ -562,6 +597,18 @@ impl Log {
         }
         Ok(())
     }
+}
+
+/// Whether a file is empty or ends with a newline.
+fn ends_a_line(f: &mut std::fs::File) -> std::io::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    if f.metadata()?.len() == 0 {
+        return Ok(true);
+    }
+    f.seek(SeekFrom::End(-1))?;
+    let mut last = [0u8];
+    f.read_exact(&mut last)?;
+    Ok(last[0] == b'\n')
 }
 
 fn mean(v: &[f64]) -> f64 {

@@ -208,3 +208,80 @@ fn refuses_to_resume_on_other_data_or_labels_out_of_range() {
     .to_string();
     assert!(err.contains("image 1 has patch label 6"), "{err}");
 }
+
+/// Every file under `root` (probe folders one level deep) with its bytes,
+/// leaving out the folder lock (it records the holder's pid).
+fn files(root: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for dir in std::fs::read_dir(root).unwrap().flatten() {
+        if !dir.path().is_dir() {
+            assert_eq!(dir.file_name(), ".lock", "{:?}", dir.path());
+            continue;
+        }
+        for f in std::fs::read_dir(dir.path()).unwrap().flatten() {
+            let name = format!(
+                "{}/{}",
+                dir.file_name().to_string_lossy(),
+                f.file_name().to_string_lossy()
+            );
+            out.push((name, std::fs::read(f.path()).unwrap()));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_rerun_after_a_crash_removes_its_leftovers_and_ends_like_an_uninterrupted_run() {
+    let data = separable(24, 7); // 2 steps an epoch
+    let cfg = sweep(7);
+    let whole = tempfile::tempdir().unwrap();
+    train_sweep::<B, _>(&cfg, &data, &options(whole.path()), &Default::default()).unwrap();
+
+    let crashed = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let mut opts = options(crashed.path());
+    opts.log_file = Some(logs.path().join("train.log"));
+    opts.max_epochs = Some(4);
+    train_sweep::<B, _>(&cfg, &data, &opts, &Default::default()).unwrap();
+    // What a kill -9 can leave: a temporary of a checkpoint being written,
+    // the previous rolling checkpoint (killed after the save, before the
+    // pruning), and half a log line.
+    let probe = crashed.path().join("lr_0_01__wd_0_1");
+    std::fs::write(
+        probe.join(".model_step10.safetensors.tmp-999999-0"),
+        b"half",
+    )
+    .unwrap();
+    std::fs::copy(
+        probe.join("model_step8.safetensors"),
+        probe.join("model_step4.safetensors"),
+    )
+    .unwrap();
+    let log = logs.path().join("train.log");
+    let mut text = std::fs::read_to_string(&log).unwrap();
+    text.push_str("epoch: 4, ste");
+    std::fs::write(&log, &text).unwrap();
+
+    // While another process holds the folder, a second sweep is refused.
+    let lock = sae_steer_files::FolderLock::acquire(crashed.path()).unwrap();
+    opts.max_epochs = None;
+    let err = train_sweep::<B, _>(&cfg, &data, &opts, &Default::default()).unwrap_err();
+    assert!(
+        err.to_string().contains("in use by another process"),
+        "{err}"
+    );
+    drop(lock);
+
+    let r = train_sweep::<B, _>(&cfg, &data, &opts, &Default::default()).unwrap();
+    assert_eq!(r.start_epoch, 4);
+    let (want, have) = (files(whole.path()), files(crashed.path()));
+    let names = |f: &[(String, Vec<u8>)]| f.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&have), names(&want));
+    for ((name, a), (_, b)) in want.iter().zip(&have) {
+        assert!(a == b, "{name} differs from an uninterrupted run's");
+    }
+    // The cut line was ended before the resumed run's lines.
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("epoch: 4, ste\nresuming"), "{text}");
+}

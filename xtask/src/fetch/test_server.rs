@@ -1,6 +1,8 @@
 //! A minimal HTTP/1.1 server on 127.0.0.1 for the fetch tests: serves bytes
 //! with `Range` support, redirects and error statuses, can cut a connection
-//! after N body bytes (once), and logs every request.
+//! after N body bytes (once), answers exactly as told (a lying server: wrong
+//! or missing Content-Length, a Content-Range that ignores the request), and
+//! logs every request.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -29,6 +31,14 @@ pub enum Route {
         location: String,
         headers: Vec<(String, String)>,
     },
+    /// This status line, these headers and this body, whatever was asked:
+    /// no `Content-Length` is added (the body then ends when the connection
+    /// closes) and `Range` is ignored.
+    Raw {
+        status: String,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    },
 }
 
 impl Route {
@@ -37,6 +47,25 @@ impl Route {
             body: body.to_vec(),
             headers: Vec::new(),
             cut_after: None,
+        }
+    }
+
+    /// A [`Route::Raw`] answer.
+    pub fn raw(status: &str, headers: &[(&str, &str)], body: &[u8]) -> Self {
+        Self::Raw {
+            status: status.to_string(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            body: body.to_vec(),
+        }
+    }
+
+    pub fn redirect(location: &str) -> Self {
+        Self::Redirect {
+            location: location.to_string(),
+            headers: Vec::new(),
         }
     }
 }
@@ -148,6 +177,23 @@ fn serve(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
     let mut out = stream;
     match route {
         None => respond(&mut out, "404 Not Found", &[], b"", None),
+        Some(Route::Raw {
+            status,
+            headers,
+            body,
+        }) => {
+            let mut head = format!("HTTP/1.1 {status}\r\nConnection: close\r\n");
+            for (name, value) in &headers {
+                head.push_str(&format!("{name}: {value}\r\n"));
+            }
+            head.push_str("\r\n");
+            out.write_all(head.as_bytes())?;
+            // The client may stop reading early (a body past its limit);
+            // a reset connection then is expected, not an error here.
+            let _ = out.write_all(&body);
+            let _ = out.flush();
+            out.shutdown(std::net::Shutdown::Both)
+        }
         Some(Route::Redirect { location, headers }) => {
             let mut h = headers;
             h.push(("Location".into(), location));

@@ -892,3 +892,575 @@ fn invalid_manifests_are_rejected_with_the_reason() {
         assert!(err.contains(want), "{rows}\n-> {err}");
     }
 }
+
+/// A `[[url]]` manifest for `/w.bin` saved as `w/w.bin`, with an optional
+/// size and hash.
+fn url_manifest(env: &Env, size: Option<usize>, sha256: Option<&str>) {
+    let mut text = format!(
+        "name = \"w\"\ndescription = \"test\"\n[[url]]\nurl = \"{}\"\ndest = \"w/w.bin\"\n",
+        env.server.url("/w.bin")
+    );
+    if let Some(s) = size {
+        text.push_str(&format!("size = {s}\n"));
+    }
+    if let Some(h) = sha256 {
+        text.push_str(&format!("sha256 = \"{h}\"\n"));
+    }
+    env.manifest("w.toml", &text);
+}
+
+/// No file of the download, whole or partial, is left in `w/`.
+fn assert_nothing_kept(env: &Env) {
+    for name in ["w/w.bin", "w/w.bin.part"] {
+        assert!(!env.data(name).exists(), "{name} was kept");
+    }
+}
+
+#[test]
+fn a_redirect_to_another_scheme_is_refused_before_it_is_requested() {
+    for target in ["ftp://127.0.0.1:21/w.bin", "file:///etc/passwd", "data:,x"] {
+        let env = Env::new();
+        env.server.route("/w.bin", Route::redirect(target));
+        url_manifest(&env, None, None);
+        let err = fetch(&env.options()).expect_err(target);
+        match &err {
+            FetchError::RefusedUrl { url, reason } => {
+                assert!(url.starts_with(target), "{url}");
+                assert!(url.contains("redirected from"), "{url}");
+                assert!(
+                    reason.contains("scheme") || reason.contains("not an absolute"),
+                    "{reason}"
+                );
+            }
+            other => panic!("{target}: expected a refused URL, got {other}"),
+        }
+        assert_eq!(env.server.requests().len(), 1, "{target}");
+        assert_nothing_kept(&env);
+    }
+}
+
+#[test]
+fn a_redirect_from_loopback_to_clear_text_elsewhere_is_refused_for_an_unpinned_file() {
+    // The wiring of the rule that also refuses every https -> http hop
+    // (`download::check_url`, unit-tested there): the test server speaks
+    // plain http, so here the forbidden hop is clear text to a non-loopback
+    // host for a file nothing pins. It is refused before any DNS lookup.
+    let env = Env::new();
+    env.server.route(
+        "/w.bin",
+        Route::redirect("http://mirror.example.invalid/w.bin"),
+    );
+    url_manifest(&env, Some(3), None);
+    let err = fetch(&env.options()).expect_err("clear text elsewhere");
+    match &err {
+        FetchError::RefusedUrl { url, reason } => {
+            assert!(
+                url.starts_with("http://mirror.example.invalid/w.bin"),
+                "{url}"
+            );
+            assert!(
+                reason.contains("plain http to mirror.example.invalid"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected a refused URL, got {other}"),
+    }
+    assert_nothing_kept(&env);
+}
+
+#[test]
+fn a_manifest_asking_for_clear_text_without_a_pinned_hash_is_refused() {
+    let base = "name = \"x\"\ndescription = \"t\"\n[[url]]\ndest = \"x\"\n";
+    let err = manifest::SourceManifest::parse(&format!("{base}url = \"http://cdn.example/x\"\n"))
+        .expect_err("unpinned http");
+    assert!(err.contains("plain http to cdn.example"), "{err}");
+    let pinned = format!(
+        "{base}url = \"http://cdn.example/x\"\nsha256 = \"{}\"\n",
+        sha256_hex(b"x")
+    );
+    manifest::SourceManifest::parse(&pinned).expect("pinned http is allowed");
+    manifest::SourceManifest::parse(&format!("{base}url = \"https://cdn.example/x\"\n"))
+        .expect("https");
+    // The hub's names become URL paths and cache paths.
+    let hub = "name = \"x\"\ndescription = \"t\"\n[[hub]]\nrepo = \"a/b\"\n";
+    for (rest, want) in [
+        (
+            "revision = \"/etc\"\nfiles = [{ name = \"c\" }]\n",
+            "bad revision",
+        ),
+        (
+            "revision = \"a b\"\nfiles = [{ name = \"c\" }]\n",
+            "bad revision",
+        ),
+        ("files = [{ name = \"c?x=1\" }]\n", "use letters"),
+        ("files = [{ name = \"c#x\" }]\n", "use letters"),
+    ] {
+        let err = manifest::SourceManifest::parse(&format!("{hub}{rest}")).expect_err(rest);
+        assert!(err.contains(want), "{rest} -> {err}");
+    }
+}
+
+#[test]
+fn a_redirect_loop_ends_after_the_bounded_number_of_hops() {
+    let env = Env::new();
+    env.server.route("/w.bin", Route::redirect("/w.bin"));
+    url_manifest(&env, None, None);
+    let err = fetch(&env.options()).expect_err("loop");
+    assert!(
+        matches!(&err, FetchError::BadResponse { message, .. }
+            if message.contains(&format!("more than {} redirects", download::MAX_REDIRECTS))),
+        "{err}"
+    );
+    assert_eq!(env.server.requests().len(), download::MAX_REDIRECTS + 1);
+}
+
+#[test]
+fn a_body_longer_than_the_manifest_size_is_cut_off_and_refused() {
+    let env = Env::new();
+    let size = 10_000;
+    // No Content-Length: the body ends when the connection closes, so only
+    // the manifest's size bounds it. The server sends a hundred times more.
+    let body = vec![7u8; size * 100];
+    env.server.route("/w.bin", Route::raw("200 OK", &[], &body));
+    url_manifest(&env, Some(size), None);
+    let err = fetch(&env.options()).expect_err("too long");
+    match &err {
+        FetchError::TooLong {
+            limit, limit_by, ..
+        } => {
+            assert_eq!(*limit, size as u64);
+            assert!(limit_by.ends_with("w.toml"), "{limit_by}");
+        }
+        other => panic!("expected a too-long refusal, got {other}"),
+    }
+    assert_nothing_kept(&env);
+    assert!(!env.root.join("manifests/lock.toml").exists());
+}
+
+#[test]
+fn a_body_longer_than_the_locked_size_is_refused_too() {
+    let env = Env::new();
+    let first = b"version one".to_vec();
+    env.server.route("/w.bin", Route::file(&first));
+    url_manifest(&env, None, None);
+    fetch(&env.options()).expect("first fetch locks the size");
+    std::fs::remove_file(env.data("w/w.bin")).expect("rm");
+    env.server
+        .route("/w.bin", Route::raw("200 OK", &[], &[b'x'; 5_000]));
+    let err = fetch(&env.options()).expect_err("longer than the lock says");
+    assert!(
+        matches!(&err, FetchError::TooLong { limit, limit_by, .. }
+            if *limit == first.len() as u64 && limit_by.ends_with("lock.toml")),
+        "{err}"
+    );
+    assert_nothing_kept(&env);
+}
+
+#[test]
+fn without_a_known_size_the_unsized_limit_bounds_the_body_and_the_announced_length() {
+    let env = Env::new();
+    url_manifest(&env, None, None);
+    let mut options = env.options();
+    options.unsized_limit = 1_000;
+    // Close-delimited body past the limit.
+    env.server
+        .route("/w.bin", Route::raw("200 OK", &[], &[1u8; 50_000]));
+    let err = fetch(&options).expect_err("past the unsized limit");
+    assert!(
+        matches!(&err, FetchError::TooLong { limit: 1_000, .. }),
+        "{err}"
+    );
+    assert_nothing_kept(&env);
+    // A Content-Length past it is refused before the body is read.
+    env.server.route(
+        "/w.bin",
+        Route::raw("200 OK", &[("Content-Length", "50000")], &[1u8; 50_000]),
+    );
+    let err = fetch(&options).expect_err("announced past the limit");
+    assert!(
+        matches!(&err, FetchError::BadResponse { message, .. } if message.contains("announces 50000 bytes")),
+        "{err}"
+    );
+    assert_nothing_kept(&env);
+    // Within the limit, the server's own length is the bound.
+    env.server.route("/w.bin", Route::file(&[2u8; 900]));
+    assert_eq!(
+        outcomes(&fetch(&options).expect("within the limit")),
+        [Outcome::Downloaded]
+    );
+}
+
+#[test]
+fn a_wrong_or_malformed_content_length_is_handled() {
+    for bad in ["abc", "-1", "1e3", "99999999999999999999999", ""] {
+        let env = Env::new();
+        env.server.route(
+            "/w.bin",
+            Route::raw("200 OK", &[("Content-Length", bad)], b"hello"),
+        );
+        url_manifest(&env, None, None);
+        let err = fetch(&env.options()).expect_err(bad);
+        assert!(
+            matches!(&err, FetchError::BadResponse { message, .. } if message.contains("not a byte count")),
+            "{bad:?}: {err}"
+        );
+        assert_nothing_kept(&env);
+    }
+    // Longer than the body: the connection closes early, which is an
+    // interruption (the part is kept for a resume), never a complete file.
+    let env = Env::new();
+    env.server.route(
+        "/w.bin",
+        Route::raw("200 OK", &[("Content-Length", "5000")], &[3u8; 1000]),
+    );
+    url_manifest(&env, None, None);
+    let err = fetch(&env.options()).expect_err("short body");
+    assert!(
+        matches!(&err, FetchError::Interrupted { have: 1000, .. }),
+        "{err}"
+    );
+    assert!(!env.data("w/w.bin").exists());
+    // Shorter than the manifest's size: refused before the body.
+    let env = Env::new();
+    env.server.route(
+        "/w.bin",
+        Route::raw("200 OK", &[("Content-Length", "10")], &[3u8; 1000]),
+    );
+    url_manifest(&env, Some(1000), None);
+    let err = fetch(&env.options()).expect_err("short declared length");
+    assert!(
+        matches!(
+            &err,
+            FetchError::SizeMismatch {
+                expected: 1000,
+                actual: 10,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_nothing_kept(&env);
+}
+
+#[test]
+fn a_resume_answered_from_another_offset_is_refused_and_nothing_is_appended() {
+    let zip = dataset_zip();
+    let have = 4_000;
+    let cases = [
+        // From the start, although bytes=4000- was asked for.
+        format!("bytes 0-{}/{}", zip.len() - 1, zip.len()),
+        // From a later offset.
+        format!("bytes 5000-{}/{}", zip.len() - 1, zip.len()),
+        // The right start but not to the end of the file.
+        format!("bytes {have}-{}/{}", zip.len() - 2, zip.len()),
+        "garbage".to_string(),
+    ];
+    for range in cases {
+        let env = Env::new();
+        std::fs::create_dir_all(env.data("downloads")).expect("mkdir");
+        std::fs::write(env.data("downloads/ds.zip.part"), &zip[..have]).expect("part");
+        env.server.route(
+            "/ds.zip",
+            Route::raw("206 Partial Content", &[("Content-Range", &range)], &zip),
+        );
+        env.archive_manifest(Some(zip.len()), Some(&sha256_hex(&zip)));
+        let err = fetch(&env.options()).expect_err(&range);
+        assert!(
+            matches!(&err, FetchError::BadResponse { message, .. }
+                if message.contains(&format!("asked for bytes={have}-")) && message.contains("refused")),
+            "{range}: {err}"
+        );
+        assert_eq!(
+            std::fs::read(env.data("downloads/ds.zip.part")).expect("part kept"),
+            &zip[..have],
+            "{range}: the partial file changed"
+        );
+        assert!(!env.data("downloads/ds.zip").exists());
+        assert!(!env.data("DS").exists());
+    }
+    // A 206 whose Content-Length disagrees with its own range.
+    let env = Env::new();
+    std::fs::create_dir_all(env.data("downloads")).expect("mkdir");
+    std::fs::write(env.data("downloads/ds.zip.part"), &zip[..have]).expect("part");
+    let range = format!("bytes {have}-{}/{}", zip.len() - 1, zip.len());
+    env.server.route(
+        "/ds.zip",
+        Route::raw(
+            "206 Partial Content",
+            &[("Content-Range", &range), ("Content-Length", "7")],
+            &zip[have..],
+        ),
+    );
+    env.archive_manifest(Some(zip.len()), Some(&sha256_hex(&zip)));
+    let err = fetch(&env.options()).expect_err("inconsistent 206");
+    assert!(
+        matches!(&err, FetchError::BadResponse { message, .. } if message.contains("Content-Length says 7")),
+        "{err}"
+    );
+}
+
+#[test]
+fn config_json_is_locked_on_first_fetch_and_a_changed_one_is_refused_later() {
+    let env = Env::new();
+    let commit = "c0ffee0000000000000000000000000000000004";
+    let config = br#"{"model_type": "dinov2", "patch_size": 14}"#.to_vec();
+    let weights = b"weights".to_vec();
+    serve_hub(&env.server, commit, &config, &weights);
+    // Nothing in the manifest pins config.json (HUB_MANIFEST has no hashes).
+    env.manifest("vit.toml", HUB_MANIFEST);
+    fetch(&env.options()).expect("first fetch");
+    let locked = env.lock().hub["acme/vit"].files["config.json"].clone();
+    assert_eq!(locked.sha256, sha256_hex(&config));
+    assert_eq!(locked.size, config.len() as u64);
+
+    // Changed on disk, same length: found without --verify (small files are
+    // always re-hashed), refused, removed from the cache.
+    let cache = hf_hub::Cache::new(env.root.join("hf")).model("acme/vit".into());
+    let on_disk = cache.get("config.json").expect("cached");
+    let tampered = br#"{"model_type": "dinov2", "patch_size": 0}"#;
+    assert_eq!(tampered.len() + 1, config.len());
+    let mut tampered = tampered.to_vec();
+    tampered.push(b' ');
+    std::fs::write(&on_disk, &tampered).expect("tamper");
+    let err = fetch(&env.options()).expect_err("changed on disk");
+    match &err {
+        FetchError::HashMismatch {
+            what,
+            expected,
+            actual,
+            expected_by,
+        } => {
+            assert!(what.ends_with("acme/vit/config.json"), "{what}");
+            assert_eq!(expected, &sha256_hex(&config));
+            assert_eq!(actual, &sha256_hex(&tampered));
+            assert!(expected_by.ends_with("lock.toml"), "{expected_by}");
+        }
+        other => panic!("expected a hash mismatch, got {other}"),
+    }
+    assert!(cache.get("config.json").is_none(), "the bad file stayed");
+
+    // Changed upstream: the download is refused against the lock.
+    serve_hub(&env.server, commit, &tampered, &weights);
+    let before = env.server.requests().len();
+    let err = fetch(&env.options()).expect_err("changed upstream");
+    match &err {
+        FetchError::HashMismatch {
+            expected,
+            actual,
+            expected_by,
+            ..
+        } => {
+            assert_eq!(expected, &sha256_hex(&config));
+            assert_eq!(actual, &sha256_hex(&tampered));
+            assert!(expected_by.ends_with("lock.toml"), "{expected_by}");
+        }
+        other => panic!("expected a hash mismatch, got {other}"),
+    }
+    let paths: Vec<String> = env.server.requests()[before..]
+        .iter()
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(paths, [format!("/acme/vit/resolve/{commit}/config.json")]);
+    assert!(cache.get("config.json").is_none());
+    assert_eq!(
+        env.lock().hub["acme/vit"].files["config.json"],
+        locked,
+        "the lock keeps the first hash"
+    );
+    // No incoming or partial file is left in the cache.
+    let blobs: Vec<String> = std::fs::read_dir(env.root.join("hf/models--acme--vit/blobs"))
+        .expect("blobs")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        blobs.iter().all(|b| !b.starts_with("incoming")),
+        "{blobs:?}"
+    );
+}
+
+/// Rewrites the uncompressed size of the first entry in the central
+/// directory (the size a reader trusts) to `size`.
+fn patch_declared_size(zip: &mut [u8], size: u32) {
+    let at = zip
+        .windows(4)
+        .position(|w| w == b"PK\x01\x02")
+        .expect("central directory");
+    zip[at + 24..at + 28].copy_from_slice(&size.to_le_bytes());
+}
+
+/// Serves `zip` as `/ds.zip` and expects the fetch to refuse the entry
+/// `entry` with a reason containing `reason`, leaving nothing unpacked.
+fn assert_zip_refused(zip: &[u8], entry: &str, reason: &str) {
+    let env = Env::new();
+    env.server.route("/ds.zip", Route::file(zip));
+    env.archive_manifest(Some(zip.len()), Some(&sha256_hex(zip)));
+    let err = fetch(&env.options()).expect_err(reason);
+    match &err {
+        FetchError::UnsafeZipEntry {
+            entry: e,
+            reason: r,
+            ..
+        } => {
+            assert_eq!(e, entry, "{err}");
+            assert!(r.contains(reason), "{err}");
+        }
+        other => panic!("expected an unsafe entry ({reason}), got {other}"),
+    }
+    assert!(!env.data("DS").exists());
+    assert!(!env.data(".unpack-DS").exists());
+}
+
+#[test]
+fn a_zip_bomb_is_refused_by_its_declared_size_before_anything_is_written() {
+    // 16 MiB of zeros deflate to about 16 kB: a thousand times the archive.
+    let zeros = vec![0u8; 16 << 20];
+    // First, so that make_zip deflates it.
+    let zip = make_zip(&[("DS/bomb.bin", &zeros), ("DS/objectInfo150.txt", b"ok")]);
+    assert!(zip.len() < 100_000, "{}", zip.len());
+    assert!(archive::unpack_limit(zip.len() as u64) < zeros.len() as u64);
+    assert_zip_refused(&zip, "DS/bomb.bin", "decompression bomb");
+}
+
+#[test]
+fn a_zip_entry_that_inflates_past_its_declared_size_is_cut_off_and_refused() {
+    // Deflated first entry (make_zip deflates even positions): 1 MiB of
+    // zeros that claims to be 100 bytes.
+    let zeros = vec![0u8; 1 << 20];
+    let mut zip = make_zip(&[("DS/bomb.bin", &zeros), ("DS/objectInfo150.txt", b"ok")]);
+    patch_declared_size(&mut zip, 100);
+    assert_zip_refused(&zip, "DS/bomb.bin", "inflates past the 100 bytes");
+    // And one that falls short of what it declares.
+    let mut zip = make_zip(&[("DS/short.bin", b"abc"), ("DS/objectInfo150.txt", b"ok")]);
+    patch_declared_size(&mut zip, 1_000);
+    let env = Env::new();
+    env.server.route("/ds.zip", Route::file(&zip));
+    env.archive_manifest(Some(zip.len()), Some(&sha256_hex(&zip)));
+    let err = fetch(&env.options()).expect_err("short entry");
+    assert!(
+        matches!(
+            &err,
+            FetchError::UnsafeZipEntry { .. } | FetchError::Zip { .. }
+        ),
+        "{err}"
+    );
+    assert!(!env.data("DS").exists());
+    assert!(!env.data(".unpack-DS").exists());
+}
+
+#[test]
+fn zip_entries_with_the_same_path_are_refused() {
+    // The same file twice once `.` segments are dropped.
+    let zip = make_zip(&[("DS/a.txt", b"one"), ("DS/./a.txt", b"two")]);
+    assert_zip_refused(&zip, "DS/./a.txt", "same path");
+    // A file that is also a folder of another entry.
+    let zip = make_zip(&[("DS/x", b"file"), ("DS/x/y", b"inside")]);
+    assert_zip_refused(&zip, "DS/x", "both a file and a folder");
+}
+
+/// A lock file of every kind of entry (made-up URLs, sizes and hashes), the
+/// seed of the lock fuzzer.
+const LOCK_SAMPLE: &str = r#"
+# Written by `cargo xtask fetch`.
+
+[url."https://example.org/weights/w.pth"]
+size = 346379917
+sha256 = "0000000000000000000000000000000000000000000000000000000000000001"
+
+[hub."acme/vit"]
+revision = "main"
+commit = "c0ffee0000000000000000000000000000000001"
+
+[hub."acme/vit".files."config.json"]
+size = 611
+sha256 = "1111111111111111111111111111111111111111111111111111111111111111"
+
+[hub."acme/vit".files."model.safetensors"]
+size = 346342744
+sha256 = "2222222222222222222222222222222222222222222222222222222222222222"
+"#;
+
+/// Inputs per format: about a second each in the test profile, and the
+/// budget caps a slower build.
+const FUZZ_INPUTS: usize = 100_000;
+
+#[test]
+fn fuzz_manifest_and_lock_parsers_never_panic() {
+    let dir = crate::root().join("data-manifests");
+    let read = |name: &str| std::fs::read(dir.join(name)).expect(name);
+    let sources = vec![read("ade20k.toml"), read("dinov2.toml"), read("sae.toml")];
+    let parse_text =
+        |bytes: &[u8], parse: &dyn Fn(&str) -> bool| std::str::from_utf8(bytes).is_ok_and(parse);
+    let budget = Duration::from_secs(10);
+    let report = sae_steer_testkit::fuzz(
+        "fetch manifest TOML",
+        &sources,
+        14,
+        FUZZ_INPUTS,
+        budget,
+        |b| parse_text(b, &|t| manifest::SourceManifest::parse(t).is_ok()),
+    );
+    assert!(report.inputs >= 1_000, "{report:?}");
+    assert!(report.accepted < report.inputs, "{report:?}");
+    let manual = vec![read("manual-features.toml")];
+    let report = sae_steer_testkit::fuzz(
+        "fetch manual-features TOML",
+        &manual,
+        14,
+        FUZZ_INPUTS,
+        budget,
+        |b| parse_text(b, &|t| manifest::ManualFeatures::parse(t).is_ok()),
+    );
+    assert!(report.inputs >= 1_000, "{report:?}");
+    let locks = vec![LOCK_SAMPLE.as_bytes().to_vec()];
+    lock::Lock::parse(LOCK_SAMPLE).expect("the sample parses");
+    let report = sae_steer_testkit::fuzz("fetch lock TOML", &locks, 14, FUZZ_INPUTS, budget, |b| {
+        parse_text(b, &|t| lock::Lock::parse(t).is_ok())
+    });
+    assert!(report.inputs >= 1_000, "{report:?}");
+    assert!(report.accepted < report.inputs, "{report:?}");
+}
+
+#[test]
+fn fuzz_zip_unpacking_never_panics_and_stays_in_its_folder() {
+    let seeds = vec![
+        make_zip(&[
+            ("DS/", b""),
+            ("DS/objectInfo150.txt", b"Idx\tName\n1\twall\n"),
+            ("DS/images/a.jpg", &[0u8; 300]),
+            ("DS/images/b.jpg", b"jpeg b"),
+        ]),
+        make_zip(&[("DS/x/y/z.txt", &[b'z'; 2_000]), ("DS/x/w.txt", b"w")]),
+    ];
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let archive = tmp.path().join("in.zip");
+    let target = tmp.path().join("box").join("out");
+    let report = sae_steer_testkit::fuzz(
+        "fetch zip unpacking",
+        &seeds,
+        14,
+        // Each input is unpacked to disk with its fsyncs: slower than the
+        // text parsers, so fewer inputs and a shorter budget.
+        2_000,
+        Duration::from_secs(8),
+        |bytes| {
+            std::fs::write(&archive, bytes).expect("write input");
+            let limit = archive::unpack_limit(bytes.len() as u64);
+            let ok = archive::unpack_zip(&archive, &target, limit, false).is_ok();
+            // Whatever was accepted or half-written stays inside `out/`.
+            let outside: Vec<_> = std::fs::read_dir(tmp.path().join("box"))
+                .map(|d| {
+                    d.map(|e| e.expect("entry").file_name())
+                        .filter(|n| n != "out")
+                        .collect()
+                })
+                .unwrap_or_default();
+            assert!(outside.is_empty(), "{outside:?}");
+            if target.exists() {
+                std::fs::remove_dir_all(&target).expect("clean");
+            }
+            ok
+        },
+    );
+    assert!(report.inputs >= 500, "{report:?}");
+    assert!(report.accepted < report.inputs, "{report:?}");
+}

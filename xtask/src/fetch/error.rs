@@ -49,6 +49,13 @@ pub enum FetchError {
         limit: u64,
         limit_by: String,
     },
+    /// `--locked` and nothing pins the file's SHA-256.
+    #[error(
+        "{what}: no SHA-256 pinned by its manifest or by {}, and --locked refuses first use: \
+         fetch once without --locked to record it, then review and commit the lock",
+        lock.display()
+    )]
+    Unpinned { what: String, lock: PathBuf },
     /// `--offline` (or `HF_HUB_OFFLINE`) and the item is not on disk.
     #[error("{what} is not on disk and downloads are off (--offline or HF_HUB_OFFLINE)\n{manual}")]
     Offline { what: String, manual: String },

@@ -70,6 +70,11 @@ pub struct Args {
     /// Keep downloaded archives after unpacking them.
     #[arg(long)]
     keep_archives: bool,
+    /// Refuse every file whose SHA-256 neither its manifest nor lock.toml
+    /// pins, instead of recording it on first use (for CI and reproductions
+    /// from a committed lock).
+    #[arg(long)]
+    locked: bool,
     /// Also fetch alternative forms (the torch-hub DINOv2 checkpoint).
     #[arg(long)]
     alternatives: bool,
@@ -89,6 +94,8 @@ pub struct Options {
     pub hub_offline: bool,
     pub verify: bool,
     pub keep_archives: bool,
+    /// No trust on first use: a file without a pinned SHA-256 is an error.
+    pub locked: bool,
     pub alternatives: bool,
     pub progress: bool,
     pub attempts: u32,
@@ -151,6 +158,7 @@ pub fn run(args: Args) -> AnyResult<()> {
         hub_offline: std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| !v.is_empty() && v != "0"),
         verify: args.verify,
         keep_archives: args.keep_archives,
+        locked: args.locked,
         alternatives: args.alternatives,
         progress: true,
         attempts: 5,
@@ -314,6 +322,12 @@ impl Fetcher<'_> {
             }
             (Some(m), _) => Some(Claim::new(m.to_string(), source)),
             (None, Some(l)) => Some(Claim::new(l.to_string(), lock_name)),
+            (None, None) if self.options.locked => {
+                return Err(FetchError::Unpinned {
+                    what: key.to_string(),
+                    lock: self.lock.path.clone(),
+                });
+            }
             (None, None) => None,
         };
         Ok(Expected {

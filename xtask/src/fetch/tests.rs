@@ -134,6 +134,7 @@ impl Env {
             hub_offline: false,
             verify: false,
             keep_archives: false,
+            locked: false,
             alternatives: false,
             progress: false,
             attempts: 1,
@@ -1463,4 +1464,41 @@ fn fuzz_zip_unpacking_never_panics_and_stays_in_its_folder() {
     );
     assert!(report.inputs >= 500, "{report:?}");
     assert!(report.accepted < report.inputs, "{report:?}");
+}
+
+#[test]
+fn locked_refuses_first_use_and_accepts_what_the_lock_pins() {
+    let env = Env::new();
+    env.server.route("/w.bin", Route::file(b"payload"));
+    url_manifest(&env, None, None);
+    let mut locked = env.options();
+    locked.locked = true;
+    let err = fetch(&locked).expect_err("nothing pins it");
+    assert!(
+        matches!(&err, FetchError::Unpinned { what, lock }
+            if what == &env.server.url("/w.bin") && lock.ends_with("lock.toml")),
+        "{err}"
+    );
+    assert!(env.server.requests().is_empty(), "requested anyway");
+    // Recorded by a normal fetch, then accepted under --locked.
+    fetch(&env.options()).expect("first use");
+    std::fs::remove_file(env.data("w/w.bin")).expect("rm");
+    assert_eq!(
+        outcomes(&fetch(&locked).expect("pinned by the lock")),
+        [Outcome::Downloaded]
+    );
+    // Hub files too: nothing pins config.json before the first fetch.
+    env.manifest("vit.toml", HUB_MANIFEST);
+    serve_hub(
+        &env.server,
+        "c0ffee0000000000000000000000000000000005",
+        b"{}",
+        b"w",
+    );
+    locked.only = vec!["vit".into()];
+    let err = fetch(&locked).expect_err("hub file unpinned");
+    assert!(
+        matches!(&err, FetchError::Unpinned { what, .. } if what == "acme/vit/config.json"),
+        "{err}"
+    );
 }

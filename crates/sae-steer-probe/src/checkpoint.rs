@@ -214,12 +214,11 @@ pub fn checkpoint_files(dir: &Path) -> Result<Vec<(PathBuf, Option<u64>)>> {
 /// has one (as the reference's `load_latest`).
 pub fn latest_file(dir: &Path) -> Result<(PathBuf, Option<u64>)> {
     let files = checkpoint_files(dir)?;
-    let best = files.iter().max_by_key(|(path, step)| {
-        (
-            step.map_or(0, |s| s + 1),
-            format_of(path) == Some(CheckpointFormat::SaeSteer),
-        )
-    });
+    // `Option` orders `None` below every `Some(step)`: no `step + 1`, which
+    // overflows for a file named `model_step18446744073709551615`.
+    let best = files
+        .iter()
+        .max_by_key(|(path, step)| (*step, format_of(path) == Some(CheckpointFormat::SaeSteer)));
     best.cloned().ok_or_else(|| ProbeError::NoCheckpoint {
         path: dir.to_path_buf(),
         message: "no model_step{N}.safetensors or model_step{N}.pt file".into(),
@@ -351,7 +350,8 @@ pub fn read_state(file: &Path) -> Result<(ProbeState, CheckpointMeta)> {
     let meta = CheckpointMeta {
         hparams,
         step: integer("step")?,
-        epoch: integer("epoch")? as usize,
+        epoch: usize::try_from(integer("epoch")?)
+            .map_err(|_| ProbeError::checkpoint(file, "metadata `epoch` is too large"))?,
         run,
     };
     Ok((

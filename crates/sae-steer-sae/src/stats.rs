@@ -17,15 +17,12 @@
 //! ([`FeatureStats::load_saev`]).
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::Path;
-use std::sync::Arc;
 
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
-use burn_store::pytorch::lazy_data::LazyDataSource;
-use burn_store::pytorch::pickle_reader::{Object, read_pickle_with_data};
 pub use half::f16;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use sae_steer_vit::{TensorSource, TorchFile};
 
 use crate::config::Activation;
 use crate::error::{Result, SaeError};
@@ -668,7 +665,10 @@ impl FeatureStats {
     /// (a latent that never fired) becomes 0. The number of images is unknown.
     pub fn load_saev(dir: impl AsRef<Path>, info: StatsInfo) -> Result<Self> {
         let dir = dir.as_ref();
-        let (values_shape, values) = read_bare_tensor(&dir.join("top_values.pt"))?;
+        // Every file is checked against its size when opened (TorchFile):
+        // the allocations below are bounded by the files' real bytes.
+        let values_file = open_bare_tensor(&dir.join("top_values.pt"))?;
+        let values_shape = values_file.shape(TorchFile::ROOT).unwrap_or_default();
         let [s, k, n] = values_shape[..] else {
             return Err(SaeError::Format {
                 path: dir.join("top_values.pt"),
@@ -678,9 +678,10 @@ impl FeatureStats {
             });
         };
         let ctx = format!("top_values.pt [{s}, {k}, {n}]");
-        let read = |name: &str, expected: &[usize]| -> Result<TensorData> {
+        let open = |name: &str, expected: &[usize]| -> Result<TorchFile> {
             let path = dir.join(name);
-            let (shape, data) = read_bare_tensor(&path)?;
+            let file = open_bare_tensor(&path)?;
+            let shape = file.shape(TorchFile::ROOT).unwrap_or_default();
             if shape != expected {
                 return Err(SaeError::Shape {
                     path,
@@ -690,33 +691,21 @@ impl FeatureStats {
                     context: ctx.clone(),
                 });
             }
-            Ok(data)
+            Ok(file)
         };
-        let images = read("top_img_i.pt", &[s, k])?;
-        let sparsity = read("sparsity.pt", &[s])?;
-        let mean_values = read("mean_values.pt", &[s])?;
-        let to_f32 = |data: TensorData, name: &str| -> Result<Vec<f32>> {
-            data.convert::<f32>()
-                .into_vec::<f32>()
-                .map_err(|e| SaeError::Format {
-                    path: dir.join(name),
-                    message: format!("not a float tensor: {e:?}"),
-                })
-        };
-        let values = to_f32(values, "top_values.pt")?;
-        let frequency = to_f32(sparsity, "sparsity.pt")?;
-        let mean_active: Vec<f32> = to_f32(mean_values, "mean_values.pt")?
+        let images = open("top_img_i.pt", &[s, k])?;
+        let sparsity = open("sparsity.pt", &[s])?;
+        let mean_values = open("mean_values.pt", &[s])?;
+        let values = values_file.read(TorchFile::ROOT)?.data;
+        let frequency = sparsity.read(TorchFile::ROOT)?.data;
+        let mean_active: Vec<f32> = mean_values
+            .read(TorchFile::ROOT)?
+            .data
             .into_iter()
             .map(|v| if v.is_nan() { 0.0 } else { v })
             .collect();
         // i64 keeps ids above 2^24 exact, which f32 would not.
-        let ids = images
-            .convert::<i64>()
-            .into_vec::<i64>()
-            .map_err(|e| SaeError::Format {
-                path: dir.join("top_img_i.pt"),
-                message: format!("not an integer tensor: {e:?}"),
-            })?;
+        let (_, ids) = images.read_i64(TorchFile::ROOT)?;
 
         let mut stats = Self::new(s, k, n, info)?;
         stats.n_images = None;
@@ -773,52 +762,17 @@ fn host_f32<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
         .unwrap_or_default()
 }
 
-/// Reads a `torch.save(tensor, path)` file: a zip archive whose pickle is a
-/// bare tensor rather than a state dict, which `TorchFile` (a state-dict
-/// reader) rejects. Returns the shape and the data in the stored dtype.
-fn read_bare_tensor(path: &Path) -> Result<(Vec<usize>, TensorData)> {
-    let format_error = |message: String| SaeError::Format {
-        path: path.to_path_buf(),
-        message,
-    };
-    // A clear "not found" beats the zip reader's generic error.
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read(&mut [0u8; 1]))
-        .map_err(|e| SaeError::io(path, e))?;
-    let source = LazyDataSource::from_zip(path)
-        .map_err(|e| format_error(format!("not a torch.save zip archive: {e}")))?;
-    // torch.save names the archive's top folder after the file it first wrote
-    // (`top_values/data.pkl`), which a rename does not change: find it from
-    // the tensor data entries (`<folder>/data/<key>`).
-    let pickle_name = match &source {
-        LazyDataSource::Zip(zip) => {
-            let zip = zip.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let names = zip.data_files();
-            let candidates: Vec<String> = names
-                .iter()
-                .filter_map(|n| n.split_once("/data/").map(|(top, _)| top.to_string()))
-                .chain(std::iter::once("archive".to_string()))
-                .map(|top| format!("{top}/data.pkl"))
-                .chain(std::iter::once("data.pkl".to_string()))
-                .collect();
-            candidates.into_iter().find(|c| zip.contains(c))
-        }
-        _ => None,
-    }
-    .ok_or_else(|| format_error("no data.pkl in the zip archive: not a torch.save file".into()))?;
-    let pickle = source
-        .read(&pickle_name)
-        .map_err(|e| format_error(format!("cannot read {pickle_name}: {e}")))?;
-    let object = read_pickle_with_data(&mut pickle.as_slice(), Arc::new(source))
-        .map_err(|e| format_error(format!("cannot parse the pickle: {e}")))?;
-    let Object::TorchParam(snapshot) = object else {
-        return Err(format_error(
-            "the pickle is not a single tensor (saev writes each statistic with torch.save(tensor))"
+/// Opens a `torch.save(tensor, path)` file: an archive whose pickle is one
+/// bare tensor ([`TorchFile::ROOT`]) rather than a state dict.
+fn open_bare_tensor(path: &Path) -> Result<TorchFile> {
+    let file = TorchFile::open(path)?;
+    if !file.contains(TorchFile::ROOT) {
+        return Err(SaeError::Format {
+            path: path.to_path_buf(),
+            message: "the pickle is not a single tensor (saev writes each statistic with \
+                      torch.save(tensor))"
                 .into(),
-        ));
-    };
-    let data = snapshot
-        .to_data()
-        .map_err(|e| format_error(format!("cannot read the tensor data: {e:?}")))?;
-    Ok((data.shape.to_vec(), data))
+        });
+    }
+    Ok(file)
 }

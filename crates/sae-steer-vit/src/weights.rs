@@ -1,18 +1,35 @@
 //! Reading named float tensors from checkpoint files.
 //!
 //! Two containers matter for DINOv2 and saev: safetensors (Hugging Face) and
-//! `torch.save` zip archives (torch hub, saev). Both are read lazily, tensor by
-//! tensor, so loading a model never holds the file and the model in memory twice.
+//! `torch.save` zip archives (torch hub, saev; [`TorchFile`]). Both are read
+//! lazily, tensor by tensor, from a memory map, so loading a model never holds
+//! the file and the model in memory twice.
+//!
+//! Both are hostile-input safe in the same way: when a file is opened, every
+//! tensor's declared size (checked multiplication of its shape, times the
+//! dtype size) is checked against the bytes the file really holds, so a
+//! later read is a slice of the map and never a short, zero-filled or
+//! oversized allocation.
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use burn_store::TensorSnapshot;
-use burn_store::pytorch::PytorchReader;
 use safetensors::{Dtype, SafeTensors, tensor::Metadata};
 
 use crate::error::{Result, VitError};
+
+mod pickle;
+mod torch;
+
+pub use pickle::TorchDtype;
+pub use torch::TorchFile;
+
+/// The largest safetensors header (JSON) accepted. Real headers are a few
+/// hundred bytes per tensor (a 7B LLM's: about 30 KB); the format's own limit
+/// of 100 MB would let a hostile file make the JSON parser build a huge map.
+pub const MAX_SAFETENSORS_HEADER: u64 = 16 << 20;
 
 /// A float tensor on the host: row-major data and its shape.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,7 +90,23 @@ pub struct SafetensorsFile {
 impl SafetensorsFile {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let file = File::open(&path).map_err(|e| VitError::io(&path, e))?;
+        let mut file = File::open(&path).map_err(|e| VitError::io(&path, e))?;
+        let format_error = |message: String| VitError::Format {
+            path: path.clone(),
+            format: "safetensors",
+            message,
+        };
+        // The header length comes first: bound it before the parser sees it.
+        let mut len = [0u8; 8];
+        if file.read_exact(&mut len).is_ok() {
+            let header = u64::from_le_bytes(len);
+            if header > MAX_SAFETENSORS_HEADER {
+                return Err(format_error(format!(
+                    "the header declares {header} bytes of JSON, more than the \
+                     {MAX_SAFETENSORS_HEADER} this reader accepts (corrupt or not safetensors)"
+                )));
+            }
+        }
         // SAFETY: the map is read-only; a file truncated underneath us is a
         // user error we cannot guard against, as with every mmap reader.
         let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| VitError::io(&path, e))?;
@@ -90,18 +123,39 @@ impl SafetensorsFile {
                     e => e.to_string(),
                 },
             })?;
-        // read_metadata checks offsets against the header, not against the
-        // file: a truncated download must fail here, not on first access.
-        let needed = 8 + header_len + metadata.data_len();
-        if mmap.len() < needed {
-            return Err(VitError::Format {
-                path,
-                format: "safetensors",
-                message: format!(
-                    "file is truncated: {} bytes, the header promises {needed}",
-                    mmap.len()
-                ),
-            });
+        // read_metadata checks these too (safetensors 0.7); they are repeated
+        // here, in checked arithmetic, because `read` slices the map with
+        // them and must not depend on a dependency's version for that.
+        // Each tensor's byte range must hold exactly its shape's elements.
+        for (name, info) in metadata.tensors() {
+            let (start, end) = info.data_offsets;
+            let bits = info
+                .shape
+                .iter()
+                .try_fold(1usize, |n, &d| n.checked_mul(d))
+                .and_then(|n| n.checked_mul(info.dtype.bitsize()));
+            let expected = bits.filter(|b| b % 8 == 0).map(|b| b / 8);
+            if end < start || expected != Some(end - start) {
+                return Err(format_error(format!(
+                    "tensor `{name}` ({:?} {:?}) has {} data bytes, its shape needs {}",
+                    info.dtype,
+                    info.shape,
+                    end.saturating_sub(start),
+                    expected.map_or_else(|| "more than can be addressed".into(), |b| b.to_string())
+                )));
+            }
+        }
+        // And the data must be in the file: a truncated download fails here,
+        // not on first access.
+        let needed = 8usize
+            .checked_add(header_len)
+            .and_then(|n| n.checked_add(metadata.data_len()));
+        if needed.is_none_or(|n| mmap.len() < n) {
+            return Err(format_error(format!(
+                "file is truncated: {} bytes, the header promises {}",
+                mmap.len(),
+                needed.map_or_else(|| "more than can be addressed".into(), |n| n.to_string())
+            )));
         }
         Ok(Self {
             path,
@@ -170,72 +224,6 @@ impl TensorSource for SafetensorsFile {
     }
 }
 
-/// A `torch.save` checkpoint (zip archive with a pickled state dict).
-pub struct TorchFile {
-    path: PathBuf,
-    tensors: HashMap<String, TensorSnapshot>,
-}
-
-impl TorchFile {
-    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref().to_path_buf();
-        if !path.is_file() {
-            return Err(VitError::io(
-                &path,
-                std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
-            ));
-        }
-        let reader = PytorchReader::new(&path).map_err(|e| VitError::Format {
-            path: path.clone(),
-            format: "PyTorch checkpoint",
-            message: e.to_string(),
-        })?;
-        Ok(Self {
-            path,
-            tensors: reader.into_tensors(),
-        })
-    }
-}
-
-impl TensorSource for TorchFile {
-    fn path(&self) -> &Path {
-        &self.path
-    }
-
-    fn names(&self) -> Vec<String> {
-        self.tensors.keys().cloned().collect()
-    }
-
-    fn shape(&self, name: &str) -> Option<Vec<usize>> {
-        self.tensors.get(name).map(|t| t.shape.to_vec())
-    }
-
-    fn read(&self, name: &str) -> Result<HostTensor> {
-        let snap = self
-            .tensors
-            .get(name)
-            .ok_or_else(|| VitError::MissingTensor {
-                path: self.path.clone(),
-                name: name.to_string(),
-            })?;
-        let data = snap.to_data().map_err(|e| VitError::Format {
-            path: self.path.clone(),
-            format: "PyTorch checkpoint",
-            message: format!("tensor `{name}`: {e}"),
-        })?;
-        let shape = data.shape.to_vec();
-        let values = data
-            .convert::<f32>()
-            .into_vec::<f32>()
-            .map_err(|e| VitError::DType {
-                path: self.path.clone(),
-                name: name.to_string(),
-                dtype: format!("{e:?}"),
-            })?;
-        Ok(HostTensor::new(shape, values))
-    }
-}
-
 /// Writes f32 tensors to a safetensors file, atomically: the data goes to a
 /// temporary file beside `path` that is renamed over it once complete, so a
 /// crash never leaves a half-written file under the final name.
@@ -290,8 +278,8 @@ pub fn canonical_safetensors(mut data: Vec<u8>) -> Vec<u8> {
     };
     let header = &data[8..8 + len];
     // serde_json's map is ordered by key (no `preserve_order` in this build).
-    let sorted = serde_json::from_slice::<serde_json::Value>(header)
-        .and_then(|v| serde_json::to_vec(&v));
+    let sorted =
+        serde_json::from_slice::<serde_json::Value>(header).and_then(|v| serde_json::to_vec(&v));
     if let Ok(sorted) = sorted {
         let text = header.trim_ascii_end().len();
         if sorted.len() == text {
@@ -301,28 +289,9 @@ pub fn canonical_safetensors(mut data: Vec<u8>) -> Vec<u8> {
     data
 }
 
-/// Writes `data` to `path` through a temporary file and a rename.
+/// Writes `data` to `path` atomically through the toolkit's one
+/// implementation ([`sae_steer_files::write_atomic`]: exclusive temporary,
+/// fsync, rename, folder fsync), with the error naming `path`.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| VitError::io(dir, e))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(VitError::io(path, e));
-    }
-    Ok(())
+    sae_steer_files::write_atomic(path, data).map_err(|e| VitError::io(path, e))
 }

@@ -264,10 +264,12 @@ impl Downloader {
                 }
             };
             let status = answer.response.status();
-            let length = declared_length(&answer.response).map_err(bad)?;
+            // Read for the answers whose body is the file; an error page's
+            // odd header is no reason to hide its status.
+            let length = || declared_length(&answer.response).map_err(bad);
             // (offset of the body, the file's total size as the answer states it, which header)
             let (offset, stated, header) = match status {
-                200 => (0, length, "Content-Length"),
+                200 => (0, length()?, "Content-Length"),
                 206 => {
                     let header = answer.response.header("content-range");
                     let range = parse_content_range(header)
@@ -281,7 +283,7 @@ impl Downloader {
                             part.display()
                         )));
                     };
-                    if let Some(n) = length
+                    if let Some(n) = length()?
                         && n != range.len()
                     {
                         return Err(bad(format!(

@@ -873,7 +873,6 @@ fn csv_table(path: &Path) -> Result<String> {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    fetch::write_atomic(path, bytes)
-        .map_err(anyhow::Error::from)
+    sae_steer_files::write_atomic(path, bytes)
         .with_context(|| format!("cannot write {}", path.display()))
 }

@@ -136,7 +136,7 @@ pub const DEFAULT_UNSIZED_LIMIT: u64 = 16 << 30;
 
 impl Downloader {
     pub fn new(progress: bool) -> Self {
-        let agent = ureq::AgentBuilder::new()
+        let builder = ureq::AgentBuilder::new()
             .try_proxy_from_env(true)
             // Redirects are followed by hand: Hugging Face puts the commit
             // and the hash on the first (302) response only, and every hop
@@ -144,8 +144,11 @@ impl Downloader {
             .redirects(0)
             .timeout_connect(Duration::from_secs(30))
             .timeout_read(Duration::from_secs(60))
-            .user_agent(concat!("sae-steer-xtask/", env!("CARGO_PKG_VERSION")))
-            .build();
+            .user_agent(concat!("sae-steer-xtask/", env!("CARGO_PKG_VERSION")));
+        // Test builds trust the loopback https test server's CA, and only it.
+        #[cfg(test)]
+        let builder = builder.tls_config(super::test_server::client_tls());
+        let agent = builder.build();
         Self {
             agent,
             attempts: 5,

@@ -2,13 +2,62 @@
 //! with `Range` support, redirects and error statuses, can cut a connection
 //! after N body bytes (once), answers exactly as told (a lying server: wrong
 //! or missing Content-Length, a Content-Range that ignores the request), and
-//! logs every request.
+//! logs every request. [`Server::start_tls`] speaks https with a test
+//! certificate for 127.0.0.1 (`testdata/`), which test builds of the
+//! downloader trust ([`client_tls`]).
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+/// The test CA, and the 127.0.0.1 certificate it signed with its key
+/// (`testdata/make_test_cert.sh`). Trusted by test builds only.
+const TEST_CA: &[u8] = include_bytes!("testdata/ca.der");
+const TEST_LEAF: &[u8] = include_bytes!("testdata/leaf.der");
+const TEST_LEAF_KEY: &[u8] = include_bytes!("testdata/leaf.key.der");
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The client TLS configuration of test builds: the test CA is the only
+/// root, so an https request can reach nothing but [`Server::start_tls`].
+pub fn client_tls() -> Arc<rustls::ClientConfig> {
+    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    Arc::clone(CONFIG.get_or_init(|| {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from(TEST_CA.to_vec()))
+            .expect("the test CA parses");
+        Arc::new(
+            rustls::ClientConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()
+                .expect("TLS versions")
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        )
+    }))
+}
+
+fn server_tls() -> Arc<rustls::ServerConfig> {
+    let chain = vec![
+        CertificateDer::from(TEST_LEAF.to_vec()),
+        CertificateDer::from(TEST_CA.to_vec()),
+    ];
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(TEST_LEAF_KEY.to_vec()));
+    Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("the test certificate and key match"),
+    )
+}
 use std::thread::JoinHandle;
 
 /// One request as the server saw it.
@@ -84,11 +133,22 @@ pub struct Server {
 }
 
 impl Server {
+    /// Plain http on 127.0.0.1.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// https on 127.0.0.1, with the test certificate.
+    pub fn start_tls() -> Self {
+        Self::start_with(Some(server_tls()))
+    }
+
+    fn start_with(tls: Option<Arc<rustls::ServerConfig>>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local address");
         let state = Arc::new(Mutex::new(State::default()));
         let stop = Arc::new(AtomicBool::new(false));
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let thread = {
             let state = Arc::clone(&state);
             let stop = Arc::clone(&stop);
@@ -97,15 +157,30 @@ impl Server {
                     if stop.load(Ordering::SeqCst) {
                         break;
                     }
-                    if let Ok(stream) = stream {
-                        // One connection at a time is all the client uses.
-                        let _ = serve(stream, &state);
+                    // One connection at a time is all the client uses.
+                    let Ok(mut tcp) = stream else { continue };
+                    match &tls {
+                        None => {
+                            let _ = serve(&mut tcp, &state);
+                        }
+                        Some(config) => {
+                            let Ok(conn) = rustls::ServerConnection::new(Arc::clone(config)) else {
+                                continue;
+                            };
+                            let mut tls =
+                                rustls::StreamOwned::new(conn, tcp.try_clone().expect("clone"));
+                            if serve(&mut tls, &state).is_ok() {
+                                tls.conn.send_close_notify();
+                                let _ = tls.flush();
+                            }
+                        }
                     }
+                    let _ = tcp.shutdown(std::net::Shutdown::Both);
                 }
             })
         };
         Self {
-            base: format!("http://{addr}"),
+            base: format!("{scheme}://{addr}"),
             state,
             stop,
             thread: Some(thread),
@@ -133,34 +208,40 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         // Wake the accept loop so the thread sees the flag.
-        let _ = TcpStream::connect(self.base.trim_start_matches("http://"));
+        let addr = self.base.split_once("://").map_or("", |(_, a)| a);
+        let _ = TcpStream::connect(addr);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
 }
 
-fn serve(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line)?;
-    let path = request_line
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or("/")
-        .to_string();
-    let mut range = None;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" {
-            break;
+/// Answers one request on `stream`; the caller closes the connection.
+fn serve<S: Read + Write>(stream: &mut S, state: &Mutex<State>) -> std::io::Result<()> {
+    let (path, range) = {
+        // GET requests have no body: nothing the reader buffers is lost.
+        let mut reader = BufReader::new(&mut *stream);
+        let mut request_line = String::new();
+        reader.read_line(&mut request_line)?;
+        let path = request_line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("/")
+            .to_string();
+        let mut range = None;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':')
+                && name.trim().eq_ignore_ascii_case("range")
+            {
+                range = Some(value.trim().to_string());
+            }
         }
-        if let Some((name, value)) = line.split_once(':')
-            && name.trim().eq_ignore_ascii_case("range")
-        {
-            range = Some(value.trim().to_string());
-        }
-    }
+        (path, range)
+    };
     let route = {
         let mut s = state.lock().expect("state");
         s.log.push(Request {
@@ -174,9 +255,9 @@ fn serve(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
         }
         route
     };
-    let mut out = stream;
+    let out = stream;
     match route {
-        None => respond(&mut out, "404 Not Found", &[], b"", None),
+        None => respond(out, "404 Not Found", &[], b"", None),
         Some(Route::Raw {
             status,
             headers,
@@ -192,12 +273,12 @@ fn serve(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
             // a reset connection then is expected, not an error here.
             let _ = out.write_all(&body);
             let _ = out.flush();
-            out.shutdown(std::net::Shutdown::Both)
+            Ok(())
         }
         Some(Route::Redirect { location, headers }) => {
             let mut h = headers;
             h.push(("Location".into(), location));
-            respond(&mut out, "302 Found", &h, b"", None)
+            respond(out, "302 Found", &h, b"", None)
         }
         Some(Route::File {
             body,
@@ -213,7 +294,7 @@ fn serve(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
             match start {
                 Some(s) if s >= len => {
                     let h = vec![("Content-Range".to_string(), format!("bytes */{len}"))];
-                    respond(&mut out, "416 Range Not Satisfiable", &h, b"", None)
+                    respond(out, "416 Range Not Satisfiable", &h, b"", None)
                 }
                 Some(s) => {
                     let mut h = headers;
@@ -221,16 +302,16 @@ fn serve(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
                         "Content-Range".into(),
                         format!("bytes {s}-{}/{len}", len - 1),
                     ));
-                    respond(&mut out, "206 Partial Content", &h, &body[s..], cut_after)
+                    respond(out, "206 Partial Content", &h, &body[s..], cut_after)
                 }
-                None => respond(&mut out, "200 OK", &headers, &body, cut_after),
+                None => respond(out, "200 OK", &headers, &body, cut_after),
             }
         }
     }
 }
 
 fn respond(
-    out: &mut TcpStream,
+    out: &mut impl Write,
     status: &str,
     headers: &[(String, String)],
     body: &[u8],
@@ -247,6 +328,5 @@ fn respond(
     out.write_all(head.as_bytes())?;
     let sent = cut_after.map_or(body.len(), |n| n.min(body.len()));
     out.write_all(&body[..sent])?;
-    out.flush()?;
-    out.shutdown(std::net::Shutdown::Both)
+    out.flush()
 }

@@ -1502,3 +1502,80 @@ fn locked_refuses_first_use_and_accepts_what_the_lock_pins() {
         "{err}"
     );
 }
+
+#[test]
+fn an_https_download_is_served_over_https_and_redirects_within_https() {
+    // The control for the downgrade test below: the https wiring works.
+    let env = Env::new();
+    let tls = Server::start_tls();
+    let body = b"over tls".to_vec();
+    tls.route("/w.bin", Route::redirect("/cdn/w.bin"));
+    tls.route("/cdn/w.bin", Route::file(&body));
+    env.manifest(
+        "w.toml",
+        &format!(
+            "name = \"w\"\ndescription = \"t\"\n[[url]]\nurl = \"{}\"\ndest = \"w/w.bin\"\n",
+            tls.url("/w.bin")
+        ),
+    );
+    assert!(tls.base.starts_with("https://127.0.0.1:"));
+    assert_eq!(
+        outcomes(&fetch(&env.options()).expect("https fetch")),
+        [Outcome::Downloaded]
+    );
+    assert_eq!(std::fs::read(env.data("w/w.bin")).expect("read"), body);
+    assert_eq!(tls.requests().len(), 2);
+}
+
+#[test]
+fn an_https_to_http_redirect_is_refused_even_for_a_pinned_file_on_loopback() {
+    let env = Env::new();
+    let tls = Server::start_tls();
+    let body = b"clear text".to_vec();
+    // The plain server would serve the right bytes: the hop is refused for
+    // what it is (a downgrade), not for what it would deliver.
+    env.server.route("/w.bin", Route::file(&body));
+    tls.route("/w.bin", Route::redirect(&env.server.url("/w.bin")));
+    env.manifest(
+        "w.toml",
+        &format!(
+            "name = \"w\"\ndescription = \"t\"\n[[url]]\nurl = \"{}\"\ndest = \"w/w.bin\"\nsize = {}\nsha256 = \"{}\"\n",
+            tls.url("/w.bin"),
+            body.len(),
+            sha256_hex(&body)
+        ),
+    );
+    let err = fetch(&env.options()).expect_err("downgrade");
+    match &err {
+        FetchError::RefusedUrl { url, reason } => {
+            assert!(url.starts_with(&env.server.url("/w.bin")), "{url}");
+            assert!(url.contains(&tls.url("/w.bin")), "{url}");
+            assert!(
+                reason.contains("never continues over plain http"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected a refused downgrade, got {other}"),
+    }
+    assert_eq!(tls.requests().len(), 1);
+    assert!(
+        env.server.requests().is_empty(),
+        "the http hop was requested"
+    );
+    assert!(!env.data("w/w.bin").exists());
+    // A hub endpoint on https is held to the same rule.
+    let mut options = env.options();
+    options.hf_endpoint = tls.base.clone();
+    options.only = vec!["vit".into()];
+    env.manifest("vit.toml", HUB_MANIFEST);
+    tls.route(
+        "/acme/vit/resolve/main/config.json",
+        Route::redirect(&env.server.url("/config.json")),
+    );
+    let err = fetch(&options).expect_err("hub downgrade");
+    assert!(
+        matches!(&err, FetchError::RefusedUrl { reason, .. } if reason.contains("never continues over plain http")),
+        "{err}"
+    );
+    assert!(env.server.requests().is_empty());
+}

@@ -942,10 +942,9 @@ fn a_redirect_to_another_scheme_is_refused_before_it_is_requested() {
 
 #[test]
 fn a_redirect_from_loopback_to_clear_text_elsewhere_is_refused_for_an_unpinned_file() {
-    // The wiring of the rule that also refuses every https -> http hop
-    // (`download::check_url`, unit-tested there): the test server speaks
-    // plain http, so here the forbidden hop is clear text to a non-loopback
-    // host for a file nothing pins. It is refused before any DNS lookup.
+    // Clear text to a host that is not loopback, for a file nothing pins:
+    // refused before any DNS lookup (the https -> http downgrade has its own
+    // test against the https test server below).
     let env = Env::new();
     env.server.route(
         "/w.bin",

@@ -190,18 +190,136 @@ def labels():
         d / "gray16.png",
         png(w, h, 16, 0, b"".join(b"\x00" + b"".join(struct.pack(">H", v) for v in ok[y * w : (y + 1) * w]) for y in range(h))),
     )
+    bad16 = [int(v) for v in ok]
+    bad16[2 * w + 3] = 256  # x 3, y 2: 0 if read as a byte
+    write(
+        d / "gray16_value_256.png",
+        png(w, h, 16, 0, b"".join(b"\x00" + b"".join(struct.pack(">H", v) for v in bad16[y * w : (y + 1) * w]) for y in range(h))),
+    )
+    plte = bytes(range(256)) * 3
+    write(d / "palette_index_200.png", png(w, h, 8, 3, b"".join(b"\x00" + bytes([200 if (x, y) == (1, 1) else ok[y * w + x] for x in range(w)]) for y in range(h)), plte=plte[: 256 * 3]))
     full = gray8(ok)
     write(d / "truncated.png", full[: len(full) // 2])
     write(d / "bomb_20000x20000.png", bomb_png(20_000, 20_000))
 
 
+def cache_manifest(rows=3):
+    """The manifest of a tiny valid cache: a 2-block ViT of width 8 with
+    14-pixel patches, crop 28 (2 x 2 patches), tap layer1 with every token
+    (CLS + 4 patches), patch labels, one shard of `rows` images."""
+    return {
+        "format": "sae-steer-cache/1",
+        "model": "fixture/tiny",
+        "model_config": {
+            "hidden_size": 8,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "intermediate_size": 32,
+            "layer_norm_eps": 1e-6,
+            "image_size": 28,
+            "patch_size": 14,
+            "num_channels": 3,
+            "qkv_bias": True,
+            "num_register_tokens": 0,
+            "pos_embed_resample": {"antialias": False, "offset": 0.0},
+        },
+        "preprocess": {
+            "resize": 32,
+            "crop": 28,
+            "mean": [0.485, 0.456, 0.406],
+            "std": [0.229, 0.224, 0.225],
+        },
+        "images": {"count": rows, "fingerprint": "0" * 64},
+        "taps": [{"name": "layer1", "layer": 1, "tokens": "all", "n_tokens": 5, "dim": 8, "dtype": "f32"}],
+        "labels": "patch",
+        "shard_images": 4,
+        "shards": [{"file": "shard-00000.safetensors", "rows": rows, "first_image": 0, "bytes": 0}],
+        "next_image": rows,
+        "complete": True,
+        "skipped": [],
+    }
+
+
+def cache_shard(rows=3, labels=None, image_index=None) -> bytes:
+    import numpy as np
+    from safetensors.numpy import save
+
+    tensors = {
+        "layer1": np.arange(rows * 5 * 8, dtype=np.float32).reshape(rows, 5, 8) / 7,
+        "image_index": np.array(image_index if image_index is not None else range(rows), dtype=np.uint32),
+        "patch_labels": np.array(labels if labels is not None else [[(r + p) % 151 for p in range(4)] for r in range(rows)], dtype=np.uint8),
+        "patch_purity": np.full((rows, 4), 196, dtype=np.uint8),
+    }
+    return save(tensors)
+
+
+def cache():
+    """Activation-cache folders: `valid/` opens; each other folder is one lie."""
+    d = OUT / "cache"
+    good_shard = cache_shard()
+
+    def folder(name, manifest, shard=good_shard):
+        write(d / name / "manifest.json", (json.dumps(manifest, indent=1) + "\n").encode())
+        if shard is not None:
+            # Recorded size, so a changed shard is noticed.
+            write(d / name / "shard-00000.safetensors", shard)
+
+    def with_size(m, shard=good_shard):
+        m["shards"][0]["bytes"] = len(shard)
+        return m
+
+    folder("valid", with_size(cache_manifest()))
+    m = with_size(cache_manifest())
+    m["model_config"]["patch_size"] = 0
+    folder("zero_patch_size", m)
+    m = with_size(cache_manifest())
+    m["preprocess"]["crop"] = 0
+    folder("zero_crop", m)
+    m = with_size(cache_manifest())
+    m["taps"][0]["dim"] = 0
+    folder("zero_dim", m)
+    m = with_size(cache_manifest())
+    m["shard_images"] = 0
+    folder("zero_shard_size", m)
+    m = with_size(cache_manifest())
+    m["shards"][0]["file"] = "../valid/shard-00000.safetensors"
+    folder("shard_outside", m, shard=None)
+    m = with_size(cache_manifest())
+    m["shards"][0]["file"] = "/etc/passwd"
+    folder("shard_absolute", m, shard=None)
+    m = with_size(cache_manifest())
+    m["shards"][0]["rows"] = 2  # the file holds 3
+    m["next_image"] = 3
+    folder("rows_mismatch", m)
+    m = with_size(cache_manifest())
+    m["shards"][0]["rows"] = 2**64 - 1
+    folder("rows_overflow", m)
+    # Sizes whose product overflows: crop 4294967292 = 14 * 306783378 gives
+    # 306783378^2 patches; x 8 values x 4 bytes x 4 images is past 2^64.
+    m = with_size(cache_manifest())
+    m["preprocess"]["resize"] = m["preprocess"]["crop"] = 14 * 306783378
+    m["taps"][0]["n_tokens"] = 1 + 306783378**2
+    folder("size_overflow", m)
+    m = with_size(cache_manifest())
+    m["images"]["count"] = m["next_image"] = 2**40
+    m["shards"][0]["first_image"] = 2**40 - 3
+    folder("too_many_images", m)
+    bad = cache_shard(labels=[[0, 1, 2, 3], [4, 255, 6, 7], [8, 9, 10, 11]])
+    folder("label_255", with_size(cache_manifest(), bad), shard=bad)
+    bad = cache_shard(image_index=[0, 1, 7])
+    folder("image_index_out_of_range", with_size(cache_manifest(), bad), shard=bad)
+    folder("truncated_shard", with_size(cache_manifest()), shard=good_shard[: len(good_shard) // 2])
+    write(d / "not_json" / "manifest.json", b'{"format": "sae-steer-cache/1", "shards": [')
+
+
 def main():
-    for sub in ("images", "labels"):
+    for sub in ("images", "labels", "cache"):
         shutil.rmtree(OUT / sub, ignore_errors=True)
     images()
     labels()
-    for sub in ("images", "labels"):
-        files = sorted((OUT / sub).iterdir())
+    cache()
+    for sub in ("images", "labels", "cache"):
+        files = sorted(f for f in (OUT / sub).rglob("*") if f.is_file())
         print(f"{sub}: {len(files)} files, {sum(f.stat().st_size for f in files)} bytes")
 
 

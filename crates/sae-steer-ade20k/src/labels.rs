@@ -6,7 +6,7 @@ use std::io::BufReader;
 use std::path::Path;
 
 use png::{BitDepth, ColorType, Transformations};
-use sae_steer_vit::{PixelValues, Preprocess, open_image};
+use sae_steer_vit::{ImageLimits, PixelValues, Preprocess, open_image};
 
 use crate::dataset::ImageItem;
 use crate::error::{Ade20kError, Result};
@@ -27,7 +27,9 @@ pub struct LabelMap {
 /// Reads an annotation PNG: 8-bit (or 16-bit, or 1/2/4-bit) grayscale, where
 /// the gray value is the label, or a palette PNG, read by palette *index*
 /// (never by colour). RGB, gray+alpha and RGBA label images are errors, as is
-/// any label above 150.
+/// any label above 150 (a 16-bit 256 is not read as 0), a truncated file, and
+/// one over [`ImageLimits::default`] (checked from the file length and the
+/// header before anything is allocated).
 ///
 /// The `png` crate is used directly because the `image` crate expands palette
 /// images to RGB, losing the indices.
@@ -36,7 +38,15 @@ pub fn read_label_map(path: &Path) -> Result<LabelMap> {
         path: path.to_path_buf(),
         message,
     };
+    let limits = ImageLimits::default();
     let file = File::open(path).map_err(|e| Ade20kError::io(path, e))?;
+    let len = file.metadata().map_err(|e| Ade20kError::io(path, e))?.len();
+    if len > limits.max_bytes {
+        return Err(format_err(format!(
+            "the file has {len} bytes, more than the {} allowed",
+            limits.max_bytes
+        )));
+    }
     let mut decoder = png::Decoder::new(BufReader::new(file));
     decoder.set_transformations(Transformations::IDENTITY);
     let mut reader = decoder
@@ -48,13 +58,22 @@ pub fn read_label_map(path: &Path) -> Result<LabelMap> {
             "is {color:?}; expected an 8-bit grayscale (or palette) PNG whose values are the labels 0..=150"
         )));
     }
+    let (width, height) = reader.info().size();
+    limits
+        .check_dimensions(width, height)
+        .map_err(|e| format_err(e.message))?;
     let size = reader
         .output_buffer_size()
         .ok_or_else(|| format_err("image too large".into()))?;
     let mut buf = vec![0u8; size];
-    let frame = reader
-        .next_frame(&mut buf)
-        .map_err(|e| format_err(format!("corrupt PNG data ({e})")))?;
+    let frame = reader.next_frame(&mut buf).map_err(|e| {
+        format_err(match e {
+            png::DecodingError::IoError(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                "truncated PNG: the file ends early".to_string()
+            }
+            e => format!("corrupt PNG data ({e})"),
+        })
+    })?;
     let (width, height) = (frame.width, frame.height);
     let data = unpack_rows(
         &buf,
@@ -62,49 +81,65 @@ pub fn read_label_map(path: &Path) -> Result<LabelMap> {
         height as usize,
         frame.line_size,
         depth,
-    );
-    let map = LabelMap {
+    )
+    .map_err(|(value, pos)| Ade20kError::LabelValue {
+        path: path.to_path_buf(),
+        value,
+        x: (pos % width as usize) as u32,
+        y: (pos / width as usize) as u32,
+    })?;
+    Ok(LabelMap {
         width,
         height,
-        data: data.iter().map(|&v| v.min(255) as u8).collect(),
-    };
-    if let Some(pos) = data.iter().position(|&v| v as usize > NUM_CLASSES) {
-        return Err(Ade20kError::LabelValue {
-            path: path.to_path_buf(),
-            value: data[pos],
-            x: (pos % width as usize) as u32,
-            y: (pos / width as usize) as u32,
-        });
-    }
-    Ok(map)
+        data,
+    })
 }
 
-/// One value per pixel from PNG rows of one channel at any bit depth
+/// One label per pixel from PNG rows of one channel at any bit depth
 /// (sub-byte samples are packed most significant bits first, rows padded to
-/// whole bytes; 16-bit samples are big-endian).
-fn unpack_rows(buf: &[u8], width: usize, height: usize, line: usize, depth: BitDepth) -> Vec<u32> {
+/// whole bytes; 16-bit samples are big-endian), or the first value above
+/// [`NUM_CLASSES`] and its pixel position.
+fn unpack_rows(
+    buf: &[u8],
+    width: usize,
+    height: usize,
+    line: usize,
+    depth: BitDepth,
+) -> std::result::Result<Vec<u8>, (u32, usize)> {
     let mut out = Vec::with_capacity(width * height);
     for row in buf.chunks(line).take(height) {
+        let y = out.len();
+        let mut push = |x: usize, v: u32| {
+            if v as usize > NUM_CLASSES {
+                return Err((v, y + x));
+            }
+            out.push(v as u8);
+            Ok(())
+        };
         match depth {
-            BitDepth::Eight => out.extend(row[..width].iter().map(|&v| u32::from(v))),
-            BitDepth::Sixteen => out.extend(
-                row.chunks_exact(2)
-                    .take(width)
-                    .map(|b| u32::from(u16::from_be_bytes([b[0], b[1]]))),
-            ),
+            BitDepth::Eight => {
+                for (x, &v) in row[..width].iter().enumerate() {
+                    push(x, u32::from(v))?;
+                }
+            }
+            BitDepth::Sixteen => {
+                for (x, b) in row.chunks_exact(2).take(width).enumerate() {
+                    push(x, u32::from(u16::from_be_bytes([b[0], b[1]])))?;
+                }
+            }
             BitDepth::One | BitDepth::Two | BitDepth::Four => {
                 let bits = depth as usize;
                 let per_byte = 8 / bits;
                 let mask = (1u32 << bits) - 1;
-                out.extend((0..width).map(|x| {
+                for x in 0..width {
                     let byte = u32::from(row[x / per_byte]);
                     let shift = 8 - bits * (x % per_byte + 1);
-                    (byte >> shift) & mask
-                }));
+                    push(x, (byte >> shift) & mask)?;
+                }
             }
         }
     }
-    out
+    Ok(out)
 }
 
 /// Source index of output pixel `i` under PIL's `NEAREST` resize (pixel

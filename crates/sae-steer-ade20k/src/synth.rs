@@ -19,7 +19,6 @@ use image::codecs::jpeg::JpegEncoder;
 use image::codecs::png::PngEncoder;
 use image::{ExtendedColorType, ImageEncoder};
 use indicatif::{ProgressBar, ProgressStyle};
-use sae_steer_vit::{VitError, write_atomic};
 use serde::{Deserialize, Serialize};
 
 use crate::classes::OBJECT_INFO_150;
@@ -252,13 +251,12 @@ fn write_marker(path: &Path, opts: &SynthOptions, complete: bool, pixels: &[u64]
     write_file(path, json.as_bytes())
 }
 
+/// Every file through the toolkit's one atomic write (exclusive temporary,
+/// fsync, rename, folder fsync).
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_atomic(path, bytes).map_err(|e| Ade20kError::Synth {
+    sae_steer_files::write_atomic(path, bytes).map_err(|e| Ade20kError::Synth {
         path: path.to_path_buf(),
-        message: match e {
-            VitError::Io { error, .. } => error.to_string(),
-            other => other.to_string(),
-        },
+        message: e.to_string(),
     })
 }
 
@@ -301,8 +299,8 @@ fn remove_stale(dir: &Path, split: Split, n: usize) -> Result<usize> {
             .strip_prefix(split.file_prefix())
             .and_then(|rest| rest.split('.').next())
             .and_then(|digits| digits.parse::<usize>().ok());
-        let stale_tmp =
-            name.starts_with(&format!(".{}", split.file_prefix())) && name.contains(".tmp-");
+        let stale_tmp = name.starts_with(&format!(".{}", split.file_prefix()))
+            && sae_steer_files::is_temp_name(&name);
         if stale_tmp || number.is_some_and(|k| k == 0 || k > n) {
             let path = entry.path();
             std::fs::remove_file(&path).map_err(|e| Ade20kError::Synth {

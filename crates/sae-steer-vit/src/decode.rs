@@ -170,6 +170,16 @@ pub fn decode_image(bytes: &[u8], limits: &ImageLimits) -> Result<DynamicImage, 
         .map_err(|e| from_image_error(format, e))
 }
 
+impl ImageLimits {
+    /// Refuses a declared size by each side, aspect ratio and pixel count
+    /// (and a side of 0 pixels), as [`decode_image`] does before decoding;
+    /// for readers that decode by other means (label PNGs read by palette
+    /// index).
+    pub fn check_dimensions(&self, width: u32, height: u32) -> Result<(), DecodeError> {
+        check_dimensions(width, height, self)
+    }
+}
+
 /// Refuses by each side, aspect ratio and pixel count.
 fn check_dimensions(width: u32, height: u32, limits: &ImageLimits) -> Result<(), DecodeError> {
     use DecodeErrorKind::*;

@@ -108,7 +108,8 @@ impl CacheReport {
 ///
 /// Resumes an interrupted run from its last complete shard, returns at once
 /// for a complete cache, and refuses a directory holding a cache made with
-/// another model, taps, labels, shard size, preprocessing or image list.
+/// another model, taps, labels, shard size, preprocessing or image list, or
+/// one another process is building ([`CacheError::Locked`]).
 pub fn build_cache<B: Backend>(
     vit: &Dinov2<B>,
     images: &ImageList,
@@ -130,6 +131,14 @@ pub fn build_cache_until<B: Backend>(
 ) -> Result<CacheReport, CacheError> {
     let started = Instant::now();
     let wanted = wanted_manifest(vit, images, spec)?;
+    // One builder per folder for the whole build: a second process is
+    // refused at once (naming the holder) instead of interleaving shards and
+    // manifests, and leftovers are only removed while we own the folder. The
+    // kernel frees the lock when the process dies, even by kill -9.
+    let _lock = sae_steer_files::FolderLock::acquire(dir).map_err(|error| CacheError::Locked {
+        dir: dir.to_path_buf(),
+        error,
+    })?;
     let manifest = open_or_create(dir, wanted)?;
     let start = manifest.next_image;
     let mut report = CacheReport {
@@ -317,7 +326,7 @@ fn open_or_create(dir: &Path, wanted: CacheManifest) -> Result<CacheManifest, Ca
         }
         for entry in &found.shards {
             let file = ShardFile::open(&dir.join(&entry.file), entry.bytes)?;
-            check_shard_file(file, &found, entry.rows)?;
+            check_shard_file(file, &found, entry)?;
         }
         found
     } else {
@@ -330,6 +339,7 @@ fn open_or_create(dir: &Path, wanted: CacheManifest) -> Result<CacheManifest, Ca
 
 /// Deletes temporary files and shards the manifest does not list (written,
 /// but the run died before recording them); they would be rewritten anyway.
+/// Only called under the folder's lock: no live writer owns them.
 fn remove_leftovers(dir: &Path, listed: usize) -> Result<(), CacheError> {
     let entries = std::fs::read_dir(dir).map_err(|e| CacheError::io(dir, e))?;
     for entry in entries {

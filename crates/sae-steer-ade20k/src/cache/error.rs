@@ -10,6 +10,9 @@ pub enum CacheError {
         path: PathBuf,
         error: std::io::Error,
     },
+    /// Another process holds the cache folder's lock (it is building there).
+    #[error("cannot build the cache in {dir}: {error}")]
+    Locked { dir: PathBuf, error: std::io::Error },
     #[error("{path} is not a valid cache manifest: {message}")]
     Manifest { path: PathBuf, message: String },
     #[error("shard {path} is damaged: {message}")]
@@ -49,7 +52,7 @@ pub enum CacheError {
         n_tokens: usize,
     },
     #[error(
-        "image {index} ({path}) cannot be cached: {source} (pass --skip-bad to skip such images)"
+        "image {index} ({path}) cannot be cached: {source} (a build that skips bad images records it and goes on)"
     )]
     BadImage {
         index: usize,

@@ -294,49 +294,204 @@ pub struct CacheManifest {
 }
 
 impl CacheManifest {
-    /// Reads `<dir>/manifest.json`.
+    /// Reads `<dir>/manifest.json` and checks it (see [`Self::validate`]), so
+    /// no size read from it is used unchecked.
     pub fn read(dir: &Path) -> Result<Self, CacheError> {
         let path = dir.join(MANIFEST_FILE);
+        // A manifest lists one entry per shard: megabytes at most. The
+        // bound keeps a hostile (or misnamed) huge file from being read.
+        const MAX_MANIFEST_BYTES: u64 = 64 << 20;
+        let len = std::fs::metadata(&path)
+            .map_err(|e| CacheError::io(&path, e))?
+            .len();
+        if len > MAX_MANIFEST_BYTES {
+            return Err(CacheError::Manifest {
+                path,
+                message: format!(
+                    "the file has {len} bytes, more than the {MAX_MANIFEST_BYTES} a manifest may have"
+                ),
+            });
+        }
         let text = std::fs::read_to_string(&path).map_err(|e| CacheError::io(&path, e))?;
-        let manifest: Self = serde_json::from_str(&text).map_err(|e| CacheError::Manifest {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
-        if manifest.format != FORMAT {
-            return Err(CacheError::Manifest {
-                path,
-                message: format!(
-                    "format `{}`, this version reads `{FORMAT}`",
-                    manifest.format
-                ),
-            });
-        }
-        let rows: usize = manifest.shards.iter().map(|s| s.rows).sum();
-        if rows + manifest.skipped.len() > manifest.next_image
-            || manifest.next_image > manifest.images.count
-        {
-            return Err(CacheError::Manifest {
-                path,
-                message: format!(
-                    "inconsistent counts: {rows} rows + {} skipped, next image {}, {} images",
-                    manifest.skipped.len(),
-                    manifest.next_image,
-                    manifest.images.count
-                ),
-            });
-        }
+        Self::parse(&text).map_err(|message| CacheError::Manifest { path, message })
+    }
+
+    /// Parses and checks manifest text; the error says what is wrong.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let manifest: Self = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        manifest.validate()?;
         Ok(manifest)
     }
 
-    /// Writes `<dir>/manifest.json` through a temporary file and a rename.
+    /// Checks everything a reader or a resumed build relies on, before any of
+    /// it sizes an allocation or an index: the format; non-zero patch size,
+    /// hidden size, image sizes and shard size; the crop a multiple of the
+    /// patch size; each tap's token count and width as the model and crop
+    /// imply them (so row sizes are computed with checked arithmetic once,
+    /// here); shard files named `shard-NNNNN.safetensors` in order (never a
+    /// path: nothing outside the cache folder is opened); shard rows and
+    /// positions consistent with the progress counts.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.format != FORMAT {
+            return Err(format!(
+                "format `{}`, this version reads `{FORMAT}`",
+                self.format
+            ));
+        }
+        let c = &self.model_config;
+        if c.patch_size == 0 || c.hidden_size == 0 || c.num_hidden_layers == 0 {
+            return Err(format!(
+                "model config with patch size {}, hidden size {} and {} layers: each must be at least 1",
+                c.patch_size, c.hidden_size, c.num_hidden_layers
+            ));
+        }
+        let p = &self.preprocess;
+        if p.resize == 0 || p.crop == 0 || p.crop > p.resize {
+            return Err(format!(
+                "preprocessing resize {} crop {}: both must be at least 1 and the crop at most the resize",
+                p.resize, p.crop
+            ));
+        }
+        if !(p.crop as usize).is_multiple_of(c.patch_size) {
+            return Err(format!(
+                "crop {} is not a multiple of the patch size {}",
+                p.crop, c.patch_size
+            ));
+        }
+        if self.shard_images == 0 {
+            return Err("shard size 0: a shard holds at least one image".into());
+        }
+        if self.images.count > u32::MAX as usize {
+            return Err(format!(
+                "{} images: a cache indexes at most {}",
+                self.images.count,
+                u32::MAX
+            ));
+        }
+        if self.taps.is_empty() {
+            return Err("no taps".into());
+        }
+        let patches = self.patches_per_image();
+        for (i, t) in self.taps.iter().enumerate() {
+            let expected_name = match t.layer {
+                Some(l) if l < c.num_hidden_layers => format!("layer{l}"),
+                Some(l) => {
+                    return Err(format!(
+                        "tap `{}` reads layer {l}, the model has {} layers",
+                        t.name, c.num_hidden_layers
+                    ));
+                }
+                None => "final_norm".into(),
+            };
+            if t.name != expected_name {
+                return Err(format!(
+                    "tap `{}` should be called `{expected_name}`",
+                    t.name
+                ));
+            }
+            if self.taps[..i].iter().any(|o| o.name == t.name) {
+                return Err(format!("tap `{}` is listed twice", t.name));
+            }
+            let n_tokens = match t.tokens {
+                TapTokens::All => c
+                    .num_register_tokens
+                    .checked_add(1)
+                    .and_then(|n| n.checked_add(patches)),
+                TapTokens::Patches => Some(patches),
+            };
+            if Some(t.n_tokens) != n_tokens || t.dim != c.hidden_size {
+                return Err(format!(
+                    "tap `{}` stores {} tokens of width {}; the model and crop give {} tokens of width {}",
+                    t.name,
+                    t.n_tokens,
+                    t.dim,
+                    n_tokens.map_or("too many".into(), |n| n.to_string()),
+                    c.hidden_size
+                ));
+            }
+            // Row and shard sizes are products of these: refuse any that
+            // does not fit, so plain arithmetic on them is safe from here on.
+            let shard_bytes = t
+                .n_tokens
+                .checked_mul(t.dim)
+                .and_then(|n| n.checked_mul(t.dtype.size()))
+                .and_then(|n| n.checked_mul(self.shard_images));
+            if shard_bytes.is_none_or(|b| b > isize::MAX as usize) {
+                return Err(format!(
+                    "tap `{}`: {} images of {} x {} values overflow the address space",
+                    t.name, self.shard_images, t.n_tokens, t.dim
+                ));
+            }
+        }
+        let crop = p.crop as usize;
+        if crop
+            .checked_mul(crop)
+            .and_then(|n| n.checked_mul(self.shard_images))
+            .is_none_or(|b| b > isize::MAX as usize)
+        {
+            return Err(format!(
+                "{} images of {crop} x {crop} pixel labels overflow the address space",
+                self.shard_images
+            ));
+        }
+        let mut rows = 0usize;
+        let mut next_first = 0usize;
+        for (k, s) in self.shards.iter().enumerate() {
+            let expected = super::shard_file_name(k);
+            if s.file != expected {
+                return Err(format!(
+                    "shards[{k}].file is `{}`, expected `{expected}` (shards are files of the cache folder, named by position)",
+                    s.file
+                ));
+            }
+            if s.rows == 0 || s.rows > self.shard_images {
+                return Err(format!(
+                    "{} holds {} rows; a shard holds 1 to {} (the shard size)",
+                    s.file, s.rows, self.shard_images
+                ));
+            }
+            let end = s.first_image.checked_add(s.rows);
+            if s.first_image < next_first || end.is_none_or(|e| e > self.next_image) {
+                return Err(format!(
+                    "{} starts at image {} with {} rows: shards must follow each other and end by the next image {}",
+                    s.file, s.first_image, s.rows, self.next_image
+                ));
+            }
+            next_first = end.unwrap_or(usize::MAX);
+            rows += s.rows; // at most next_image, checked just above
+        }
+        if self.skipped.iter().any(|s| s.index >= self.next_image) {
+            return Err(format!(
+                "a skipped image lies at or after the next image {}",
+                self.next_image
+            ));
+        }
+        if rows
+            .checked_add(self.skipped.len())
+            .is_none_or(|n| n > self.next_image)
+            || self.next_image > self.images.count
+            || (self.complete && self.next_image != self.images.count)
+        {
+            return Err(format!(
+                "inconsistent counts: {rows} rows + {} skipped, next image {}, {} images{}",
+                self.skipped.len(),
+                self.next_image,
+                self.images.count,
+                if self.complete { ", complete" } else { "" }
+            ));
+        }
+        Ok(())
+    }
+
+    /// Writes `<dir>/manifest.json` atomically (exclusive temporary, fsync,
+    /// rename, folder fsync).
     pub fn write(&self, dir: &Path) -> Result<(), CacheError> {
         let path = dir.join(MANIFEST_FILE);
         let text = serde_json::to_string_pretty(self).map_err(|e| CacheError::Manifest {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        sae_steer_vit::write_atomic(&path, text.as_bytes())?;
-        Ok(())
+        sae_steer_files::write_atomic(&path, text.as_bytes()).map_err(|e| CacheError::io(&path, e))
     }
 
     /// Rows (images) in the complete shards.

@@ -11,8 +11,8 @@ use rand::seq::SliceRandom;
 use safetensors::tensor::Dtype;
 
 use super::shard::{IMAGE_INDEX, PATCH_LABELS, PATCH_PURITY, PIXEL_LABELS, ShardFile, TensorLoc};
-use super::{CacheDtype, CacheError, CacheManifest, CacheSpec, LabelKind, TapSpec};
-use crate::ImageList;
+use super::{CacheDtype, CacheError, CacheManifest, CacheSpec, LabelKind, ShardEntry, TapSpec};
+use crate::{ImageList, NUM_CLASSES};
 
 /// Shards whose rows [`ActivationCache::patch_batches`] mixes at a time.
 pub const DEFAULT_SHUFFLE_WINDOW: usize = 4;
@@ -50,7 +50,7 @@ impl ActivationCache {
         let mut row_starts = vec![0];
         for entry in &manifest.shards {
             let file = ShardFile::open(&dir.join(&entry.file), entry.bytes)?;
-            shards.push(check_shard(file, &manifest, entry.rows)?);
+            shards.push(check_shard(file, &manifest, entry)?);
             row_starts.push(row_starts.last().copied().unwrap_or(0) + entry.rows);
         }
         Ok(Self {
@@ -252,15 +252,26 @@ impl ActivationCache {
         self.label_row(row, |s| s.patch_purity.as_ref(), "patch purity", n)
     }
 
-    /// Pixel labels of a row: crop x crop, row-major.
+    /// Pixel labels of a row: crop x crop, row-major, each checked to be a
+    /// label (0..=150) here rather than when the cache is opened (they are
+    /// 50 KB a row).
     pub fn pixel_labels(&self, row: usize) -> Result<&[u8], CacheError> {
         let crop = self.manifest.preprocess.crop as usize;
-        self.label_row(
+        let labels = self.label_row(
             row,
             |s| s.pixel_labels.as_ref(),
             "pixel labels",
             crop * crop,
-        )
+        )?;
+        let (shard, local) = self.locate(row)?;
+        check_labels(
+            &self.shards[shard].file,
+            labels,
+            crop * crop,
+            local,
+            "pixel",
+        )?;
+        Ok(labels)
     }
 
     /// One epoch of single-token rows `[batch, dim]` (the last batch may be
@@ -327,17 +338,23 @@ impl ActivationCache {
 pub(super) fn check_shard_file(
     file: ShardFile,
     manifest: &CacheManifest,
-    rows: usize,
+    entry: &ShardEntry,
 ) -> Result<(), CacheError> {
-    check_shard(file, manifest, rows).map(|_| ())
+    check_shard(file, manifest, entry).map(|_| ())
 }
 
-/// Checks one shard against the manifest and records where its tensors are.
+/// Checks one shard against the manifest and records where its tensors are:
+/// tensor dtypes and shapes (so the rows the manifest records are the rows
+/// the file holds), image indices increasing within the shard's range of the
+/// image list, and patch labels within 0..=150 (a larger one would index past
+/// a class table later). Pixel labels are checked as they are read
+/// ([`ActivationCache::pixel_labels`]).
 fn check_shard(
     file: ShardFile,
     manifest: &CacheManifest,
-    rows: usize,
+    entry: &ShardEntry,
 ) -> Result<OpenShard, CacheError> {
+    let rows = entry.rows;
     let taps = manifest
         .taps
         .iter()
@@ -350,11 +367,37 @@ fn check_shard(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let image_index = file.expect(IMAGE_INDEX, Dtype::U32, &[rows])?;
+    let indices = file.bytes(image_index.start, image_index.start + 4 * rows);
+    let mut previous = None;
+    for (row, b) in indices.chunks_exact(4).enumerate() {
+        let index = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
+        if index < entry.first_image
+            || index >= manifest.next_image
+            || previous.is_some_and(|p| index <= p)
+        {
+            return Err(CacheError::shard(
+                &file.path,
+                format!(
+                    "row {row} is image {index}; the shard's rows are increasing images from {} to before {}",
+                    entry.first_image, manifest.next_image
+                ),
+            ));
+        }
+        previous = Some(index);
+    }
     let patches = manifest.patches_per_image();
     let crop = manifest.preprocess.crop as usize;
     let (patch_labels, patch_purity) = if manifest.labels != LabelKind::None {
+        let labels = file.expect(PATCH_LABELS, Dtype::U8, &[rows, patches])?;
+        check_labels(
+            &file,
+            file.bytes(labels.start, labels.start + rows * patches),
+            patches,
+            0,
+            "patch",
+        )?;
         (
-            Some(file.expect(PATCH_LABELS, Dtype::U8, &[rows, patches])?),
+            Some(labels),
             Some(file.expect(PATCH_PURITY, Dtype::U8, &[rows, patches])?),
         )
     } else {
@@ -373,6 +416,29 @@ fn check_shard(
         patch_purity,
         pixel_labels,
     })
+}
+
+/// Refuses a label above [`NUM_CLASSES`] in `per_row`-sized rows of a shard,
+/// the first of which is the shard's row `first_row`.
+fn check_labels(
+    file: &ShardFile,
+    labels: &[u8],
+    per_row: usize,
+    first_row: usize,
+    what: &str,
+) -> Result<(), CacheError> {
+    match labels.iter().position(|&v| v as usize > NUM_CLASSES) {
+        None => Ok(()),
+        Some(at) => Err(CacheError::shard(
+            &file.path,
+            format!(
+                "{what} label {} in row {}, position {}; labels are 0..={NUM_CLASSES}",
+                labels[at],
+                first_row + at / per_row.max(1),
+                at % per_row.max(1)
+            ),
+        )),
+    }
 }
 
 /// Converts stored values to f32; `dst.len()` elements.

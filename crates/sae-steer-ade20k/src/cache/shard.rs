@@ -157,42 +157,29 @@ impl ShardBuffer {
             }
         }
 
+        // An exclusive temporary unique to this process and call: a second
+        // builder (refused by the folder lock anyway) or a leftover of a
+        // killed run can never share it. Dropped uncommitted, it is removed.
         let path = dir.join(file);
-        let tmp = dir.join(temp_name(file));
-        let result = (|| {
-            safetensors::serialize_to_file(views, None, &tmp)
-                .map_err(|e| CacheError::shard(&tmp, e.to_string()))?;
-            // The rename must not reach the disk before the data does.
-            let f = File::open(&tmp).map_err(|e| CacheError::io(&tmp, e))?;
-            f.sync_all().map_err(|e| CacheError::io(&tmp, e))?;
-            let bytes = f.metadata().map_err(|e| CacheError::io(&tmp, e))?.len();
-            std::fs::rename(&tmp, &path).map_err(|e| CacheError::io(&path, e))?;
-            Ok(bytes)
-        })();
-        match result {
-            Ok(bytes) => Ok(ShardEntry {
-                file: file.to_string(),
-                rows,
-                first_image: self.first_image.unwrap_or(self.end_image),
-                bytes,
-            }),
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                Err(e)
-            }
-        }
+        let out =
+            sae_steer_files::AtomicFile::create(&path).map_err(|e| CacheError::io(&path, e))?;
+        safetensors::serialize_to_file(views, None, out.temp_path())
+            .map_err(|e| CacheError::shard(out.temp_path(), e.to_string()))?;
+        let bytes = out.commit().map_err(|e| CacheError::io(&path, e))?;
+        Ok(ShardEntry {
+            file: file.to_string(),
+            rows,
+            first_image: self.first_image.unwrap_or(self.end_image),
+            bytes,
+        })
     }
 }
 
-/// The temporary name a shard is written under before its rename.
-pub(crate) fn temp_name(file: &str) -> String {
-    format!(".{file}.tmp")
-}
-
-/// Whether a directory entry is a leftover of an interrupted write (ours or
-/// `write_atomic`'s).
+/// Whether a directory entry is a leftover of an interrupted write:
+/// [`sae_steer_files::is_temp_name`], or `.<shard>.tmp` of caches built before
+/// the shared implementation.
 pub(crate) fn is_temp_file(name: &str) -> bool {
-    name.starts_with('.') && name.contains(".tmp")
+    sae_steer_files::is_temp_name(name) || (name.starts_with('.') && name.ends_with(".tmp"))
 }
 
 /// A borrowed tensor for `safetensors::serialize_to_file`.

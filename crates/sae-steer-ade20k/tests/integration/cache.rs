@@ -292,6 +292,13 @@ fn caches_made_differently_are_refused() {
     let saved = CacheManifest::read(&dir).unwrap();
     let mut tampered = saved.clone();
     tampered.model_config.num_register_tokens = 0;
+    // Consistent with itself (a manifest whose taps contradict its config is
+    // refused as invalid before any comparison).
+    for tap in &mut tampered.taps {
+        if tap.tokens == sae_steer_ade20k::cache::TapTokens::All {
+            tap.n_tokens -= 4;
+        }
+    }
     tampered.write(&dir).unwrap();
     let err = build_cache(&vit, &images, &dir, &base).unwrap_err();
     assert!(err.to_string().contains("model config"), "{err}");
@@ -371,7 +378,9 @@ fn corrupt_images_fail_or_are_skipped_and_recorded() {
         err.to_string().contains(&bad.display().to_string()),
         "{err}"
     );
-    assert!(err.to_string().contains("--skip-bad"), "{err}");
+    // A library message names no command-line flag; it says skipping exists.
+    assert!(err.to_string().contains("skips bad images"), "{err}");
+    assert!(!err.to_string().contains("--"), "{err}");
     // The shard before the bad image was completed and is kept for a resume.
     let strict = CacheManifest::read(&tmp.path().join("strict")).unwrap();
     assert_eq!((strict.next_image, strict.rows()), (2, 2));
@@ -608,5 +617,177 @@ fn requests_are_checked_before_any_work() {
     assert_eq!(
         "final_norm".parse::<TapRequest>().unwrap(),
         TapRequest::final_norm(CacheDtype::F32)
+    );
+}
+
+#[test]
+fn a_second_builder_on_a_locked_folder_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let images = dataset(tmp.path(), 4);
+    let vit = vit();
+    let spec = spec("layer1:f32", LabelKind::Patch, 2, 2);
+    let dir = tmp.path().join("cache");
+    // Another builder holds the folder (a lock taken through its own file
+    // handle conflicts exactly as another process's would).
+    let holder = sae_steer_files::FolderLock::acquire(&dir).unwrap();
+    let err = build_cache(&vit, &images, &dir, &spec).unwrap_err();
+    assert!(matches!(err, CacheError::Locked { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&dir.display().to_string())
+            && msg.contains(&format!("pid {}", std::process::id())),
+        "{msg}"
+    );
+    // Refused before anything was written.
+    assert!(!dir.join("manifest.json").exists());
+    drop(holder);
+    let report = build_cache(&vit, &images, &dir, &spec).unwrap();
+    assert!(report.complete);
+
+    // Two builders started together on one folder: one builds, the other is
+    // refused or finds the finished cache; the cache is whole either way.
+    let reference = shard_bytes(&dir);
+    let both = tmp.path().join("both");
+    let results: Vec<_> = std::thread::scope(|s| {
+        let runs: Vec<_> = (0..2)
+            .map(|_| s.spawn(|| build_cache(&vit, &images, &both, &spec)))
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    assert!(results.iter().any(|r| r.is_ok()));
+    for r in &results {
+        assert!(
+            matches!(r, Ok(_) | Err(CacheError::Locked { .. })),
+            "{:?}",
+            r.as_ref().err()
+        );
+    }
+    let report = build_cache(&vit, &images, &both, &spec).unwrap();
+    assert!(report.complete);
+    assert_eq!(shard_bytes(&both), reference);
+}
+
+#[test]
+fn leftovers_of_a_dead_process_are_removed_on_resume_only_under_the_lock() {
+    let tmp = tempfile::tempdir().unwrap();
+    let images = dataset(tmp.path(), 5);
+    let vit = vit();
+    let spec = spec("layer0:f16", LabelKind::Patch, 2, 2);
+    let whole = tmp.path().join("whole");
+    build_cache(&vit, &images, &whole, &spec).unwrap();
+    let dir = tmp.path().join("cache");
+    build_cache_until(&vit, &images, &dir, &spec, Some(1)).unwrap();
+    // Temporaries of a process killed mid-write (the names
+    // sae_steer_files::AtomicFile gives them: pid and counter).
+    let stale = [
+        ".shard-00001.safetensors.tmp-4194301-0",
+        ".manifest.json.tmp-4194301-1",
+    ];
+    for name in stale {
+        assert!(sae_steer_files::is_temp_name(name));
+        std::fs::write(dir.join(name), b"half written").unwrap();
+    }
+    // While another process holds the folder, its temporaries may be live:
+    // nothing is removed.
+    let holder = sae_steer_files::FolderLock::acquire(&dir).unwrap();
+    assert!(build_cache(&vit, &images, &dir, &spec).is_err());
+    assert!(stale.iter().all(|n| dir.join(n).exists()));
+    drop(holder);
+    let report = build_cache(&vit, &images, &dir, &spec).unwrap();
+    assert_eq!(report.resumed_from, 2);
+    assert!(report.complete);
+    assert!(stale.iter().all(|n| !dir.join(n).exists()));
+    assert_eq!(shard_bytes(&dir), shard_bytes(&whole));
+    // Nothing but the cache's own files is left.
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            ".lock",
+            "manifest.json",
+            "shard-00000.safetensors",
+            "shard-00001.safetensors",
+            "shard-00002.safetensors"
+        ]
+    );
+}
+
+#[test]
+fn a_truncated_jpeg_in_a_dataset_stops_the_run_or_is_skipped_and_listed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let images = dataset(tmp.path(), 5);
+    let bad = images.items[2].image.clone();
+    let bytes = std::fs::read(&bad).unwrap();
+    std::fs::write(&bad, &bytes[..bytes.len() / 3]).unwrap();
+    // The image crate alone decodes it (filling the rest): the silent change
+    // this guards against.
+    assert!(image::load_from_memory(&bytes[..bytes.len() / 3]).is_ok());
+    let vit = vit();
+    let mut spec = spec("layer0:f32", LabelKind::Patch, 2, 2);
+
+    let err = build_cache(&vit, &images, &tmp.path().join("strict"), &spec).unwrap_err();
+    assert!(
+        matches!(err, CacheError::BadImage { index: 2, .. }),
+        "{err}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&bad.display().to_string()) && msg.contains("truncated JPEG"),
+        "{msg}"
+    );
+
+    spec.skip_bad = true;
+    let dir = tmp.path().join("lenient");
+    let report = build_cache(&vit, &images, &dir, &spec).unwrap();
+    assert!(report.complete);
+    assert_eq!(report.skipped.len(), 1);
+    let skipped = &report.skipped[0];
+    assert_eq!(
+        (skipped.index, &skipped.path),
+        (2, &bad.display().to_string())
+    );
+    assert!(
+        skipped.error.contains("truncated JPEG"),
+        "{}",
+        skipped.error
+    );
+    let cache = ActivationCache::open(&dir).unwrap();
+    assert_eq!(cache.manifest().skipped, report.skipped);
+    let indices: Vec<usize> = (0..cache.len()).map(|r| cache.image_index(r)).collect();
+    assert_eq!(indices, [0, 1, 3, 4]);
+}
+
+#[test]
+fn a_pixel_label_above_150_in_a_shard_names_the_shard() {
+    let tmp = tempfile::tempdir().unwrap();
+    let images = dataset(tmp.path(), 2);
+    let dir = tmp.path().join("cache");
+    build_cache(
+        &vit(),
+        &images,
+        &dir,
+        &spec("layer0:f16", LabelKind::Pixel, 2, 2),
+    )
+    .unwrap();
+    // Overwrite one pixel label in place (the file keeps its size).
+    let shard = dir.join("shard-00000.safetensors");
+    let mut bytes = std::fs::read(&shard).unwrap();
+    let (header, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let start = 8 + header + meta.info("pixel_labels").unwrap().data_offsets.0;
+    bytes[start + 224 * 224 + 10] = 200;
+    std::fs::write(&shard, &bytes).unwrap();
+    let cache = ActivationCache::open(&dir).unwrap();
+    assert!(cache.pixel_labels(0).is_ok());
+    let err = cache.pixel_labels(1).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, CacheError::Shard { .. }), "{msg}");
+    assert!(
+        msg.contains("shard-00000.safetensors")
+            && msg.contains("pixel label 200 in row 1, position 10"),
+        "{msg}"
     );
 }

@@ -4,5 +4,6 @@
 
 mod cache;
 mod dataset;
+mod hostile;
 mod labels;
 mod synth;

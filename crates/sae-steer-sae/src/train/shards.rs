@@ -441,10 +441,21 @@ pub fn cache_shard_files(dir: impl AsRef<Path>) -> Result<Vec<PathBuf>> {
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            s.get("file")
+            let file = s
+                .get("file")
                 .and_then(|f| f.as_str())
-                .map(|f| dir.join(f))
-                .ok_or_else(|| format_error(format!("shards[{i}] has no `file`")))
+                .ok_or_else(|| format_error(format!("shards[{i}] has no `file`")))?;
+            // A shard is a file of the cache folder: a path (absolute, with
+            // `..` or a separator) would open a file outside it.
+            let mut parts = Path::new(file).components();
+            match (parts.next(), parts.next()) {
+                (Some(std::path::Component::Normal(name)), None) if name == file => {
+                    Ok(dir.join(file))
+                }
+                _ => Err(format_error(format!(
+                    "shards[{i}].file is `{file}`; expected the name of a file in the cache folder"
+                ))),
+            }
         })
         .collect::<Result<Vec<_>>>()?;
     if files.is_empty() {

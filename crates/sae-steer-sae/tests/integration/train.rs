@@ -1215,6 +1215,26 @@ fn cache_manifests_list_their_completed_shards() {
     assert!(err.to_string().contains("manifest.json"), "{err}");
     std::fs::write(tmp.path().join("manifest.json"), r#"{"format": "other"}"#).unwrap();
     assert!(train::cache_shard_files(tmp.path()).is_err());
+    // Shard names that leave the folder are refused, naming the entry.
+    for outside in [
+        "../shard-00000.safetensors",
+        "/etc/passwd",
+        "a/b.safetensors",
+        "..",
+    ] {
+        let manifest = serde_json::json!({
+            "format": "sae-steer-cache/1",
+            "shards": [{"file": outside, "rows": 1, "first_image": 0}]
+        });
+        std::fs::write(tmp.path().join("manifest.json"), manifest.to_string()).unwrap();
+        let err = train::cache_shard_files(tmp.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("manifest.json") && err.contains(outside),
+            "{err}"
+        );
+    }
 }
 
 #[test]

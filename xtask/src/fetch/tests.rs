@@ -1578,3 +1578,74 @@ fn an_https_to_http_redirect_is_refused_even_for_a_pinned_file_on_loopback() {
     );
     assert!(env.server.requests().is_empty());
 }
+
+/// The files of `tests/fixtures/hostile/fetch/<sub>` (made by
+/// `scripts/make_hostile_archives.py`), sorted.
+fn hostile_cases(sub: &str) -> Vec<PathBuf> {
+    let dir = sae_steer_testkit::hostile(&format!("fetch/{sub}"));
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("entry").path())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "{}: empty", dir.display());
+    files
+}
+
+#[test]
+fn the_hostile_fetch_corpus_is_refused_with_errors_naming_the_file() {
+    let mut cases = 0;
+    for zip in hostile_cases("zip") {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let target = tmp.path().join("box").join("out");
+        let size = std::fs::metadata(&zip).expect("size").len();
+        let err = archive::unpack_zip(&zip, &target, archive::unpack_limit(size), false)
+            .expect_err(&zip.display().to_string());
+        let message = err.to_string();
+        assert!(
+            message.contains(&zip.display().to_string()),
+            "{}: {message}",
+            zip.display()
+        );
+        let outside: Vec<_> = std::fs::read_dir(tmp.path().join("box"))
+            .map(|d| d.map(|e| e.expect("entry").file_name()).collect())
+            .unwrap_or_default();
+        assert!(
+            outside.iter().all(|n| n == "out"),
+            "{}: {outside:?}",
+            zip.display()
+        );
+        assert!(!Path::new("/tmp/sae-steer-evil.txt").exists());
+        println!("{}: {message}", zip.file_name().expect("name").display());
+        cases += 1;
+    }
+    for manifest in hostile_cases("manifest") {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        std::fs::copy(&manifest, tmp.path().join("x.toml")).expect("copy");
+        let err = Manifests::load(tmp.path()).expect_err(&manifest.display().to_string());
+        let message = err.to_string();
+        assert!(
+            message.contains("x.toml"),
+            "{}: {message}",
+            manifest.display()
+        );
+        println!(
+            "{}: {message}",
+            manifest.file_name().expect("name").display()
+        );
+        cases += 1;
+    }
+    for lock in hostile_cases("lock") {
+        let err = lock::LockFile::load(&lock).expect_err(&lock.display().to_string());
+        let message = err.to_string();
+        assert!(
+            message.contains(&lock.display().to_string()),
+            "{}: {message}",
+            lock.display()
+        );
+        println!("{}: {message}", lock.file_name().expect("name").display());
+        cases += 1;
+    }
+    println!("hostile fetch corpus: {cases} cases refused");
+    assert!(cases >= 30, "{cases}");
+}

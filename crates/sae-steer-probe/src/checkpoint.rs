@@ -375,7 +375,10 @@ pub fn read_reference(file: &Path) -> Result<ProbeWeights> {
     if line.last() != Some(&b'\n') {
         return Err(ProbeError::checkpoint(
             file,
-            "no JSON line `{\"in_features\": .., \"out_features\": ..}` at the start",
+            format!(
+                "no JSON line `{{\"in_features\": .., \"out_features\": ..}}` within the first \
+                 {MAX_HEADER_BYTES} bytes"
+            ),
         ));
     }
     let header: Value = serde_json::from_slice(&line)

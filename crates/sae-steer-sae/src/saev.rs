@@ -43,7 +43,14 @@ pub fn read_saev_header(path: impl AsRef<Path>) -> Result<SaevHeader> {
     if line.last() != Some(&b'\n') {
         return Err(header_error(
             path,
-            "no newline-terminated JSON line at the start of the file",
+            if line.len() as u64 == MAX_HEADER_BYTES {
+                format!(
+                    "no newline within the first {MAX_HEADER_BYTES} bytes (saev headers are a \
+                     few hundred bytes): not a saev checkpoint"
+                )
+            } else {
+                "no newline-terminated JSON line at the start of the file".to_string()
+            },
         ));
     }
     parse_saev_header(path, &line)

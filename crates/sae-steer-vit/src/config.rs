@@ -8,6 +8,14 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Result, VitError};
 use crate::weights::TensorSource;
 
+/// The largest `config.json` read (real ones are about 1 KB): a bigger file
+/// is refused rather than read whole into memory.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// More blocks than any ViT has; a config claiming more is refused before
+/// anything is allocated per block.
+pub const MAX_LAYERS: usize = 1024;
+
 /// How the stored position embeddings are resampled to another patch grid.
 ///
 /// The implementations disagree: Hugging Face's `Dinov2Model` uses plain
@@ -102,8 +110,21 @@ impl Dinov2Config {
 
     /// Reads a Hugging Face `config.json` (`dinov2` or `dinov2_with_registers`).
     pub fn from_hf_json(path: impl AsRef<Path>) -> Result<Self> {
+        use std::io::Read;
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| VitError::io(path, e))?;
+        let file = std::fs::File::open(path).map_err(|e| VitError::io(path, e))?;
+        let mut text = String::new();
+        file.take(MAX_CONFIG_BYTES + 1)
+            .read_to_string(&mut text)
+            .map_err(|e| VitError::io(path, e))?;
+        if text.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(VitError::Config {
+                path: path.to_path_buf(),
+                message: format!(
+                    "larger than {MAX_CONFIG_BYTES} bytes; a config.json is about 1 KB"
+                ),
+            });
+        }
         Self::from_hf_str(&text).map_err(|message| VitError::Config {
             path: path.to_path_buf(),
             message,
@@ -131,11 +152,20 @@ impl Dinov2Config {
                 hf.hidden_act
             ));
         }
+        // `as usize` saturates: a huge, negative or NaN ratio must not become
+        // a width of usize::MAX (or 0) that the model then allocates.
+        let mlp_width = hf.hidden_size as f64 * hf.mlp_ratio;
+        if !(hf.mlp_ratio.is_finite() && mlp_width >= 1.0 && mlp_width <= (1u64 << 40) as f64) {
+            return Err(format!(
+                "mlp_ratio {} with hidden_size {} does not give a positive MLP width",
+                hf.mlp_ratio, hf.hidden_size
+            ));
+        }
         let cfg = Self {
             hidden_size: hf.hidden_size,
             num_hidden_layers: hf.num_hidden_layers,
             num_attention_heads: hf.num_attention_heads,
-            intermediate_size: (hf.hidden_size as f64 * hf.mlp_ratio) as usize,
+            intermediate_size: mlp_width as usize,
             layer_norm_eps: hf.layer_norm_eps,
             image_size: hf.image_size,
             patch_size: hf.patch_size,
@@ -167,24 +197,61 @@ impl Dinov2Config {
                 message: "SwiGLU MLPs (ViT-g) are not supported; use ViT-S, B or L".into(),
             });
         }
-        let cls = shape("cls_token")?;
-        let hidden_size = *cls.last().unwrap_or(&0);
-        let patch = shape("patch_embed.proj.weight")?;
-        let pos = shape("pos_embed")?;
-        let fc1 = shape("blocks.0.mlp.fc1.weight")?;
-        let num_register_tokens = src.shape("register_tokens").map_or(0, |s| s[1]);
+        // Every shape comes from the file: check its rank before indexing it.
+        let ranked = |name: &str, shape: Vec<usize>, layout: &str| -> Result<Vec<usize>> {
+            if shape.len() == layout.split(',').count() {
+                Ok(shape)
+            } else {
+                Err(VitError::Unsupported {
+                    path: path.clone(),
+                    message: format!(
+                        "`{name}` has shape {shape:?}, expected a {}-D tensor [{layout}]",
+                        layout.split(',').count()
+                    ),
+                })
+            }
+        };
+        let unsupported = |message: String| VitError::Unsupported {
+            path: path.clone(),
+            message,
+        };
+        let cls = ranked("cls_token", shape("cls_token")?, "1, 1, hidden")?;
+        let hidden_size = cls[2];
+        let patch = ranked(
+            "patch_embed.proj.weight",
+            shape("patch_embed.proj.weight")?,
+            "hidden, channels, patch, patch",
+        )?;
+        let pos = ranked("pos_embed", shape("pos_embed")?, "1, 1 + grid^2, hidden")?;
+        let fc1 = ranked(
+            "blocks.0.mlp.fc1.weight",
+            shape("blocks.0.mlp.fc1.weight")?,
+            "mlp, hidden",
+        )?;
+        let num_register_tokens = match src.shape("register_tokens") {
+            Some(s) => ranked("register_tokens", s, "1, registers, hidden")?[1],
+            None => 0,
+        };
         let num_hidden_layers = (0..)
             .take_while(|i| src.contains(&format!("blocks.{i}.norm1.weight")))
             .count();
-        let grid = ((pos[1] - 1) as f64).sqrt().round() as usize;
-        if grid * grid + 1 != pos[1] || patch.len() != 4 {
-            return Err(VitError::Unsupported {
-                path,
-                message: format!(
-                    "pos_embed {pos:?} / patch_embed.proj.weight {patch:?} do not describe a square ViT"
-                ),
-            });
+        let grid = pos[1].saturating_sub(1).isqrt();
+        if pos[1] == 0 || grid * grid + 1 != pos[1] || patch[2] != patch[3] {
+            return Err(unsupported(format!(
+                "pos_embed {pos:?} / patch_embed.proj.weight {patch:?} do not describe a square ViT"
+            )));
         }
+        if !hidden_size.is_multiple_of(64) || hidden_size == 0 {
+            return Err(unsupported(format!(
+                "cls_token width {hidden_size} is not a positive multiple of DINOv2's 64-wide heads"
+            )));
+        }
+        let image_size = grid.checked_mul(patch[2]).ok_or_else(|| {
+            unsupported(format!(
+                "a {grid}-patch grid of {} pixels overflows",
+                patch[2]
+            ))
+        })?;
         let cfg = Self {
             hidden_size,
             num_hidden_layers,
@@ -192,7 +259,7 @@ impl Dinov2Config {
             num_attention_heads: hidden_size / 64,
             intermediate_size: fc1[0],
             layer_norm_eps: 1e-6,
-            image_size: grid * patch[2],
+            image_size,
             patch_size: patch[2],
             num_channels: patch[1],
             qkv_bias: src.contains("blocks.0.attn.qkv.bias"),
@@ -218,9 +285,33 @@ impl Dinov2Config {
         Ok(cfg)
     }
 
-    fn validate(&self) -> std::result::Result<(), String> {
-        if self.num_hidden_layers == 0 || self.hidden_size == 0 || self.patch_size == 0 {
-            return Err("the model has no layers, no width or no patch size".into());
+    /// Checks that the geometry describes a model that can be built: no zero
+    /// size or head count, sizes that divide, and every tensor size the model
+    /// computes from them representable (checked arithmetic), so nothing
+    /// later divides by zero, overflows or allocates from a bogus number.
+    /// Configs read from files are checked by their readers; call this on
+    /// one deserialised from elsewhere (e.g. a cache manifest).
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let zero: Vec<&str> = [
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("image_size", self.image_size),
+            ("patch_size", self.patch_size),
+            ("num_channels", self.num_channels),
+        ]
+        .into_iter()
+        .filter(|(_, v)| *v == 0)
+        .map(|(name, _)| name)
+        .collect();
+        if !zero.is_empty() {
+            return Err(format!("{} must be positive", zero.join(", ")));
+        }
+        if self.num_hidden_layers > MAX_LAYERS {
+            return Err(format!(
+                "num_hidden_layers {} is more than the {MAX_LAYERS} this reader accepts",
+                self.num_hidden_layers
+            ));
         }
         if self.num_attention_heads == 0
             || !self.hidden_size.is_multiple_of(self.num_attention_heads)
@@ -236,16 +327,55 @@ impl Dinov2Config {
                 self.image_size, self.patch_size
             ));
         }
+        if !(self.layer_norm_eps.is_finite() && self.layer_norm_eps >= 0.0) {
+            return Err(format!(
+                "layer_norm_eps {} is not a non-negative number",
+                self.layer_norm_eps
+            ));
+        }
+        if !self.pos_embed_resample.offset.is_finite() {
+            return Err("the position embedding resampling offset is not finite".into());
+        }
+        let (d, m) = (self.hidden_size, self.intermediate_size);
+        let g = self.image_size / self.patch_size;
+        let sizes = [
+            // position embeddings [1, 1 + g^2, d] plus the registers
+            g.checked_mul(g)
+                .and_then(|t| t.checked_add(1 + self.num_register_tokens))
+                .and_then(|t| t.checked_mul(d)),
+            // fused qkv [3d, d]
+            d.checked_mul(d).and_then(|x| x.checked_mul(3)),
+            // patch embedding [d, c, p, p]
+            d.checked_mul(self.num_channels)
+                .and_then(|x| x.checked_mul(self.patch_size))
+                .and_then(|x| x.checked_mul(self.patch_size)),
+            // MLP [m, d]
+            m.checked_mul(d),
+        ];
+        if sizes
+            .iter()
+            .any(|s| s.is_none_or(|n| n > isize::MAX as usize / 4))
+        {
+            return Err(format!(
+                "hidden_size {d}, intermediate_size {m}, a {g}x{g} patch grid and \
+                 {} channels give tensors too large to address",
+                self.num_channels
+            ));
+        }
         Ok(())
     }
 
+    /// Width of an attention head (0 for a config [`Self::validate`] refuses).
     pub fn head_dim(&self) -> usize {
-        self.hidden_size / self.num_attention_heads
+        self.hidden_size
+            .checked_div(self.num_attention_heads)
+            .unwrap_or(0)
     }
 
-    /// Side of the native patch grid the position embeddings are stored for.
+    /// Side of the native patch grid the position embeddings are stored for
+    /// (0 for a config [`Self::validate`] refuses).
     pub fn native_grid(&self) -> usize {
-        self.image_size / self.patch_size
+        self.image_size.checked_div(self.patch_size).unwrap_or(0)
     }
 
     /// Tokens before the patches: CLS and the registers.

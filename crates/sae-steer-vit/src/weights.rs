@@ -120,6 +120,10 @@ impl SafetensorsFile {
                     | safetensors::SafeTensorError::InvalidHeaderLength => {
                         format!("{e} (the file is truncated or not safetensors)")
                     }
+                    safetensors::SafeTensorError::TensorInvalidInfo
+                    | safetensors::SafeTensorError::ValidationOverflow => {
+                        format!("{e}: a tensor's data bytes do not match its shape and dtype")
+                    }
                     e => e.to_string(),
                 },
             })?;

@@ -4,4 +4,6 @@
 
 mod decode;
 mod errors;
+mod fuzz;
+mod hostile;
 mod parity;

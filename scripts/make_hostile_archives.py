@@ -32,7 +32,10 @@ def zip_of(entries, method=zipfile.ZIP_DEFLATED):
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=method) as z:
         for name, data in entries:
-            z.writestr(name, data)
+            # A fixed date (ZipInfo's default), so the files are reproducible.
+            info = name if isinstance(name, zipfile.ZipInfo) else zipfile.ZipInfo(name)
+            info.compress_type = method
+            z.writestr(info, data)
     return bytearray(buf.getvalue())
 
 

@@ -15,6 +15,9 @@
 //! `--max-images`. Results go to `--out` (default `logs/contrib/semseg/quantify`):
 //! `results.csv`, `per_class.csv`, `changes.csv`, `selection.csv`, `summary.md`,
 //! and `passes.json`, which lets an interrupted run resume at the next class.
+//! The files hold results only (the time per pass is printed, not written),
+//! so a run resumed after a `kill -9` writes exactly the bytes of an
+//! uninterrupted one.
 
 fn main() -> std::process::ExitCode {
     sae_steer_examples::quantify::main()

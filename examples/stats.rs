@@ -12,8 +12,10 @@
 //!
 //! The layer's activations are cached first (`--cache-dir`, resumable), then
 //! the statistics are computed from the cache into `--out`, which is saved
-//! every minute: rerunning after an interruption continues where it stopped,
-//! and rerunning a finished run only prints its summary.
+//! every minute (`--save-every`): rerunning after an interruption, even a
+//! `kill -9`, continues where it stopped and ends with the file an
+//! uninterrupted run writes, and rerunning a finished run only prints its
+//! summary.
 
 fn main() -> std::process::ExitCode {
     sae_steer_examples::stats::main()

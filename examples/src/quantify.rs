@@ -224,6 +224,7 @@ impl BackendTask for Run {
                     max_images: None,
                     top_k: DEFAULT_TOP_K,
                     info,
+                    save_every: sae_steer::pipeline::STATS_SAVE_INTERVAL,
                 };
                 let path = args.out.join("feature-stats.safetensors");
                 let stats = feature_stats_file(&sae, cache, &tap, options, &path)?.stats;
@@ -330,6 +331,10 @@ impl BackendTask for Run {
                 f(s.other_std),
                 s.n_classes
             );
+        }
+        // Timings go to the console only: the files depend on the inputs alone.
+        if let Some(t) = report.seconds_per_pass {
+            println!("mean time per (class, method) pass in this run: {t:.3} s");
         }
         Ok(())
     }

@@ -71,6 +71,10 @@ struct Args {
     /// The statistics file; an unfinished one is continued.
     #[arg(long, default_value = "feature-stats.safetensors")]
     out: PathBuf,
+    /// Save progress at most every this many seconds (0: after every batch
+    /// of images), so an interrupted run loses at most that much work.
+    #[arg(long, default_value_t = sae_steer::pipeline::STATS_SAVE_INTERVAL.as_secs_f64())]
+    save_every: f64,
     /// cpu, flex, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: DeviceChoice,
@@ -150,6 +154,7 @@ impl BackendTask for Run {
             (None, _) => None,
         };
         if let Some(path) = &save_norm {
+            sae_steer::pipeline::remove_stale_temporaries(path);
             let norm = device_normalization(&sae).context("the SAE has no normalization")?;
             // Rewritten only when it differs, so a finished run stays untouched.
             if Normalization::load(path, sae.d_model()).ok().as_ref() != Some(&norm) {
@@ -168,6 +173,8 @@ impl BackendTask for Run {
             max_images: None,
             top_k: args.top_k,
             info,
+            save_every: std::time::Duration::try_from_secs_f64(args.save_every)
+                .context("--save-every must be a number of seconds, 0 or more")?,
         };
         let run = feature_stats_file(&sae, &cache, &tap, options, &args.out)?;
         match run.resumed_from {

@@ -189,6 +189,9 @@ pub struct StatsOptions {
     /// Recorded in the file, and checked against it when resuming: `sae`,
     /// `fingerprint` and `normalization` must match.
     pub info: StatsInfo,
+    /// Progress is saved when this long has passed since the last save
+    /// ([`STATS_SAVE_INTERVAL`] by default; zero saves after every batch).
+    pub save_every: Duration,
 }
 
 /// The outcome of [`feature_stats_file`].
@@ -223,6 +226,8 @@ pub fn feature_stats_file<B: Backend>(
     path: &Path,
 ) -> Result<StatsRun, SaeError> {
     let rows = stats_rows(cache, options.max_images);
+    let save_every = options.save_every;
+    remove_stale_temporaries(path);
     let (mut stats, resumed_from) = if path.exists() {
         let stats = FeatureStats::load(path)?;
         let done = check_resumable(&stats, sae, &options, rows, path)?;
@@ -241,7 +246,7 @@ pub fn feature_stats_file<B: Backend>(
     }
     let mut last_save = Instant::now();
     add_cache_rows(sae, cache, tap, &mut stats, rows, |stats| {
-        if last_save.elapsed() >= STATS_SAVE_INTERVAL {
+        if last_save.elapsed() >= save_every {
             stats.save(path)?;
             last_save = Instant::now();
         }
@@ -254,6 +259,32 @@ pub fn feature_stats_file<B: Backend>(
         resumed_from,
         added,
     })
+}
+
+/// Removes the temporaries an interrupted atomic write of `path` left beside
+/// it (`sae_steer_files` names them after `path`), as [`feature_stats_file`]
+/// does for its file. Another process writing the same file at this moment
+/// would be a clash anyway: its write then fails instead of being silently
+/// mixed with ours.
+pub fn remove_stale_temporaries(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!(".{}.", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n.starts_with(&prefix) && sae_steer_files::is_temp_name(&n) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Images (cache rows) the statistics cover.

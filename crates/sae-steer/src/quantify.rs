@@ -10,7 +10,10 @@
 //! final norm and the probe run, with several classes stacked in one batch.
 //!
 //! A run persists every finished (method, class) pass in `passes.json`, so
-//! an interrupted run resumes at the next class.
+//! an interrupted run resumes at the next class and ends with the files of an
+//! uninterrupted one, bit for bit: every output is a function of the inputs
+//! alone (timings are reported, not written). The run holds a [`FolderLock`]
+//! on its output folder, so two runs cannot interleave their writes there.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -23,13 +26,14 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sae_steer_ade20k::{ActivationCache, CacheError};
+use sae_steer_files::{FolderLock, is_temp_name};
 use sae_steer_metrics::{
     ClassPass, F1Selector, FeatureChoice, MethodSummary, MetricsError, write_change_csv,
     write_class_csv, write_summary_csv,
 };
 use sae_steer_probe::ProbeWeights;
 use sae_steer_sae::{Edit, FeatureStats, Sae, SaeError};
-use sae_steer_vit::{Dinov2, VitError, write_atomic};
+use sae_steer_vit::{Dinov2, VitError};
 use serde::{Deserialize, Serialize};
 
 /// Number of probe outputs: label 0 (other) and the 150 ADE20K classes.
@@ -379,19 +383,20 @@ pub struct QuantifyReport {
     /// Validation images and patches used.
     pub images: usize,
     pub patches: usize,
-    /// Mean seconds per (class, method) pass measured in this run.
+    /// Mean seconds per (class, method) pass over the passes this call ran
+    /// (`None` when it ran none: all were done by an earlier call).
     pub seconds_per_pass: Option<f64>,
 }
 
-/// State persisted after each chunk of classes.
+/// State persisted after each chunk of classes. Results only: no timings,
+/// so an interrupted and resumed run writes the same file as an
+/// uninterrupted one.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Progress {
     /// A fingerprint of the settings; a resumed run must match it.
     key: String,
     passes: Vec<ClassPass>,
     skipped: Vec<(String, usize, String)>,
-    pass_seconds: f64,
-    timed_passes: usize,
 }
 
 /// The run: original predictions once, then one pass per (method, class).
@@ -700,15 +705,14 @@ impl<'a, B: Backend> Quantify<'a, B> {
     }
 
     /// Runs every (method, class) pass not yet in `out_dir/passes.json`,
-    /// persisting after each chunk of classes, and writes the reports.
+    /// persisting after each chunk of classes. Holds the folder's lock while
+    /// it runs; [`write_reports`] writes the reports.
     pub fn run(&self, out_dir: &Path) -> Result<QuantifyReport> {
-        std::fs::create_dir_all(out_dir).map_err(|e| QuantifyError::File {
-            path: out_dir.to_path_buf(),
-            message: format!("cannot create the output folder: {e}"),
-        })?;
+        let _lock = lock_output(out_dir)?;
         let state_path = out_dir.join("passes.json");
         let key = self.key();
         let mut state = read_progress(&state_path, &key)?;
+        let (mut pass_seconds, mut timed_passes) = (0.0, 0usize);
         let mut vector_scale = BTreeMap::new();
         let batches = self.batches();
         let mut buf = Vec::new();
@@ -767,8 +771,8 @@ impl<'a, B: Backend> Quantify<'a, B> {
                             pass.add(original, &preds[k * per..(k + 1) * per])?;
                         }
                     }
-                    state.pass_seconds += timed.elapsed().as_secs_f64() + setup;
-                    state.timed_passes += passes.len();
+                    pass_seconds += timed.elapsed().as_secs_f64() + setup;
+                    timed_passes += passes.len();
                 }
                 state.passes.extend(passes);
                 write_json(&state_path, &state)?;
@@ -797,8 +801,7 @@ impl<'a, B: Backend> Quantify<'a, B> {
             skipped: state.skipped.clone(),
             images: self.rows,
             patches: self.rows * self.n_patches,
-            seconds_per_pass: (state.timed_passes > 0)
-                .then(|| state.pass_seconds / state.timed_passes as f64),
+            seconds_per_pass: (timed_passes > 0).then(|| pass_seconds / timed_passes as f64),
             passes,
         })
     }
@@ -1031,11 +1034,6 @@ pub fn write_reports(
             s.n_classes
         ));
     }
-    if let Some(t) = report.seconds_per_pass {
-        md.push_str(&format!(
-            "\nMean time per (class, method) pass: {t:.3} s.\n"
-        ));
-    }
     if !report.skipped.is_empty() {
         let mut by_method: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
         for (m, c, _) in &report.skipped {
@@ -1058,7 +1056,31 @@ fn csv_field(s: &str) -> String {
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_atomic(path, bytes).map_err(QuantifyError::from)
+    sae_steer_files::write_atomic(path, bytes).map_err(|e| QuantifyError::File {
+        path: path.to_path_buf(),
+        message: format!("cannot write: {e}"),
+    })
+}
+
+/// Takes the output folder's lock (creating the folder) and removes the
+/// temporaries of writes an interrupted run left: with the lock held, no
+/// other process is writing them.
+fn lock_output(out_dir: &Path) -> Result<FolderLock> {
+    let fail = |e: std::io::Error| QuantifyError::File {
+        path: out_dir.to_path_buf(),
+        message: e.to_string(),
+    };
+    let lock = FolderLock::acquire(out_dir).map_err(fail)?;
+    for entry in std::fs::read_dir(out_dir).map_err(fail)? {
+        let path = entry.map_err(fail)?.path();
+        if path
+            .file_name()
+            .is_some_and(|n| is_temp_name(&n.to_string_lossy()))
+        {
+            std::fs::remove_file(&path).map_err(fail)?;
+        }
+    }
+    Ok(lock)
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {

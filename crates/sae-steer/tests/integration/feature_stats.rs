@@ -82,6 +82,7 @@ fn options(info: StatsInfo, max_images: Option<usize>) -> StatsOptions {
         max_images,
         top_k: DEFAULT_TOP_K,
         info,
+        save_every: sae_steer::pipeline::STATS_SAVE_INTERVAL,
     }
 }
 

@@ -16,6 +16,7 @@ use sae_steer::pipeline::{ensure_cache, feature_stats, sae_layer_cache_spec};
 use sae_steer::probe::ProbeWeights;
 use sae_steer::quantify::{
     DeviceProbe, Method, OUTPUTS, Quantify, QuantifyInputs, QuantifyOptions, select_features,
+    write_reports,
 };
 use sae_steer::sae::stats::StatsInfo;
 use sae_steer::sae::{Activation, EncodeRule, SaeConfig};
@@ -296,4 +297,48 @@ fn automatic_latents_steer_their_class_and_random_directions_do_not() {
     };
     assert_eq!(key(&again), key(&report));
     assert_eq!(again.passes.len(), 3 * CLASSES.len());
+    assert!(report.seconds_per_pass.is_some());
+    assert_eq!(again.seconds_per_pass, None, "this call ran no pass");
+
+    // A run killed after its first chunks: passes.json holds only those (and
+    // the temporary of the write in progress). Resumed, every file is the
+    // uninterrupted run's, byte for byte: the files hold no timings.
+    let names: Vec<String> = (1..=150).map(|c| format!("class {c}")).collect();
+    write_reports(&out, &report, Some(&selection), &names, &[]).unwrap();
+    let snapshot = |dir: &Path| {
+        let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n != ".lock")
+            .map(|n| (n.clone(), std::fs::read(dir.join(&n)).unwrap()))
+            .collect();
+        files.sort();
+        files
+    };
+    let want = snapshot(&out);
+    let crashed = dir.path().join("crashed");
+    std::fs::create_dir_all(&crashed).unwrap();
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("passes.json")).unwrap()).unwrap();
+    let passes = state["passes"].as_array_mut().unwrap();
+    // The first chunk of `auto` (classes_per_batch 2): kills land between chunks.
+    passes.truncate(2);
+    std::fs::write(
+        crashed.join("passes.json"),
+        serde_json::to_vec_pretty(&state).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(crashed.join(".passes.json.tmp-999999-0"), b"{\"key\"").unwrap();
+    let resumed = run.run(&crashed).unwrap();
+    assert_eq!(key(&resumed), key(&report));
+    write_reports(&crashed, &resumed, Some(&selection), &names, &[]).unwrap();
+    let have = snapshot(&crashed);
+    assert_eq!(
+        have.iter().map(|f| &f.0).collect::<Vec<_>>(),
+        want.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
+    for ((name, a), (_, b)) in want.iter().zip(&have) {
+        assert!(a == b, "{name} differs from the uninterrupted run's");
+    }
 }

@@ -111,6 +111,25 @@ impl SessionArgs {
     }
 }
 
+/// Adds the command-line way past an image the cache builder cannot decode,
+/// for the programs that have `--skip-bad` (the library's message names no
+/// flag).
+pub fn skip_bad_hint<T>(result: anyhow::Result<T>) -> anyhow::Result<T> {
+    result.map_err(|e| {
+        let bad_image = e.chain().any(|c| {
+            matches!(
+                c.downcast_ref::<sae_steer_ade20k::cache::CacheError>(),
+                Some(sae_steer_ade20k::cache::CacheError::BadImage { .. })
+            )
+        });
+        if bad_image {
+            e.context("an image cannot be decoded (--skip-bad skips and lists such images)")
+        } else {
+            e
+        }
+    })
+}
+
 /// How the probe's activation cache is built when it is missing or partial;
 /// `train_probe` and `validate` share these flags.
 #[derive(clap::Args, Debug)]
@@ -143,8 +162,10 @@ impl CacheBuildArgs {
         spec.workers = self.n_workers;
         spec.batch = self.cache_batch;
         spec.skip_bad = self.skip_bad;
-        let (cache, built) = ensure_cache::<B>(dir, images, &spec, device)
-            .with_context(|| format!("preparing the activation cache {}", dir.display()))?;
+        let (cache, built) = skip_bad_hint(
+            ensure_cache::<B>(dir, images, &spec, device)
+                .with_context(|| format!("preparing the activation cache {}", dir.display())),
+        )?;
         if let Some(r) = built {
             eprintln!(
                 "cached {} images in {:.0} s ({:.2} images/s)",
@@ -152,6 +173,9 @@ impl CacheBuildArgs {
                 r.seconds,
                 r.images_per_second()
             );
+            for s in &r.skipped {
+                eprintln!("skipped image {} ({}): {}", s.index, s.path, s.error);
+            }
         }
         if !cache.is_complete() {
             bail!(

@@ -143,6 +143,43 @@ pub fn mutate(rng: &mut StdRng, base: &[u8]) -> Vec<u8> {
     data
 }
 
+/// Rewrites the CRC of every PNG chunk that fits in `data`, so a mutated PNG
+/// gets past the decoder's checksum test to the parsing behind it (without
+/// this nearly every mutation is refused at the first CRC).
+pub fn fix_png_crcs(data: &[u8]) -> Vec<u8> {
+    let mut out = data.to_vec();
+    let mut at = 8;
+    while at + 8 <= out.len() {
+        let len = u32::from_be_bytes([out[at], out[at + 1], out[at + 2], out[at + 3]]) as usize;
+        let Some(end) = (at + 8)
+            .checked_add(len)
+            .filter(|&e| e.checked_add(4).is_some_and(|e| e <= out.len()))
+        else {
+            break;
+        };
+        let crc = crc32(&out[at + 4..end]);
+        out[end..end + 4].copy_from_slice(&crc.to_be_bytes());
+        at = end + 4;
+    }
+    out
+}
+
+/// CRC-32 (IEEE), as PNG chunks use it.
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,6 +199,14 @@ mod tests {
         });
         assert_eq!(a, b);
         assert!(a.iter().any(|x| x.len() != 24), "mutations change lengths");
+    }
+
+    #[test]
+    fn png_crcs_are_repaired() {
+        // IEND's CRC is fixed: AE 42 60 82.
+        let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\0IEND\0\0\0\0".to_vec();
+        png = fix_png_crcs(&png);
+        assert_eq!(&png[16..], [0xAE, 0x42, 0x60, 0x82]);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use sae_steer_ade20k::cache::{ActivationCache, CacheError, CacheManifest};
 use sae_steer_ade20k::{Ade20kError, read_label_map};
-use sae_steer_testkit::{fuzz, hostile};
+use sae_steer_testkit::{fix_png_crcs, fuzz, hostile};
 
 fn label(name: &str) -> PathBuf {
     hostile(&format!("labels/{name}"))
@@ -162,14 +162,23 @@ fn fuzz_label_png() {
         .collect();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("label.png");
+    // Half the inputs get their chunk CRCs repaired, so mutations reach the
+    // header and pixel checks instead of stopping at a checksum.
+    let mut n = 0usize;
     let report = fuzz(
         "label png",
         &seeds,
         150,
-        10_000,
+        20_000,
         Duration::from_secs(15),
         |b| {
-            std::fs::write(&path, b).unwrap();
+            n += 1;
+            let input = if n % 2 == 0 {
+                fix_png_crcs(b)
+            } else {
+                b.to_vec()
+            };
+            std::fs::write(&path, &input).unwrap();
             match read_label_map(&path) {
                 Ok(map) => {
                     assert_eq!(map.data.len(), (map.width * map.height) as usize);
@@ -194,7 +203,7 @@ fn fuzz_manifest_json() {
         "cache manifest",
         &[valid],
         151,
-        30_000,
+        100_000,
         Duration::from_secs(15),
         |b| {
             let Ok(text) = std::str::from_utf8(b) else {
@@ -231,7 +240,7 @@ fn fuzz_cache_shard() {
         "cache shard",
         &[seed],
         152,
-        10_000,
+        20_000,
         Duration::from_secs(15),
         |b| {
             std::fs::write(&shard, b).unwrap();

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use image::DynamicImage;
-use sae_steer_testkit::{fixture, fuzz, hostile};
+use sae_steer_testkit::{fix_png_crcs, fixture, fuzz, hostile};
 use sae_steer_vit::{DecodeErrorKind, ImageLimits, VitError, decode_image, open_image};
 
 fn bytes(name: &str) -> Vec<u8> {
@@ -320,35 +320,4 @@ fn fuzz_decode_png() {
     );
     assert!(report.inputs >= 300, "{report:?}");
     assert!(report.accepted < report.inputs, "{report:?}");
-}
-
-/// Rewrites the CRC of every chunk that fits in the file.
-fn fix_png_crcs(data: &[u8]) -> Vec<u8> {
-    let mut out = data.to_vec();
-    let mut at = 8;
-    while at + 8 <= out.len() {
-        let len = u32::from_be_bytes(out[at..at + 4].try_into().unwrap()) as usize;
-        let Some(end) = at.checked_add(8 + len).filter(|&e| e + 4 <= out.len()) else {
-            break;
-        };
-        let crc = crc32(&out[at + 4..end]);
-        out[end..end + 4].copy_from_slice(&crc.to_be_bytes());
-        at = end + 4;
-    }
-    out
-}
-
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= b as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }

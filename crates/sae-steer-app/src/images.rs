@@ -7,7 +7,7 @@ use std::io::Cursor;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use image::{ImageFormat, ImageReader, RgbImage};
+use image::{ImageError, ImageFormat, ImageReader, RgbImage};
 use sae_steer_ade20k::{ClassNames, ImageList, read_label_map, resize_crop_labels};
 use sae_steer_vit::{
     DecodeErrorKind, ImageLimits, PixelValues, Preprocess, decode_image, open_image,
@@ -73,8 +73,9 @@ impl FromStr for ImageKey {
 ///
 /// Peak memory of one upload is therefore at most `max_bytes` (the body) +
 /// `max_alloc` (the decoded image) + `3 * max_pixels` (its 8-bit RGB copy) +
-/// `max_side * 256 * 16` (the resize), about 430 MiB with the defaults; the
-/// server bounds how many run at once ([`crate::ServerLimits`]).
+/// `max_side * 256 * 16` (the resize): [`UploadLimits::peak_bytes`], 418 MiB
+/// with the defaults. The server bounds how many run at once
+/// ([`crate::ServerLimits`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UploadLimits {
     /// Largest file accepted, in bytes.
@@ -383,8 +384,16 @@ impl ImageStore {
         // size whatever follows it (even a file cut short).
         let (width, height) = ImageReader::with_format(Cursor::new(bytes), format)
             .into_dimensions()
-            .map_err(|e| {
-                AppError::Corrupt(format!("the upload's image header is unreadable: {e}"))
+            .map_err(|e| match e {
+                // The decoder's own bound on what a header may declare
+                // (PNG's width times height in memory, say).
+                ImageError::Limits(e) => AppError::TooLarge(format!(
+                    "the upload's header declares too large an image: {e}"
+                )),
+                ImageError::Unsupported(e) => {
+                    AppError::Unsupported(format!("the upload is an unsupported image: {e}"))
+                }
+                e => AppError::Corrupt(format!("the upload's image header is unreadable: {e}")),
             })?;
         limits.check_dimensions(width, height)?;
         let image = decode_image(bytes, &limits.image_limits()).map_err(|e| {
@@ -438,6 +447,32 @@ impl ImageStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sides_aspect_and_pixels_are_checked_from_the_header_size() {
+        let limits = UploadLimits::default();
+        assert_eq!(limits.peak_bytes(), 438_767_104);
+        for (w, h) in [(8192, 256), (256, 8192), (8000, 5000), (1, 1), (32, 1)] {
+            assert!(limits.check_dimensions(w, h).is_ok(), "{w}x{h}");
+        }
+        for (w, h) in [
+            (8193, 1000),
+            (1000, 8193),
+            (8192, 255),
+            (33, 1),
+            (40_000_000, 1),
+            (8192, 8192),
+        ] {
+            assert!(
+                matches!(limits.check_dimensions(w, h), Err(AppError::TooLarge(_))),
+                "{w}x{h}"
+            );
+        }
+        assert!(matches!(
+            limits.check_dimensions(0, 10),
+            Err(AppError::Corrupt(_))
+        ));
+    }
 
     #[test]
     fn image_keys_round_trip() {

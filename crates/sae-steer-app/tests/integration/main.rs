@@ -5,4 +5,6 @@
 mod api;
 mod browser;
 mod common;
+mod hostile;
+mod load;
 mod session;

@@ -39,6 +39,19 @@ impl ClassNames {
     /// Reads a tab-separated `Idx Ratio Train Val Name` table (header line
     /// optional). Rows must be numbered 1, 2, 3, ... in order.
     pub fn read(path: &Path) -> Result<Self> {
+        // The real table is 8 KB; a file far larger is not one, and is
+        // refused before it is read whole into memory.
+        const MAX_BYTES: u64 = 1 << 20;
+        let len = std::fs::metadata(path)
+            .map_err(|e| Ade20kError::io(path, e))?
+            .len();
+        if len > MAX_BYTES {
+            return Err(Ade20kError::ClassFile {
+                path: path.to_path_buf(),
+                line: 0,
+                message: format!("{len} bytes; a class table has at most {MAX_BYTES}"),
+            });
+        }
         let text = std::fs::read_to_string(path).map_err(|e| Ade20kError::io(path, e))?;
         Self::parse(&text, path)
     }

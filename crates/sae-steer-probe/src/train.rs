@@ -450,7 +450,11 @@ fn resume_point(
                 state.hparams
             ));
         }
-        if meta.step != (meta.epoch as u64 + 1) * steps_per_epoch {
+        // Checked: step and epoch come from the file's metadata.
+        let epoch_end = (meta.epoch as u64)
+            .checked_add(1)
+            .and_then(|e| e.checked_mul(steps_per_epoch));
+        if epoch_end != Some(meta.step) {
             return bad(format!(
                 "step {} does not end epoch {} at {steps_per_epoch} steps an epoch",
                 meta.step, meta.epoch

@@ -5,4 +5,6 @@
 mod adamw;
 mod checkpoint;
 mod end_to_end;
+mod fuzz;
+mod hostile;
 mod train;

@@ -6,6 +6,8 @@ mod common;
 mod edit;
 mod errors;
 mod format;
+mod fuzz;
+mod hostile;
 mod hub;
 mod parity;
 mod parity_topk;

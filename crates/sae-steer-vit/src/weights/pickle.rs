@@ -385,7 +385,7 @@ impl<'a> Machine<'a> {
 
     /// Adds key/value pairs to the dict on top of the stack.
     fn set_items(&mut self, items: Vec<Value>) -> Result<(), String> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err(self.err("SETITEMS with an odd number of values"));
         }
         let depth = 1 + items.iter().map(Value::depth).max().unwrap_or(0);

@@ -21,8 +21,8 @@ use std::path::Path;
 
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 pub use half::f16;
-use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use sae_steer_vit::{TensorSource, TorchFile};
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 use crate::config::Activation;
 use crate::error::{Result, SaeError};
@@ -296,7 +296,18 @@ impl FeatureStats {
         let Some(counts) = self.counts.as_mut() else {
             return Ok(());
         };
-        let n_images = self.n_images.unwrap_or(0) + b as u64;
+        // Checked: a resumed run's image count comes from a file.
+        let n_images = self
+            .n_images
+            .unwrap_or(0)
+            .checked_add(b as u64)
+            .filter(|images| images.checked_mul(n as u64).is_some())
+            .ok_or_else(|| {
+                SaeError::Input(format!(
+                    "{:?} images + {b} more overflow the patch count",
+                    self.n_images
+                ))
+            })?;
         self.n_images = Some(n_images);
         let total = (n_images * n as u64) as f64;
         for j in 0..s {
@@ -623,6 +634,15 @@ impl FeatureStats {
             return Err(format_error(
                 "running counts without `n_images` in the metadata".into(),
             ));
+        }
+        // A count above the patches seen would overflow when the run resumes.
+        if let (Some(c), Some(images)) = (&counts, n_images) {
+            let total = images.checked_mul(n as u64);
+            if total.is_none_or(|t| c.active.iter().any(|&a| a > t)) {
+                return Err(format_error(format!(
+                    "running counts exceed n_images ({images}) x n_patches ({n})"
+                )));
+            }
         }
         let text = |key: &str| meta.get(key).cloned().unwrap_or_default();
         Ok(Self {

@@ -415,7 +415,18 @@ pub fn read_reference(file: &Path) -> Result<ProbeWeights> {
 
 /// `learning_rate` and `weight_decay` of a `cfg.json` (ours or the reference's).
 pub fn read_config_rates(path: &Path) -> Result<(Option<f64>, Option<f64>)> {
-    let text = std::fs::read_to_string(path).map_err(|e| ProbeError::io(path, e))?;
+    // A cfg.json is a few hundred bytes; a bigger file is refused, not read whole.
+    const MAX_CONFIG_BYTES: u64 = 1 << 20;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text))
+        .map_err(|e| ProbeError::io(path, e))?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(ProbeError::checkpoint(
+            path,
+            format!("larger than {MAX_CONFIG_BYTES} bytes; a cfg.json is a few hundred"),
+        ));
+    }
     let cfg: Value = serde_json::from_str(&text)
         .map_err(|e| ProbeError::checkpoint(path, format!("not JSON: {e}")))?;
     let rate = |key: &str| -> Result<Option<f64>> {

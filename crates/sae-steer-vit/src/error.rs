@@ -46,7 +46,7 @@ pub enum VitError {
     },
     #[error("expected pixel values of shape [batch, {channels}, H, W], found {found:?}")]
     InputShape { channels: usize, found: Vec<usize> },
-    #[error("layer {layer} does not exist: the model has {depth} blocks (0-based indices 0..={})", depth - 1)]
+    #[error("layer {layer} does not exist: the model has {depth} blocks (0-based indices 0..={})", depth.saturating_sub(1))]
     Layer { layer: usize, depth: usize },
     #[error("cannot fetch `{repo}` from the Hugging Face hub: {message}")]
     Hub { repo: String, message: String },

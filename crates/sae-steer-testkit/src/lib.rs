@@ -189,10 +189,17 @@ mod tests {
         let base = b"{\"schema\": 1, \"d\": 768}".to_vec();
         let mut a = Vec::new();
         let mut b = Vec::new();
-        fuzz("a", &[base.clone()], 7, 50, Duration::from_secs(5), |x| {
-            a.push(x.to_vec());
-            true
-        });
+        fuzz(
+            "a",
+            std::slice::from_ref(&base),
+            7,
+            50,
+            Duration::from_secs(5),
+            |x| {
+                a.push(x.to_vec());
+                true
+            },
+        );
         fuzz("b", &[base], 7, 50, Duration::from_secs(5), |x| {
             b.push(x.to_vec());
             true

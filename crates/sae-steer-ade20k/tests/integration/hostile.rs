@@ -173,7 +173,7 @@ fn fuzz_label_png() {
         Duration::from_secs(15),
         |b| {
             n += 1;
-            let input = if n % 2 == 0 {
+            let input = if n.is_multiple_of(2) {
                 fix_png_crcs(b)
             } else {
                 b.to_vec()

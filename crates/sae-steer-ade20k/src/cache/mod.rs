@@ -10,10 +10,20 @@
 //!                                "pixel_labels" [rows, crop, crop] U8
 //! ```
 //!
-//! Shards are written under a temporary name and renamed; the manifest is
-//! rewritten atomically after each one. The reader only sees shards the
-//! manifest lists, so a crash never exposes a half-written shard, and
-//! [`build_cache`] resumes from the last complete shard.
+//! `<dir>/.lock` is held by the one process building the cache
+//! ([`sae_steer_files::FolderLock`]): a second builder is refused at once,
+//! naming the holder, and the lock dies with its process (even `kill -9`).
+//! Shards are written under a temporary name unique to the process and
+//! renamed, the manifest is rewritten atomically after each one (both through
+//! `sae_steer_files`: fsync, rename, folder fsync). The reader only sees
+//! shards the manifest lists, so a crash never exposes a half-written shard,
+//! and [`build_cache`] resumes from the last complete shard, removing the
+//! dead run's temporaries.
+//!
+//! Everything read back is checked before it is used: the manifest's sizes
+//! ([`CacheManifest::validate`]: no zero patch or image size, shard files
+//! named by position inside the folder, checked arithmetic), each shard's
+//! tensor shapes against the manifest, image indices and labels (0..=150).
 //!
 //! ```no_run
 //! use sae_steer_ade20k::cache::ActivationCache;

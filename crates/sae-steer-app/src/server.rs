@@ -341,6 +341,7 @@ async fn accept_loop(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
+    let mut last_accept_error = None;
     loop {
         // A slot first: past the limit, connections wait in the kernel's
         // queue instead of costing a task and buffers here.
@@ -356,8 +357,12 @@ async fn accept_loop(
                 Ok((stream, _)) => stream,
                 Err(e) => {
                     // Out of file descriptors, or a connection reset before
-                    // it was accepted: try again shortly rather than spin.
-                    eprintln!("cannot accept a connection: {e}");
+                    // it was accepted: try again shortly rather than spin,
+                    // and say so once a minute, not ten times a second.
+                    if last_accept_error.is_none_or(|t: std::time::Instant| t.elapsed() > Duration::from_secs(60)) {
+                        eprintln!("cannot accept a connection (retrying): {e}");
+                        last_accept_error = Some(std::time::Instant::now());
+                    }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }

@@ -543,3 +543,70 @@ fn check_tensor(
         entry,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tensor(shape: &[usize], stride: &[usize], span: usize) -> Tensor {
+        Tensor {
+            dtype: Ok(TorchDtype::U8),
+            shape: shape.to_vec(),
+            stride: stride.to_vec(),
+            numel: shape.iter().product(),
+            offset: 0,
+            span,
+            entry: 0,
+        }
+    }
+
+    #[test]
+    fn strided_reads_follow_the_strides() {
+        // [2, 1, 3] with strides [1, huge, 2]: the size-1 dimension's stride
+        // never enters a sum; element (i, 0, k) is at i + 2k.
+        let t = tensor(&[2, 1, 3], &[1, usize::MAX / 2, 2], 6);
+        assert!(!t.is_contiguous());
+        let bytes: Vec<u8> = (0..6).collect();
+        assert_eq!(gather(&t, &bytes, 1, |b| b[0]), [0, 2, 4, 1, 3, 5]);
+        // Contiguous, with an arbitrary stride on a size-1 dimension.
+        let t = tensor(&[2, 1, 3], &[3, 99, 1], 6);
+        assert!(t.is_contiguous());
+        assert_eq!(gather(&t, &bytes, 1, |b| b[0]), [0, 1, 2, 3, 4, 5]);
+        // Empty tensors read nothing.
+        let t = tensor(&[0, 4], &[4, 1], 0);
+        assert!(gather(&t, &[], 1, |b| b[0]).is_empty());
+    }
+
+    #[test]
+    fn tensor_extents_are_checked_against_the_storage() {
+        let entries = [Entry {
+            name: "archive/data/0".into(),
+            index: 0,
+            method: Ok(Method::Stored),
+            data_start: 0,
+            size: 24,
+        }];
+        let by_name = HashMap::from([("archive/data/0".to_string(), 0)]);
+        let record = |shape: Vec<u64>, stride: Vec<u64>, offset: u64, numel: u64| TensorRecord {
+            storage: "0".into(),
+            dtype: Ok(TorchDtype::F32),
+            storage_numel: numel,
+            offset,
+            shape,
+            stride,
+        };
+        let check = |r: &TensorRecord| check_tensor("w", r, "archive/", &entries, &by_name);
+        assert!(check(&record(vec![2, 3], vec![3, 1], 0, 6)).is_ok());
+        // Offset pushes the last element out of the storage.
+        let err = check(&record(vec![2, 3], vec![3, 1], 1, 6)).unwrap_err();
+        assert!(err.contains("larger than its storage"), "{err}");
+        // The storage declares more floats than the entry's 24 bytes.
+        let err = check(&record(vec![2, 3], vec![3, 1], 0, 7)).unwrap_err();
+        assert!(err.contains("short"), "{err}");
+        // Shapes whose products overflow, and zero strides repeating elements.
+        let err = check(&record(vec![u64::MAX, 2], vec![1, 1], 0, 6)).unwrap_err();
+        assert!(err.contains("too large"), "{err}");
+        let err = check(&record(vec![1000], vec![0], 0, 6)).unwrap_err();
+        assert!(err.contains("zero-stride"), "{err}");
+    }
+}

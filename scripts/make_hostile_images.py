@@ -162,11 +162,21 @@ def images():
     write(d / "palette_index_out_of_range.png", png(16, 16, 8, 3, rows, plte=plte4))
     write(d / "palette_missing_plte.png", png(16, 16, 8, 3, rows))
 
-    # Not an image at all, and a format we do not decode.
-    write(d / "not_an_image.jpg", b"<html>this is not an image</html>\n")
+    # BMP and TIFF (image folders may hold them) decode; cut, they are errors.
     buf = io.BytesIO()
     small.save(buf, "BMP")
     write(d / "bitmap.bmp", buf.getvalue())
+    write(d / "truncated_half.bmp", buf.getvalue()[: len(buf.getvalue()) // 2])
+    buf = io.BytesIO()
+    small.save(buf, "TIFF", compression="tiff_lzw")
+    write(d / "lzw.tif", buf.getvalue())
+    write(d / "truncated_half.tif", buf.getvalue()[: len(buf.getvalue()) // 2])
+
+    # Not an image at all, and a format we do not decode.
+    write(d / "not_an_image.jpg", b"<html>this is not an image</html>\n")
+    buf = io.BytesIO()
+    small.save(buf, "GIF")
+    write(d / "picture.gif", buf.getvalue())
 
 
 def labels():

@@ -93,11 +93,21 @@ impl fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
-/// Formats we decode. The `image` crate knows more (EXR, HDR, TGA, ...), but
-/// each is one more parser facing hostile bytes, and none is used by a
-/// dataset or the app; these are the ones whose truncation is detected (JPEG:
-/// [`check_complete`]) or whose decoder reports it itself (PNG, WebP).
-const FORMATS: [ImageFormat; 3] = [ImageFormat::Jpeg, ImageFormat::Png, ImageFormat::WebP];
+/// Formats we decode: those of datasets and image folders. The `image` crate
+/// knows more (EXR, HDR, TGA, ...), but each is one more parser facing
+/// hostile bytes, and none is used here. For each of these a truncated file
+/// is an error: JPEG by [`check_complete`], the others by their decoders
+/// (the decode tests hold them to that).
+const FORMATS: [ImageFormat; 5] = [
+    ImageFormat::Jpeg,
+    ImageFormat::Png,
+    ImageFormat::WebP,
+    ImageFormat::Bmp,
+    ImageFormat::Tiff,
+];
+
+/// The formats of [`FORMATS`], for messages.
+const EXPECTED: &str = "expected JPEG, PNG, WebP, BMP or TIFF";
 
 /// Decodes an encoded image within `limits`: checks the byte size, sniffs the
 /// format from the content, reads the dimensions from the header and refuses
@@ -118,14 +128,14 @@ pub fn decode_image(bytes: &[u8], limits: &ImageLimits) -> Result<DynamicImage, 
     let format = image::guess_format(bytes).map_err(|_| {
         DecodeError::new(
             Unsupported,
-            "not an image format we know (expected JPEG, PNG or WebP)",
+            format!("not an image format we know ({EXPECTED})"),
         )
     })?;
     if !FORMATS.contains(&format) {
         return Err(DecodeError::new(
             Unsupported,
             format!(
-                "{} images are not supported (expected JPEG, PNG or WebP)",
+                "{} images are not supported ({EXPECTED})",
                 format_name(format)
             ),
         ));
@@ -246,6 +256,8 @@ fn format_name(format: ImageFormat) -> &'static str {
         ImageFormat::Jpeg => "JPEG",
         ImageFormat::Png => "PNG",
         ImageFormat::WebP => "WebP",
+        ImageFormat::Bmp => "BMP",
+        ImageFormat::Tiff => "TIFF",
         other => other.extensions_str().first().copied().unwrap_or("unknown"),
     }
 }
@@ -254,7 +266,7 @@ fn format_name(format: ImageFormat) -> &'static str {
 ///
 /// PNG needs no such check: its decoder reads up to `IEND` and reports a cut
 /// anywhere before it as an unexpected end of file (the decode tests hold it
-/// to that), as do the WebP decoder for its RIFF chunks.
+/// to that), as do the WebP, BMP and TIFF decoders.
 fn check_complete(format: ImageFormat, bytes: &[u8]) -> Result<(), DecodeError> {
     if format == ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
         return Err(DecodeError::new(

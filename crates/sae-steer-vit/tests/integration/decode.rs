@@ -148,12 +148,19 @@ fn truncated_pngs_are_refused() {
 }
 
 #[test]
-fn truncated_webps_are_refused() {
-    // Like PNG, the WebP decoder notices a cut by itself.
-    for name in ["truncated_lossy.webp", "truncated_lossless.webp"] {
+fn truncated_webp_bmp_and_tiff_are_refused() {
+    // Like PNG, these decoders notice a cut by themselves.
+    for name in [
+        "truncated_lossy.webp",
+        "truncated_lossless.webp",
+        "truncated_half.bmp",
+        "truncated_half.tif",
+    ] {
         let (kind, message) = refused(name);
         assert_eq!(kind, DecodeErrorKind::Corrupt, "{name}: {message}");
     }
+    let (_, message) = refused("truncated_half.bmp");
+    assert_eq!(message, "truncated BMP: the file ends early");
 }
 
 #[test]
@@ -169,6 +176,8 @@ fn colour_oddities_decode_as_before() {
         ("rgba.png", 64, 48),
         ("lossy.webp", 64, 48),
         ("lossless.webp", 64, 48),
+        ("bitmap.bmp", 64, 48),
+        ("lzw.tif", 64, 48),
     ] {
         let data = bytes(name);
         let ours =
@@ -217,11 +226,14 @@ fn zero_sized_unknown_and_unsupported_are_refused() {
     }
     let (kind, message) = refused("not_an_image.jpg");
     assert_eq!(kind, DecodeErrorKind::Unsupported);
-    assert!(message.contains("expected JPEG, PNG or WebP"), "{message}");
-    let (kind, message) = refused("bitmap.bmp");
+    assert!(
+        message.contains("expected JPEG, PNG, WebP, BMP or TIFF"),
+        "{message}"
+    );
+    let (kind, message) = refused("picture.gif");
     assert_eq!(kind, DecodeErrorKind::Unsupported);
     assert!(
-        message.starts_with("bmp images are not supported"),
+        message.starts_with("gif images are not supported"),
         "{message}"
     );
     let e = decode_image(&[], &ImageLimits::default()).unwrap_err();

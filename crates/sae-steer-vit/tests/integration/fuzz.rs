@@ -42,7 +42,7 @@ fn fuzz_torch_archives() {
     ];
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("model.pth");
-    let report = fuzz("torch archive", &seeds, 14, 4_000, BUDGET, |bytes| {
+    let report = fuzz("torch archive", &seeds, 14, 15_000, BUDGET, |bytes| {
         std::fs::write(&path, bytes).unwrap();
         load_torch(&path)
     });
@@ -90,7 +90,7 @@ fn fuzz_torch_pickles() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sae.pt");
     let mut index = 0;
-    let report = fuzz("torch pickle", &pickles, 15, 4_000, BUDGET, |pickle| {
+    let report = fuzz("torch pickle", &pickles, 15, 15_000, BUDGET, |pickle| {
         // The fuzzer mutates seed `i % n` for input i.
         let entries = &archives[index % archives.len()];
         index += 1;
@@ -122,7 +122,7 @@ fn fuzz_safetensors() {
     ];
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("model.safetensors");
-    let report = fuzz("safetensors", &seeds, 16, 3_000, BUDGET, |bytes| {
+    let report = fuzz("safetensors", &seeds, 16, 10_000, BUDGET, |bytes| {
         std::fs::write(&path, bytes).unwrap();
         let Ok(file) = SafetensorsFile::open(&path) else {
             return false;

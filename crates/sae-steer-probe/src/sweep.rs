@@ -293,6 +293,14 @@ impl<B: Backend> ProbeSweep<B> {
 
     /// Probes with given weights and optimizer state, `step` steps into training.
     pub fn from_states(states: &[ProbeState], step: u64, device: &B::Device) -> Result<Self> {
+        // The step comes from a checkpoint: one that no run could reach would
+        // overflow the step counter of the next `apply`.
+        if step > u64::from(u32::MAX) {
+            return Err(ProbeError::Shape(format!(
+                "a checkpoint at step {step} cannot come from training (at most {} steps)",
+                u32::MAX
+            )));
+        }
         let weights: Vec<&ProbeWeights> = states.iter().map(|s| &s.weights).collect();
         let set = ProbeSet::new(&weights, device)?;
         let (d, c) = (set.d_in, set.n_classes);

@@ -164,6 +164,15 @@ fn fixture_notices_missing_weight_decay() {
         },
     };
     let device = Default::default();
+    // A step no run can reach (a crafted checkpoint) is refused, not
+    // overflowed by the next step.
+    let err = ProbeSweep::<B>::from_states(std::slice::from_ref(&state), u64::MAX, &device)
+        .err()
+        .expect("step u64::MAX refused");
+    assert!(
+        err.to_string().contains("cannot come from training"),
+        "{err}"
+    );
     let mut sweep = ProbeSweep::<B>::from_states(&[state], 0, &device).unwrap();
     for t in 1..=steps {
         let x = file.read(&format!("step{t}.x")).unwrap();

@@ -85,7 +85,10 @@ impl AtomicFile {
     /// Flushes, fsyncs, renames over the target and fsyncs the folder.
     /// Returns the number of bytes published.
     pub fn commit(mut self) -> io::Result<u64> {
-        let file = self.file.take().expect("an uncommitted AtomicFile holds its file");
+        let file = self
+            .file
+            .take()
+            .expect("an uncommitted AtomicFile holds its file");
         // Reopen: a writer that wrote by path replaced nothing of ours, and the
         // fsync must cover whatever is at the temporary name now.
         drop(file);
@@ -263,7 +266,10 @@ mod tests {
         let err = FolderLock::acquire(dir.path()).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
         let msg = err.to_string();
-        assert!(msg.contains(&format!("pid {}", std::process::id())), "{msg}");
+        assert!(
+            msg.contains(&format!("pid {}", std::process::id())),
+            "{msg}"
+        );
         assert!(msg.contains(LOCK_FILE), "{msg}");
         drop(lock);
         FolderLock::acquire(dir.path()).unwrap();

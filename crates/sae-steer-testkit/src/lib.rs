@@ -143,6 +143,28 @@ pub fn mutate(rng: &mut StdRng, base: &[u8]) -> Vec<u8> {
     data
 }
 
+/// [`fuzz`] for PNG parsers: every second input gets its chunk CRCs repaired
+/// ([`fix_png_crcs`]), so mutations reach the header and pixel checks behind
+/// the checksums as well as the checksum test itself.
+pub fn fuzz_png(
+    name: &str,
+    seeds: &[Vec<u8>],
+    seed: u64,
+    max_inputs: usize,
+    budget: Duration,
+    mut parse: impl FnMut(&[u8]) -> bool,
+) -> FuzzReport {
+    let mut n = 0usize;
+    fuzz(name, seeds, seed, max_inputs, budget, |b| {
+        n += 1;
+        if n.is_multiple_of(2) {
+            parse(&fix_png_crcs(b))
+        } else {
+            parse(b)
+        }
+    })
+}
+
 /// Rewrites the CRC of every PNG chunk that fits in `data`, so a mutated PNG
 /// gets past the decoder's checksum test to the parsing behind it (without
 /// this nearly every mutation is refused at the first CRC).
@@ -164,8 +186,8 @@ pub fn fix_png_crcs(data: &[u8]) -> Vec<u8> {
     out
 }
 
-/// CRC-32 (IEEE), as PNG chunks use it.
-fn crc32(data: &[u8]) -> u32 {
+/// CRC-32 (IEEE), as PNG chunks use it (for tests that patch a PNG).
+pub fn crc32(data: &[u8]) -> u32 {
     let mut crc = !0u32;
     for &b in data {
         crc ^= u32::from(b);

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use sae_steer_app::toy::ToyOptions;
 use sae_steer_app::{ServerLimits, UploadLimits};
+use sae_steer_testkit::crc32;
 use serde_json::json;
 
 const IMAGES: usize = 6;
@@ -144,22 +145,6 @@ fn png_zeros(width: u32, height: u32, color: png::ColorType, depth: png::BitDept
 
 fn gray1(width: u32, height: u32) -> Vec<u8> {
     png_zeros(width, height, png::ColorType::Grayscale, png::BitDepth::One)
-}
-
-/// The CRC of PNG chunks (ISO 3309), for the PNGs patched below.
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }
 
 /// Rewrites the size a PNG's IHDR declares (and the chunk's CRC), leaving

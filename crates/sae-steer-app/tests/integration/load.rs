@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use sae_steer_app::toy::ToyOptions;
 use sae_steer_app::{ServerLimits, UploadLimits};
+use sae_steer_testkit::crc32;
 use serde_json::json;
 
 /// Set in the child's environment: run the server.
@@ -196,21 +197,6 @@ fn maximum_upload(limits: &UploadLimits) -> Vec<u8> {
     png.extend_from_slice(&iend);
     assert_eq!(png.len(), limits.max_bytes);
     png
-}
-
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

@@ -166,9 +166,10 @@ fn fixture_notices_missing_weight_decay() {
     let device = Default::default();
     // A step no run can reach (a crafted checkpoint) is refused, not
     // overflowed by the next step.
-    let err = ProbeSweep::<B>::from_states(std::slice::from_ref(&state), u64::MAX, &device)
-        .err()
-        .expect("step u64::MAX refused");
+    let Err(err) = ProbeSweep::<B>::from_states(std::slice::from_ref(&state), u64::MAX, &device)
+    else {
+        panic!("step u64::MAX accepted");
+    };
     assert!(
         err.to_string().contains("cannot come from training"),
         "{err}"

@@ -88,12 +88,7 @@ fn raw_get(path: &str) -> (u16, String) {
     .unwrap();
     let mut text = String::new();
     stream.read_to_string(&mut text).unwrap();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, text)
+    (status_code(&text), text)
 }
 
 #[test]

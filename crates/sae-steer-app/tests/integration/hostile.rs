@@ -104,12 +104,7 @@ fn raw(request: &[u8]) -> (u16, String) {
     let _ = stream.read_to_end(&mut answer);
     let _ = sender.join();
     let text = String::from_utf8_lossy(&answer).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, text)
+    (status_code(&text), text)
 }
 
 fn get_with_host(path: &str, host: &str) -> (u16, String) {

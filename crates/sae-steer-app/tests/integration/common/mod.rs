@@ -208,3 +208,13 @@ pub fn patches(v: &Value) -> Vec<u8> {
         .map(|x| x.as_u64().expect("label") as u8)
         .collect()
 }
+
+/// The status code of a raw HTTP/1.1 answer (`HTTP/1.1 413 ...`), 0 when
+/// there is none (the server closed the connection without answering).
+pub fn status_code(raw_answer: &str) -> u16 {
+    raw_answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}

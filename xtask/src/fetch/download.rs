@@ -770,7 +770,9 @@ fn parse_content_range(value: Option<&str>) -> Option<ContentRange> {
         t => Some(number(t)?),
     };
     let (first, last) = (number(first)?, number(last)?);
-    (first <= last).then_some(ContentRange { first, last, total })
+    // `last + 1` must be a byte count: `0-18446744073709551615` would make the
+    // range's length overflow.
+    (first <= last && last < u64::MAX).then_some(ContentRange { first, last, total })
 }
 
 /// Whether a URL may be requested: the one rule for the first URL and every
@@ -903,6 +905,7 @@ mod unit {
             "bytes -1-4/10",
             "bytes +1-4/10",
             "bytes 1-4/18446744073709551616",
+            "bytes 0-18446744073709551615/*",
             "bytes 1-/10",
         ] {
             assert_eq!(parse_content_range(Some(bad)), None, "{bad}");

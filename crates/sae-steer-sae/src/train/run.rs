@@ -386,6 +386,23 @@ fn read_state(path: &Path) -> Result<RunState> {
             ),
         });
     }
+    // The resume deletes every other `state-*` folder, so the one it keeps
+    // must be exactly a name this module writes (`state-NNNNNNNNN`): anything
+    // else (`./state-...`, a trailing slash, an absolute path) would delete
+    // the state being resumed or reach outside the locked folder.
+    let plain = state
+        .state_dir
+        .strip_prefix("state-")
+        .is_some_and(|n| n.len() >= 9 && n.bytes().all(|b| b.is_ascii_digit()));
+    if !plain {
+        return Err(SaeError::Resume {
+            path: path.to_path_buf(),
+            message: format!(
+                "state_dir {:?} is not a state folder name (state-NNNNNNNNN)",
+                state.state_dir
+            ),
+        });
+    }
     Ok(state)
 }
 

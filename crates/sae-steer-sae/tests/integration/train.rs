@@ -777,6 +777,34 @@ fn a_resumed_run_removes_what_a_crash_left_and_a_second_run_is_refused() {
 }
 
 #[test]
+fn a_state_file_pointing_elsewhere_is_refused_and_deletes_nothing() {
+    let d = 12;
+    let rows = small_rows(d);
+    let config = small_run_config(d);
+    let device = Default::default();
+    let opts = RunOptions::default();
+    let out = tempfile::tempdir().unwrap();
+    interrupted_run(&config, &rows, out.path());
+    let state_path = out.path().join("train-state.json");
+    let original = std::fs::read_to_string(&state_path).unwrap();
+    let state: serde_json::Value = serde_json::from_str(&original).unwrap();
+    let dir = state["state_dir"].as_str().unwrap().to_string();
+    for crafted in [format!("./{dir}"), format!("{dir}/"), "/tmp".to_string()] {
+        let mut state = state.clone();
+        state["state_dir"] = serde_json::Value::String(crafted.clone());
+        std::fs::write(&state_path, state.to_string()).unwrap();
+        let err = train::train::<B>(&config, &mut rows.source(), out.path(), &device, &opts)
+            .err()
+            .unwrap_or_else(|| panic!("state_dir {crafted:?} accepted"));
+        assert!(err.to_string().contains("not a state folder name"), "{err}");
+        assert!(out.path().join(&dir).is_dir(), "{crafted:?} deleted {dir}");
+    }
+    // The genuine state still resumes.
+    std::fs::write(&state_path, original).unwrap();
+    train::train::<B>(&config, &mut rows.source(), out.path(), &device, &opts).unwrap();
+}
+
+#[test]
 fn an_interrupted_run_resumes_to_the_same_result() {
     let d = 12;
     let rows = small_rows(d);

@@ -339,12 +339,8 @@ impl CacheManifest {
             ));
         }
         let c = &self.model_config;
-        if c.patch_size == 0 || c.hidden_size == 0 || c.num_hidden_layers == 0 {
-            return Err(format!(
-                "model config with patch size {}, hidden size {} and {} layers: each must be at least 1",
-                c.patch_size, c.hidden_size, c.num_hidden_layers
-            ));
-        }
+        // The model's own rules (sizes, heads, layers, eps), as for a config.json.
+        c.validate().map_err(|e| format!("model config: {e}"))?;
         let p = &self.preprocess;
         if p.resize == 0 || p.crop == 0 || p.crop > p.resize {
             return Err(format!(

@@ -95,7 +95,7 @@ fn the_valid_fixture_cache_opens() {
 #[test]
 fn hostile_manifests_are_clear_errors() {
     let cases = [
-        ("zero_patch_size", "patch size 0"),
+        ("zero_patch_size", "patch_size must be positive"),
         ("zero_crop", "crop 0"),
         ("zero_dim", "tokens of width 0"),
         ("zero_shard_size", "shard size 0"),

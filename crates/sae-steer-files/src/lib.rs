@@ -147,6 +147,24 @@ pub fn is_temp_name(name: &str) -> bool {
     name.starts_with('.') && name.contains(TEMP_MARKER)
 }
 
+/// Removes the leftover temporaries ([`is_temp_name`]) directly inside
+/// `dir`; a missing folder has none. Call it with the folder's
+/// [`FolderLock`] held, so no live writer's temporary is removed.
+pub fn remove_temporaries(dir: &Path) -> io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        if is_temp_name(&entry.file_name().to_string_lossy()) && entry.file_type()?.is_file() {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
 /// An exclusive lock on a folder, held until dropped.
 ///
 /// The lock is an OS file lock (`flock`) on `<folder>/.lock`, so it is released
@@ -273,6 +291,22 @@ mod tests {
         assert!(msg.contains(LOCK_FILE), "{msg}");
         drop(lock);
         FolderLock::acquire(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn remove_temporaries_keeps_real_files() {
+        let dir = tempfile::tempdir().unwrap();
+        write_atomic(&dir.path().join("keep.bin"), b"x").unwrap();
+        std::fs::write(dir.path().join(".keep.bin.tmp-1-0"), b"half").unwrap();
+        std::fs::write(dir.path().join(LOCK_FILE), b"").unwrap();
+        remove_temporaries(dir.path()).unwrap();
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, [LOCK_FILE, "keep.bin"]);
+        remove_temporaries(&dir.path().join("missing")).unwrap();
     }
 
     #[test]

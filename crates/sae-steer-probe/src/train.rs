@@ -23,7 +23,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
-use sae_steer_files::{FolderLock, is_temp_name};
+use sae_steer_files::FolderLock;
 use serde_json::{Map, Value, json};
 
 use crate::checkpoint::{
@@ -492,16 +492,7 @@ fn save_all(
 /// no other process is writing them).
 fn remove_temporaries(dirs: &[PathBuf]) -> Result<()> {
     for dir in dirs.iter().filter(|d| d.is_dir()) {
-        let entries = std::fs::read_dir(dir).map_err(|e| ProbeError::io(dir, e))?;
-        for entry in entries {
-            let path = entry.map_err(|e| ProbeError::io(dir, e))?.path();
-            if path
-                .file_name()
-                .is_some_and(|n| is_temp_name(&n.to_string_lossy()))
-            {
-                std::fs::remove_file(&path).map_err(|e| ProbeError::io(&path, e))?;
-            }
-        }
+        sae_steer_files::remove_temporaries(dir).map_err(|e| ProbeError::io(dir, e))?;
     }
     Ok(())
 }

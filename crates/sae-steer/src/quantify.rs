@@ -26,7 +26,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sae_steer_ade20k::{ActivationCache, CacheError};
-use sae_steer_files::{FolderLock, is_temp_name};
+use sae_steer_files::FolderLock;
 use sae_steer_metrics::{
     ClassPass, F1Selector, FeatureChoice, MethodSummary, MetricsError, write_change_csv,
     write_class_csv, write_summary_csv,
@@ -977,6 +977,9 @@ pub fn write_reports(
     class_names: &[String],
     notes: &[String],
 ) -> Result<()> {
+    // The reports go into the run's folder: the same lock as the run, so a
+    // second run there cannot interleave its writes with these.
+    let _lock = lock_output(out_dir)?;
     write_summary_csv(out_dir.join("results.csv"), &report.summaries)?;
     write_class_csv(out_dir.join("per_class.csv"), &report.passes, class_names)?;
     write_change_csv(out_dir.join("changes.csv"), &report.passes, class_names)?;
@@ -1071,15 +1074,7 @@ fn lock_output(out_dir: &Path) -> Result<FolderLock> {
         message: e.to_string(),
     };
     let lock = FolderLock::acquire(out_dir).map_err(fail)?;
-    for entry in std::fs::read_dir(out_dir).map_err(fail)? {
-        let path = entry.map_err(fail)?.path();
-        if path
-            .file_name()
-            .is_some_and(|n| is_temp_name(&n.to_string_lossy()))
-        {
-            std::fs::remove_file(&path).map_err(fail)?;
-        }
-    }
+    sae_steer_files::remove_temporaries(out_dir).map_err(fail)?;
     Ok(lock)
 }
 

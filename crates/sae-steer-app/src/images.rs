@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use image::{ImageError, ImageFormat, ImageReader, RgbImage};
 use sae_steer_ade20k::{ClassNames, ImageList, read_label_map, resize_crop_labels};
 use sae_steer_vit::{
-    DecodeErrorKind, ImageLimits, PixelValues, Preprocess, decode_image, open_image,
+    DecodeError, DecodeErrorKind, ImageLimits, PixelValues, Preprocess, decode_image, open_image,
 };
 
 use crate::error::{AppError, Result};
@@ -127,34 +127,12 @@ impl UploadLimits {
     }
 
     /// Refuses an image by its sides, aspect ratio and pixel count (413),
-    /// from the dimensions its header declares.
+    /// from the dimensions its header declares: the shared decoder's rule
+    /// with this app's limits.
     fn check_dimensions(&self, width: u32, height: u32) -> Result<()> {
-        if width == 0 || height == 0 {
-            return Err(AppError::Corrupt(format!(
-                "the upload declares {width}x{height} pixels; an image has at least one pixel a side"
-            )));
-        }
-        if width > self.max_side || height > self.max_side {
-            return Err(AppError::TooLarge(format!(
-                "the upload is {width}x{height} pixels; each side may be at most {} pixels",
-                self.max_side
-            )));
-        }
-        let (long, short) = (width.max(height), width.min(height));
-        if u64::from(long) > u64::from(short) * u64::from(self.max_aspect) {
-            return Err(AppError::TooLarge(format!(
-                "the upload is {width}x{height} pixels; the longer side may be at most {} times the shorter",
-                self.max_aspect
-            )));
-        }
-        let pixels = u64::from(width) * u64::from(height);
-        if pixels > self.max_pixels {
-            return Err(AppError::TooLarge(format!(
-                "the upload is {width}x{height} = {pixels} pixels; the limit is {}",
-                self.max_pixels
-            )));
-        }
-        Ok(())
+        self.image_limits()
+            .check_dimensions(width, height)
+            .map_err(|e| upload_error("the upload is refused", e))
     }
 }
 
@@ -396,14 +374,8 @@ impl ImageStore {
                 e => AppError::Corrupt(format!("the upload's image header is unreadable: {e}")),
             })?;
         limits.check_dimensions(width, height)?;
-        let image = decode_image(bytes, &limits.image_limits()).map_err(|e| {
-            let message = format!("cannot decode the upload: {e}");
-            match e.kind {
-                DecodeErrorKind::TooLarge => AppError::TooLarge(message),
-                DecodeErrorKind::Unsupported => AppError::Unsupported(message),
-                DecodeErrorKind::Corrupt => AppError::Corrupt(message),
-            }
-        })?;
+        let image = decode_image(bytes, &limits.image_limits())
+            .map_err(|e| upload_error("cannot decode the upload", e))?;
         let rgb = Arc::new(self.preprocess.resize_crop(&image));
         drop(image);
         let mut uploads = lock(&self.uploads);
@@ -441,6 +413,16 @@ impl ImageStore {
             ))
         })?;
         Ok(self.preprocess.resize_crop(&open_image(&item.image)?))
+    }
+}
+
+/// The answer to a refusal of the shared decoder: 413, 415 or 422.
+fn upload_error(context: &str, e: DecodeError) -> AppError {
+    let message = format!("{context}: {e}");
+    match e.kind {
+        DecodeErrorKind::TooLarge => AppError::TooLarge(message),
+        DecodeErrorKind::Unsupported => AppError::Unsupported(message),
+        DecodeErrorKind::Corrupt => AppError::Corrupt(message),
     }
 }
 

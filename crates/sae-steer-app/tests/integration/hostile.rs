@@ -347,7 +347,7 @@ fn sides_and_aspect_ratio_are_bounded() {
     let a = upload("image/png", &gray1(8192, 255));
     assert_status(&a, 413, "at most 32 times the shorter", "8192x255");
     let a = upload("image/png", &gray1(8193, 1024));
-    assert_status(&a, 413, "each side may be at most 8192", "8193x1024");
+    assert_status(&a, 413, "each side must be at most 8192", "8193x1024");
     // A real JPEG of 65,000 x 8 (the format's limit is 65,535).
     let jpeg = jpeg_gray(65_000, 8);
     assert!(jpeg.len() < 1 << 20);

@@ -52,7 +52,9 @@ impl ClassNames {
                 message: format!("{len} bytes; a class table has at most {MAX_BYTES}"),
             });
         }
-        let text = std::fs::read_to_string(path).map_err(|e| Ade20kError::io(path, e))?;
+        // Bounded again while reading: the file may grow after the check.
+        let text = sae_steer_files::read_to_string_bounded(path, MAX_BYTES)
+            .map_err(|e| Ade20kError::io(path, e))?;
         Self::parse(&text, path)
     }
 

@@ -147,6 +147,25 @@ pub fn is_temp_name(name: &str) -> bool {
     name.starts_with('.') && name.contains(TEMP_MARKER)
 }
 
+/// Reads a whole text file of at most `max_bytes`, never more: a file that
+/// grows while it is read, or a special file whose length says 0, fails with
+/// [`io::ErrorKind::FileTooLarge`] after `max_bytes + 1` bytes instead of
+/// being read whole.
+pub fn read_to_string_bounded(path: &Path, max_bytes: u64) -> io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    File::open(path)?
+        .take(max_bytes.saturating_add(1))
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > max_bytes {
+        return Err(io::Error::new(
+            io::ErrorKind::FileTooLarge,
+            format!("more than {max_bytes} bytes"),
+        ));
+    }
+    Ok(text)
+}
+
 /// Removes the leftover temporaries ([`is_temp_name`]) directly inside
 /// `dir`; a missing folder has none. Call it with the folder's
 /// [`FolderLock`] held, so no live writer's temporary is removed.
@@ -307,6 +326,16 @@ mod tests {
         names.sort();
         assert_eq!(names, [LOCK_FILE, "keep.bin"]);
         remove_temporaries(&dir.path().join("missing")).unwrap();
+    }
+
+    #[test]
+    fn bounded_reads_stop_past_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.txt");
+        std::fs::write(&path, "12345").unwrap();
+        assert_eq!(read_to_string_bounded(&path, 5).unwrap(), "12345");
+        let err = read_to_string_bounded(&path, 4).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::FileTooLarge);
     }
 
     #[test]

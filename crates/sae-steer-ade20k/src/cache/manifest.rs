@@ -312,7 +312,9 @@ impl CacheManifest {
                 ),
             });
         }
-        let text = std::fs::read_to_string(&path).map_err(|e| CacheError::io(&path, e))?;
+        // Bounded again while reading: the file may grow after the check.
+        let text = sae_steer_files::read_to_string_bounded(&path, MAX_MANIFEST_BYTES)
+            .map_err(|e| CacheError::io(&path, e))?;
         Self::parse(&text).map_err(|message| CacheError::Manifest { path, message })
     }
 

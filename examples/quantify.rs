@@ -14,7 +14,7 @@
 //! class-method passes over 2,000 images); on a CPU use `--classes` and
 //! `--max-images`. Results go to `--out` (default `logs/contrib/semseg/quantify`):
 //! `results.csv`, `per_class.csv`, `changes.csv`, `selection.csv`, `summary.md`,
-//! and `passes.json`, which lets an interrupted run resume at the next class.
+//! and `passes.jsonl`, which lets an interrupted run resume at the next class.
 //! The files hold results only (the time per pass is printed, not written),
 //! so a run resumed after a `kill -9` writes exactly the bytes of an
 //! uninterrupted one.

@@ -15,6 +15,7 @@ p = argparse.ArgumentParser()
 p.add_argument("--batch", default="1,16")
 p.add_argument("--iters", type=int, default=3)
 p.add_argument("--device", default="cpu")
+p.add_argument("--json", help="also write the last batch size's rate here ({\"images_per_s\": ...})")
 args = p.parse_args()
 dev = torch.device(args.device)
 sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
@@ -35,4 +36,10 @@ with torch.inference_mode():
         sync()
         secs = time.perf_counter() - start
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"torch batch={b} images_per_s={b * args.iters / secs:.3f} peak_rss_mib={peak:.0f}")
+        rate = b * args.iters / secs
+        print(f"torch batch={b} images_per_s={rate:.3f} peak_rss_mib={peak:.0f}")
+if args.json:
+    import json
+    with open(args.json, "w") as f:
+        json.dump({"batch": b, "images_per_s": rate, "torch": torch.__version__,
+                   "threads": torch.get_num_threads()}, f)

@@ -8,7 +8,9 @@ use clap::Parser;
 use sae_steer::Dinov2;
 use sae_steer::backend::{BackendTask, DeviceChoice, run_on};
 use sae_steer::burn::prelude::Backend;
-use sae_steer_ade20k::cache::{CacheReport, CacheSpec, LabelKind, TapRequest, build_cache};
+use sae_steer_ade20k::cache::{
+    CacheReport, CacheSpec, LabelKind, TapRequest, build_cache, part_range,
+};
 use sae_steer_ade20k::{Ade20k, ImageList, Split, image_folder};
 
 #[derive(Parser, Debug)]
@@ -58,6 +60,27 @@ struct Args {
     /// cpu, flex, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: DeviceChoice,
+    /// Cache only part I of N (1-based) of the image list, into the same
+    /// --out as the other parts, e.g. one Slurm array task each
+    /// (`--shard $((SLURM_ARRAY_TASK_ID+1))/$SLURM_ARRAY_TASK_COUNT`). Parts
+    /// may run at once, on machines sharing the folder; when the last one
+    /// finishes, the folder reads as one cache (the same rows as a build in
+    /// one process). Every part needs the same flags besides --shard.
+    #[arg(long, value_parser = parse_shard)]
+    shard: Option<(usize, usize)>,
+}
+
+/// `I/N` with 1 <= I <= N.
+fn parse_shard(s: &str) -> Result<(usize, usize), String> {
+    let (i, n) = s
+        .split_once('/')
+        .ok_or_else(|| format!("`{s}`: expected I/N, e.g. 2/8"))?;
+    let parse = |t: &str| t.trim().parse::<usize>().map_err(|e| format!("`{s}`: {e}"));
+    let (i, n) = (parse(i)?, parse(n)?);
+    if i == 0 || i > n {
+        return Err(format!("`{s}`: I must be 1 to N"));
+    }
+    Ok((i, n))
 }
 
 struct Cache {
@@ -98,10 +121,18 @@ fn run(args: Args) -> Result<()> {
     spec.shard_images = args.shard_images;
     spec.skip_bad = args.skip_bad;
     spec.workers = args.workers;
+    spec.part = args.shard;
     let out = args.out.clone();
     let n = images.len();
+    let part = match args.shard {
+        Some((i, count)) => {
+            let (start, end) = part_range(n, args.shard_images, i, count);
+            format!("part {i} of {count} (images {start}..{end}) of ")
+        }
+        None => String::new(),
+    };
     eprintln!(
-        "caching {n} images into {} (taps {}, labels {})",
+        "caching {part}{n} images into {} (taps {}, labels {})",
         out.display(),
         args.taps
             .iter()
@@ -112,10 +143,16 @@ fn run(args: Args) -> Result<()> {
     );
     let device = args.device;
     let report = run_on(device, Cache { args, images, spec })??;
+    let whole = if report.cache_complete {
+        "the cache is complete"
+    } else {
+        "the cache is complete once every part is"
+    };
     if report.images_processed == 0 && report.complete {
         eprintln!(
-            "{} already holds the complete cache ({} rows)",
+            "{} already holds the complete {}({} rows); {whole}",
             out.display(),
+            if part.is_empty() { "cache " } else { "part " },
             report.total_rows
         );
         return Ok(());
@@ -141,10 +178,10 @@ fn run(args: Args) -> Result<()> {
         "{}: {} rows, {}",
         out.display(),
         report.total_rows,
-        if report.complete {
-            "complete"
-        } else {
-            "incomplete (rerun to continue)"
+        match (report.complete, !part.is_empty()) {
+            (true, false) => "complete".to_string(),
+            (true, true) => format!("part complete; {whole}"),
+            (false, _) => "incomplete (rerun to continue)".to_string(),
         }
     );
     Ok(())

@@ -50,11 +50,23 @@ impl BackendTask for Figures {
             .with_context(|| format!("cannot create {}", args.out.display()))?;
         let store = Arc::new(loaded.store);
         let edits = if let Some(path) = &args.from_selection {
-            let picks = read_selection(path, args.max_figures)?;
-            largest_instances(&store, &picks)?
+            // Best F1 first among the classes these images show: the
+            // selection split's best classes may be absent from them.
+            let picks = read_selection(path)?;
+            let shown: Vec<_> = largest_instances(&store, &picks)?
                 .into_iter()
+                .take(args.max_figures)
                 .map(|(image, latent)| (image, latent, args.slider))
-                .collect()
+                .collect();
+            if shown.is_empty() {
+                bail!(
+                    "none of the {} classes with a selected feature in {} appears in the {} images",
+                    picks.len(),
+                    path.display(),
+                    store.len()
+                );
+            }
+            shown
         } else if args.edits.is_empty() {
             GUIDED_EXAMPLES
                 .iter()
@@ -132,9 +144,9 @@ impl BackendTask for Figures {
     }
 }
 
-/// (class, latent) of the best `max` rank-1 rows of a `selection.csv`
+/// (class, latent) of the rank-1 rows of a `selection.csv`
 /// (`class,name,rank,latent,threshold,f1,...`), highest F1 first.
-fn read_selection(path: &Path, max: usize) -> Result<Vec<(u8, usize)>> {
+fn read_selection(path: &Path) -> Result<Vec<(u8, usize)>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut lines = text.lines();
@@ -170,11 +182,7 @@ fn read_selection(path: &Path, max: usize) -> Result<Vec<(u8, usize)>> {
         picks.push((number(class)? as u8, number(latent)? as usize, number(f1)?));
     }
     picks.sort_by(|a, b| b.2.total_cmp(&a.2));
-    Ok(picks
-        .into_iter()
-        .take(max)
-        .map(|(c, l, _)| (c, l))
-        .collect())
+    Ok(picks.into_iter().map(|(c, l, _)| (c, l)).collect())
 }
 
 /// For each (class, latent), the example where the class covers the most

@@ -20,6 +20,7 @@ pub mod figures;
 pub mod load_check;
 pub mod manipulate;
 pub mod quantify;
+pub mod random_vit;
 pub mod stats;
 pub mod synth_ade20k;
 #[cfg(feature = "ndarray")]

@@ -36,6 +36,11 @@ struct Args {
     /// JPEG quality (1-100).
     #[arg(long, default_value_t = 90)]
     quality: u8,
+    /// Image sizes: `uniform` (long side in --min-side..=--max-side) or `ade`
+    /// (ADE20K's mix: mostly about 683 x 512, some small, some over 1,000 px
+    /// wide; ignores --min-side and --max-side).
+    #[arg(long, default_value = "uniform")]
+    sizes: sae_steer_ade20k::synth::Sizes,
 }
 
 fn run(args: Args) -> Result<()> {
@@ -60,6 +65,7 @@ fn run(args: Args) -> Result<()> {
         max_side: args.max_side,
         classes,
         jpeg_quality: args.quality,
+        sizes: args.sizes,
         ..SynthOptions::default()
     };
     let start = Instant::now();

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod fetch;
 mod reproduce;
+mod scale;
 mod synth;
 
 #[derive(Parser)]
@@ -35,6 +36,14 @@ enum Cmd {
     /// The preprint end to end (fetch, caches, probes, statistics, quantify,
     /// figures, report.md); `--demo` runs it offline on embedded defaults.
     Reproduce(reproduce::Args),
+    /// Fit the costs of several `reproduce --scale` runs (their scale.json)
+    /// against their size: the growth table, its extrapolation to the full
+    /// job, and the reference's estimated cost beside ours.
+    ScaleFit {
+        /// scale.json files of runs at different fractions, one device.
+        #[arg(required = true, num_args = 2..)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -87,6 +96,14 @@ pub(crate) fn root() -> PathBuf {
     }
 }
 
+/// Where cargo puts builds: `CARGO_TARGET_DIR`, or `target/` of the checkout.
+pub(crate) fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => root().join(dir),
+        None => root().join("target"),
+    }
+}
+
 pub(crate) fn cargo() -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(root());
@@ -124,6 +141,14 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::SynthAde20k(args) => synth::run(args),
         Cmd::Fetch(args) => fetch::run(args),
         Cmd::Reproduce(args) => reproduce::run(args),
+        Cmd::ScaleFit { files } => {
+            let reports = files
+                .iter()
+                .map(|f| scale::read_report(f))
+                .collect::<Result<Vec<_>>>()?;
+            print!("{}", scale::fit_markdown(&reports));
+            Ok(())
+        }
         Cmd::Ci => {
             let mut fmt = cargo();
             fmt.args(["fmt", "--all", "--check"]);

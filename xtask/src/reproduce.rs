@@ -8,9 +8,14 @@
 //! ran and how long it took. A rerun skips a stage whose record matches the
 //! command it would run now and whose outputs are all present; anything else
 //! runs again, and the programs themselves resume their own partial work
-//! (caches, probe and SAE checkpoints, quantify's `passes.json`). So after a
+//! (caches, probe and SAE checkpoints, quantify's `passes.jsonl`). So after a
 //! crash the same command continues where it stopped, and changing a flag
 //! redoes exactly the stages it affects and those after them.
+//!
+//! `--scale F` runs the same chain at the real geometry on synthetic data
+//! (ADE20K's sizes and 150 classes, a random-weight ViT-B/14-reg, a
+//! 24,576-latent SAE at layer 10, the full probe sweep) with F of the real
+//! image counts, and writes each stage's cost to `scale.json` ([`crate::scale`]).
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -22,6 +27,7 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::fetch;
+use crate::scale::{self, StageCost, Usage};
 
 /// The small random-weight DINOv2 (hidden 128, 3 blocks, 4 registers) the
 /// tests use: the demo needs no download.
@@ -35,6 +41,10 @@ const DEMO_CLASSES: &str = "wall,floor,sky,tree,grass,person,car,painting,toilet
 const PUBLISHED_SAE: &str = "osunlp/SAE_DINOv2_24K_ViT-B-14_IN1K";
 const PUBLISHED_VIT: &str = "facebook/dinov2-with-registers-base";
 const PUBLISHED_LAYER: usize = 10;
+/// Scale runs: the published SAE's width, trained briefly on this many
+/// patch tokens (the preprint studies a trained SAE, it does not train one).
+const SCALE_D_SAE: usize = 24_576;
+const SCALE_SAE_TOKENS: u64 = 16_384;
 
 /// Command-line flags.
 #[derive(clap::Args, Debug)]
@@ -47,6 +57,23 @@ pub struct Args {
     /// A smaller demo (fewer images and steps), for tests.
     #[arg(long, requires = "demo")]
     quick: bool,
+    /// The real job's geometry on synthetic data, at this fraction of its
+    /// image counts (1 = 20,210 + 2,000 images; at least 20 + 4): ADE20K's
+    /// image sizes and 150 classes, a random-weight ViT-B/14 with 4
+    /// registers, a 24,576-latent SAE at layer 10, the 6 x 3 probe sweep for
+    /// 400 epochs, quantify for every class with all four methods. Writes
+    /// each stage's time, memory, bytes and throughput to `scale.json`.
+    #[arg(long, conflicts_with_all = ["demo", "sae", "vit", "imagenet"])]
+    scale: Option<f64>,
+    /// Scale runs: probe epochs instead of the preprint's 400 (for tests;
+    /// the report says the run is then not the real job's cost).
+    #[arg(long, requires = "scale")]
+    probe_epochs: Option<usize>,
+    /// Scale runs: a Python with torch and transformers. PyTorch's ViT-B/14
+    /// forward is then measured in the same run (scripts/bench_vit_torch.py)
+    /// and the report sets the Python reference's estimated cost beside ours.
+    #[arg(long, requires = "scale")]
+    python: Option<PathBuf>,
     /// cpu, flex, cuda or cuda:N. The full run is a GPU job.
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -90,8 +117,9 @@ pub struct Args {
 }
 
 /// The example programs the stages run.
-pub const PROGRAMS: [&str; 8] = [
+pub const PROGRAMS: [&str; 9] = [
     "synth_ade20k",
+    "random_vit",
     "cache",
     "train_probe",
     "validate",
@@ -109,6 +137,47 @@ struct Stage {
     run: Step,
     /// Files and folders that exist once the stage is complete.
     outputs: Vec<PathBuf>,
+    /// The work it does, for throughput.
+    work: Work,
+}
+
+/// How much work a stage does, in its own unit.
+#[derive(Clone)]
+enum Work {
+    Items(u64, &'static str),
+    /// Quantify: the passes it ran (counted in `passes.jsonl` afterwards)
+    /// times the validation images each pass covers.
+    QuantifyPasses {
+        log: PathBuf,
+        images: u64,
+    },
+    /// Lines of a file written by the stage (figures' `index.txt`).
+    Lines(PathBuf, &'static str),
+}
+
+impl Work {
+    fn count(&self) -> (u64, &'static str) {
+        match self {
+            Work::Items(n, unit) => (*n, unit),
+            Work::QuantifyPasses { log, images } => {
+                // A settings line, then one line per chunk of passes.
+                let passes: u64 = std::fs::read_to_string(log)
+                    .unwrap_or_default()
+                    .lines()
+                    .skip(1)
+                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                    .filter_map(|v| v.get("passes")?.as_array().map(|a| a.len() as u64))
+                    .sum();
+                (passes * images, "image-passes")
+            }
+            Work::Lines(path, unit) => (
+                std::fs::read_to_string(path)
+                    .map(|t| t.lines().filter(|l| !l.trim().is_empty()).count() as u64)
+                    .unwrap_or(0),
+                unit,
+            ),
+        }
+    }
 }
 
 enum Step {
@@ -137,12 +206,21 @@ impl Step {
 struct StageRecord {
     command: Vec<String>,
     seconds: f64,
+    /// What the run cost (absent in records of older versions).
+    #[serde(default)]
+    usage: Option<Usage>,
+    #[serde(default)]
+    items: u64,
+    #[serde(default)]
+    unit: String,
 }
 
 /// Everything the stages are built from.
 struct Plan {
     demo: bool,
     quick: bool,
+    /// `--scale F`: (F, probe epochs).
+    scale: Option<(f64, usize)>,
     out: PathBuf,
     ade20k: PathBuf,
     vit: String,
@@ -158,14 +236,34 @@ struct Plan {
 
 impl Plan {
     fn new(args: &Args, root: &Path) -> Result<Self> {
-        let out = absolute(args.out.clone().unwrap_or_else(|| {
-            root.join(if args.demo {
-                "runs/demo"
-            } else {
-                "runs/reproduce"
-            })
+        let out = absolute(args.out.clone().unwrap_or_else(|| match args.scale {
+            Some(f) => root.join(format!("runs/scale-{f}")),
+            None if args.demo => root.join("runs/demo"),
+            None => root.join("runs/reproduce"),
         }))?;
         let data_dir = absolute(args.data_dir.clone().unwrap_or_else(|| root.join("data")))?;
+        if let Some(f) = args.scale {
+            if !(f > 0.0 && f <= 1.0) {
+                bail!("--scale {f}: the fraction must be in (0, 1]");
+            }
+            if args.probe_epochs == Some(0) {
+                bail!("--probe-epochs must be at least 1");
+            }
+            return Ok(Self {
+                demo: false,
+                quick: false,
+                scale: Some((f, args.probe_epochs.unwrap_or(400))),
+                ade20k: out.join("data/ade20k"),
+                vit: out.join("vit").to_string_lossy().into_owned(),
+                out,
+                layer: PUBLISHED_LAYER,
+                device: args.device.clone(),
+                sae: None,
+                imagenet: None,
+                imagenet_images: 0,
+                fetch: Vec::new(),
+            });
+        }
         if args.demo {
             if args.sae.is_some() || args.vit.is_some() || args.imagenet.is_some() {
                 bail!("--demo uses its own ViT, SAE and data: drop --sae, --vit and --imagenet");
@@ -173,6 +271,7 @@ impl Plan {
             return Ok(Self {
                 demo: true,
                 quick: args.quick,
+                scale: None,
                 ade20k: out.join("data/ade20k"),
                 out,
                 vit: root.join(DEMO_VIT).to_string_lossy().into_owned(),
@@ -205,6 +304,7 @@ impl Plan {
         Ok(Self {
             demo: false,
             quick: false,
+            scale: None,
             ade20k: data_dir.join("ADEChallengeData2016"),
             out,
             vit: args.vit.clone().unwrap_or_else(|| PUBLISHED_VIT.into()),
@@ -221,6 +321,11 @@ impl Plan {
         self.out.join(rel)
     }
 
+    /// Scale runs: the manual method's class -> latent table, generated.
+    fn manual_table(&self) -> PathBuf {
+        self.path("manual-features.toml")
+    }
+
     fn caches(&self) -> PathBuf {
         self.path("caches")
     }
@@ -228,6 +333,27 @@ impl Plan {
     /// Caches are named as quantify looks for them under `--cache-dir`.
     fn cache(&self, split: &str) -> PathBuf {
         self.caches().join(format!("{split}-layer{}", self.layer))
+    }
+
+    /// (training, validation) images of the run.
+    fn images(&self) -> (usize, usize) {
+        match self.scale {
+            Some((f, _)) => scale::scale_images(f),
+            None if self.demo => {
+                let s = self.sizes();
+                (s.train, s.val)
+            }
+            None => (scale::ADE20K_TRAIN, scale::ADE20K_VAL),
+        }
+    }
+
+    /// Epochs of the probe sweep.
+    fn probe_epochs(&self) -> usize {
+        match self.scale {
+            Some((_, epochs)) => epochs,
+            None if self.demo => self.sizes().probe_epochs,
+            None => 400,
+        }
     }
 
     fn sizes(&self) -> DemoSizes {
@@ -274,6 +400,34 @@ impl Plan {
                 ),
                 run: Step::Example("synth_ade20k", args),
                 outputs: vec![self.ade20k.join("objectInfo150.txt")],
+                work: Work::Items((s.train + s.val) as u64, "images"),
+            });
+        } else if self.scale.is_some() {
+            let (train, val) = self.images();
+            let mut args = Vec::new();
+            push(&mut args, "--out", self.ade20k.as_os_str());
+            push(&mut args, "--train", train.to_string());
+            push(&mut args, "--val", val.to_string());
+            push(&mut args, "--sizes", "ade");
+            stages.push(Stage {
+                name: "data",
+                about: format!(
+                    "synthetic ADE20K: {train} training and {val} validation scenes of all 150 \
+                     classes at ADE20K's image sizes"
+                ),
+                run: Step::Example("synth_ade20k", args),
+                outputs: vec![self.ade20k.join("objectInfo150.txt")],
+                work: Work::Items((train + val) as u64, "images"),
+            });
+            let mut args = Vec::new();
+            push(&mut args, "--out", &self.vit);
+            push(&mut args, "--geometry", "vit-b14-reg");
+            stages.push(Stage {
+                name: "vit",
+                about: "a random-weight DINOv2 ViT-B/14 with 4 registers (no download)".into(),
+                run: Step::Example("random_vit", args),
+                outputs: vec![Path::new(&self.vit).join("config.json")],
+                work: Work::Items(1, "models"),
             });
         } else {
             stages.push(Stage {
@@ -281,6 +435,7 @@ impl Plan {
                 about: "download and check ADE20K, DINOv2 and the SAE (data-manifests/)".into(),
                 run: Step::Fetch(self.fetch.clone()),
                 outputs: vec![self.ade20k.join("objectInfo150.txt")],
+                work: Work::Items(0, "files"),
             });
         }
 
@@ -301,6 +456,8 @@ impl Plan {
             );
             push(&mut args, "--labels", labels);
             push(&mut args, "--out", self.cache(split).as_os_str());
+            let (train, val) = self.images();
+            let images = if split == "training" { train } else { val };
             stages.push(Stage {
                 name: if split == "training" {
                     "cache-training"
@@ -313,6 +470,7 @@ impl Plan {
                 ),
                 run: Step::Example("cache", args),
                 outputs: vec![self.cache(split).join("manifest.json")],
+                work: Work::Items(images as u64, "images"),
             });
         }
 
@@ -329,16 +487,27 @@ impl Plan {
             push(&mut args, "--n-epochs", s.probe_epochs.to_string());
             push(&mut args, "--eval-every", (s.probe_epochs / 2).to_string());
             push(&mut args, "--batch-size", "16");
+        } else if let Some((_, epochs)) = self.scale
+            && epochs != 400
+        {
+            push(&mut args, "--n-epochs", epochs.to_string());
+            push(&mut args, "--eval-every", epochs.to_string());
         }
+        let epochs = self.probe_epochs();
         stages.push(Stage {
             name: "train-probe",
             about: if self.demo {
                 "linear probes: 3 learning rates x 1 weight decay".into()
             } else {
-                "linear probes: the preprint's 6 x 3 sweep, 400 epochs".into()
+                format!("linear probes: the preprint's 6 x 3 sweep, {epochs} epochs")
             },
             run: Step::Example("train_probe", args),
             outputs: vec![self.path("probes")],
+            // Patch-epochs: every probe sees every patch once an epoch.
+            work: Work::Items(
+                (self.images().0 * PATCHES_PER_IMAGE * epochs) as u64,
+                "patch-epochs",
+            ),
         });
 
         let mut args = Vec::new();
@@ -355,8 +524,39 @@ impl Plan {
                 .iter()
                 .map(|f| self.path("validate").join(f))
                 .collect(),
+            work: Work::Items(self.images().1 as u64, "images"),
         });
 
+        if self.scale.is_some() {
+            let mut args = Vec::new();
+            push(&mut args, "--device", &self.device);
+            push(&mut args, "--data", self.cache("training").as_os_str());
+            push(&mut args, "--tensor", format!("layer{}", self.layer));
+            // Patch tokens only: [CLS, 4 registers, 256 patches].
+            push(&mut args, "--tokens", "5..261");
+            push(&mut args, "--d-sae", SCALE_D_SAE.to_string());
+            push(&mut args, "--batch", "4096");
+            push(&mut args, "--tokens-total", SCALE_SAE_TOKENS.to_string());
+            push(&mut args, "--warmup", "1");
+            push(&mut args, "--init-samples", "20000");
+            push(&mut args, "--dead-tokens", SCALE_SAE_TOKENS.to_string());
+            push(&mut args, "--log-every", "1");
+            push(&mut args, "--checkpoint-every", "2");
+            push(&mut args, "--vit", &self.vit);
+            push(&mut args, "--layer", self.layer.to_string());
+            push(&mut args, "--out", self.path("sae").as_os_str());
+            stages.push(Stage {
+                name: "train-sae",
+                about: format!(
+                    "a ReLU SAE (768 -> {SCALE_D_SAE} latents) on layer {} patch activations, \
+                     briefly ({SCALE_SAE_TOKENS} tokens)",
+                    self.layer
+                ),
+                run: Step::Example("train_sae", args),
+                outputs: vec![self.path("sae")],
+                work: Work::Items(SCALE_SAE_TOKENS, "tokens"),
+            });
+        }
         if self.demo {
             let s = self.sizes();
             let mut args = Vec::new();
@@ -387,6 +587,7 @@ impl Plan {
                 ),
                 run: Step::Example("train_sae", args),
                 outputs: vec![self.path("sae")],
+                work: Work::Items(s.sae_tokens, "tokens"),
             });
         }
         stages
@@ -423,6 +624,13 @@ impl Plan {
             about: format!("feature statistics (max_obs, frequency, top images) over {reference}"),
             run: Step::Example("stats", args),
             outputs: vec![stats.clone(), norm.clone()],
+            work: Work::Items(
+                match &self.imagenet {
+                    Some(_) => self.imagenet_images as u64,
+                    None => self.images().0 as u64,
+                },
+                "images",
+            ),
         });
 
         let quantify = self.path("quantify");
@@ -444,6 +652,12 @@ impl Plan {
             // Ten classes share every patch, so a class's own latent fires on
             // about a tenth of them: the preprint's 1e-2 cut would drop it.
             push(&mut args, "--max-frequency", "0.5");
+        } else if self.scale.is_some() {
+            push(&mut args, "--manual", self.manual_table().as_os_str());
+            // A briefly trained SAE is dense (most latents fire on most
+            // patches): with the preprint's 1e-2 cut no latent would be
+            // left to select. The cost of the passes does not depend on it.
+            push(&mut args, "--max-frequency", "1");
         } else {
             push(
                 &mut args,
@@ -462,6 +676,10 @@ impl Plan {
                 .iter()
                 .map(|f| quantify.join(f))
                 .collect(),
+            work: Work::QuantifyPasses {
+                log: quantify.join("passes.jsonl"),
+                images: self.images().1 as u64,
+            },
         });
 
         let figures = self.path("figures");
@@ -475,7 +693,7 @@ impl Plan {
         push(&mut args, "--layer", self.layer.to_string());
         push(&mut args, "--device", &self.device);
         push(&mut args, "--out", figures.as_os_str());
-        if self.demo {
+        if self.demo || self.scale.is_some() {
             // No guided examples exist for a fresh SAE: show the features
             // the automatic method picked, on the image where their class
             // is largest.
@@ -487,8 +705,9 @@ impl Plan {
             push(&mut args, "--slider", "-2");
         }
         stages.push(Stage {
+            work: Work::Lines(figures.join("index.txt"), "figures"),
             name: "figures",
-            about: if self.demo {
+            about: if self.demo || self.scale.is_some() {
                 "steering figures for the best automatically selected features".into()
             } else {
                 "steering figures for the preprint's four guided examples".into()
@@ -499,6 +718,26 @@ impl Plan {
         stages
     }
 }
+
+/// A manual table for an SAE nobody has looked at: one latent per class,
+/// spread over the dictionary, so quantify's manual method costs what it
+/// does with the published table (which names 20 classes; this names 150).
+fn write_manual_table(path: &Path, d_sae: usize, layer: usize) -> Result<()> {
+    let mut toml = format!(
+        "# Generated by `cargo xtask reproduce --scale`: one latent per class of a\n\
+         # random SAE, for measuring quantify's cost with all four methods.\n\
+         layer = {layer}\nd_sae = {d_sae}\n"
+    );
+    for class in 1..=150usize {
+        // A fixed odd multiplier visits distinct latents for distinct classes.
+        let latent = (class * 7919) % d_sae;
+        toml += &format!("\n[[feature]]\nclass = {class}\nlatent = {latent}\n");
+    }
+    write_atomic(path, toml.as_bytes())
+}
+
+/// A 224-px crop of a patch-14 ViT: 16 x 16 patches.
+const PATCHES_PER_IMAGE: usize = 256;
 
 struct DemoSizes {
     train: usize,
@@ -517,13 +756,24 @@ fn absolute(p: impl AsRef<Path>) -> Result<PathBuf> {
         .with_context(|| format!("cannot resolve {}", p.as_ref().display()))
 }
 
-/// Runs stages, skipping those already done, and keeps their timings.
+/// Runs stages, skipping those already done, and keeps their costs.
 struct Runner<'a> {
     args: &'a Args,
     plan: &'a Plan,
     built: bool,
-    /// (stage, about, seconds, skipped)
-    log: Vec<(String, String, f64, bool)>,
+    log: Vec<Ran>,
+}
+
+/// A stage as the report shows it.
+struct Ran {
+    name: String,
+    about: String,
+    seconds: f64,
+    /// From an earlier invocation's record.
+    skipped: bool,
+    usage: Option<Usage>,
+    items: u64,
+    unit: String,
 }
 
 impl Runner<'_> {
@@ -547,8 +797,15 @@ impl Runner<'_> {
                 "reproduce: {} is up to date ({:.0} s when it ran)",
                 stage.name, r.seconds
             );
-            self.log
-                .push((stage.name.into(), stage.about.clone(), r.seconds, true));
+            self.log.push(Ran {
+                name: stage.name.into(),
+                about: stage.about.clone(),
+                seconds: r.seconds,
+                skipped: true,
+                usage: r.usage.clone(),
+                items: r.items,
+                unit: r.unit.clone(),
+            });
             return Ok(());
         }
         // A stale record must not survive a failed rerun.
@@ -567,8 +824,13 @@ impl Runner<'_> {
             Step::Fetch(_) => None,
         };
         let started = Instant::now();
+        let mut usage = None;
         if let Some(cmd) = program {
-            crate::status(cmd).with_context(|| format!("stage {} failed", stage.name))?;
+            let gpu = self.plan.device.starts_with("cuda");
+            usage = Some(
+                scale::run_measured(cmd, &self.plan.out, gpu)
+                    .with_context(|| format!("stage {} failed", stage.name))?,
+            );
         } else if let Step::Fetch(args) = &stage.run {
             #[derive(clap::Parser)]
             struct Fetch {
@@ -588,16 +850,27 @@ impl Runner<'_> {
                 missing.display()
             );
         }
+        let (items, unit) = stage.work.count();
         let record = StageRecord {
             command: signature,
             seconds,
+            usage: usage.clone(),
+            items,
+            unit: unit.into(),
         };
         write_atomic(
             &record_path,
             serde_json::to_string_pretty(&record)?.as_bytes(),
         )?;
-        self.log
-            .push((stage.name.into(), stage.about.clone(), seconds, false));
+        self.log.push(Ran {
+            name: stage.name.into(),
+            about: stage.about.clone(),
+            seconds,
+            skipped: false,
+            usage,
+            items,
+            unit: unit.into(),
+        });
         Ok(())
     }
 
@@ -629,11 +902,14 @@ impl Runner<'_> {
             crate::status(build)?;
             self.built = true;
         }
-        let mut cmd = crate::example(name);
-        if let Some(f) = features {
-            cmd.args(["--features", f]);
-        }
-        cmd.args(["-q", "--"]);
+        // The binary itself, not `cargo run`: its process is the one
+        // measured (memory is sampled from /proc), and no stage pays for
+        // cargo's freshness check.
+        let path = crate::target_dir()
+            .join("release/examples")
+            .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+        let mut cmd = Command::new(path);
+        cmd.current_dir(crate::root());
         Ok(cmd)
     }
 }
@@ -641,7 +917,10 @@ impl Runner<'_> {
 pub fn run(args: Args) -> Result<()> {
     let root = crate::root();
     let plan = Plan::new(&args, &root)?;
-    if !plan.demo && (plan.device.starts_with("cpu") || plan.device.starts_with("flex")) {
+    if !plan.demo
+        && plan.scale.is_none()
+        && (plan.device.starts_with("cpu") || plan.device.starts_with("flex"))
+    {
         let warning = cpu_estimate();
         if !args.yes {
             bail!(
@@ -669,17 +948,35 @@ pub fn run(args: Args) -> Result<()> {
             .into_owned(),
     };
     let best = BestProbe::read(&plan.path("validate/best.json"))?;
+    if plan.scale.is_some() {
+        write_manual_table(&plan.manual_table(), SCALE_D_SAE, plan.layer)?;
+    }
     for stage in plan.last_stages(&sae, &best.checkpoint) {
         runner.run(&stage)?;
     }
+    let mut scale_json = None;
+    if let Some((fraction, _)) = plan.scale {
+        let mut report = scale_report(&plan, fraction, &runner.log);
+        if let Some(python) = &args.python {
+            report.torch_vit_images_per_s = Some(torch_vit_rate(python, &plan)?);
+        }
+        write_atomic(
+            &plan.path("scale.json"),
+            serde_json::to_string_pretty(&report)?.as_bytes(),
+        )?;
+        scale_json = Some(report);
+    }
     let report = plan.path("report.md");
-    let text = report_markdown(
+    let mut text = report_markdown(
         &plan,
         &sae,
         &best,
         &runner.log,
         started.elapsed().as_secs_f64(),
     )?;
+    if let Some(scale) = &scale_json {
+        text += &scale_markdown(scale);
+    }
     write_atomic(&report, text.as_bytes())?;
     eprintln!("reproduce: done; report in {}", report.display());
     Ok(())
@@ -701,6 +998,110 @@ fn cpu_estimate() -> String {
          ({:.1} days in all, plus feature statistics).",
         (caches_h + probe_h + quantify_h) / 24.0
     )
+}
+
+/// `scale.json` from the stages' records.
+fn scale_report(plan: &Plan, fraction: f64, log: &[Ran]) -> scale::ScaleReport {
+    let (train_images, val_images) = plan.images();
+    let stages = log
+        .iter()
+        .map(|r| {
+            let u = r.usage.clone().unwrap_or_default();
+            StageCost {
+                name: r.name.clone(),
+                wall_s: r.seconds,
+                cpu_s: u.cpu_s,
+                peak_rss_mib: u.peak_rss_mib,
+                peak_anon_mib: u.peak_anon_mib,
+                peak_gpu_mib: u.peak_gpu_mib,
+                bytes_written: u.bytes_written,
+                items: r.items,
+                unit: r.unit.clone(),
+                items_per_s: r.items as f64 / r.seconds.max(1e-9),
+            }
+        })
+        .collect();
+    scale::ScaleReport {
+        fraction,
+        device: plan.device.clone(),
+        train_images,
+        val_images,
+        host: host_line(),
+        stages,
+        torch_vit_images_per_s: None,
+    }
+}
+
+/// The scale report's extrapolation to the full job, linear from this run
+/// (`cargo xtask scale-fit` fits several runs).
+fn scale_markdown(report: &scale::ScaleReport) -> String {
+    let fits = scale::fit(std::slice::from_ref(report));
+    let mut md = String::from("## At full size\n\n");
+    let Some(ours) = scale::ours_wall_s(&fits) else {
+        return md + "Not every stage ran in this invocation; no extrapolation.\n";
+    };
+    md += &format!(
+        "This run's cost per item, times the real job's items (20,210 + 2,000 images, \
+         400 probe epochs, 150 classes x 4 methods): **{}** on this device ({}) for caching, \
+         the probe sweep, validation, statistics and quantify. `scale.json` holds every \
+         stage's numbers; `cargo xtask scale-fit` fits several runs' growth.\n",
+        scale::human_seconds(ours),
+        report.device
+    );
+    if let Some(rate) = report.torch_vit_images_per_s
+        && let Some(reference) = scale::reference_wall_s(&fits, rate)
+    {
+        md += &format!(
+            "\nThe Python reference on the same job and device, from its code (the ViT \
+             recomputed every probe epoch and twice per quantify pass and image) and \
+             PyTorch's ViT-B/14 forward measured here at {rate:.2} images/s: **{}**, \
+             {:.1}x ours.\n",
+            scale::human_seconds(reference),
+            reference / ours
+        );
+    }
+    md
+}
+
+/// PyTorch's ViT-B/14-reg forward rate at batch 16 on the run's device.
+fn torch_vit_rate(python: &Path, plan: &Plan) -> Result<f64> {
+    let json = plan.path("torch-vit.json");
+    let mut cmd = Command::new(python);
+    cmd.current_dir(crate::root()).args([
+        "scripts/bench_vit_torch.py",
+        "--batch",
+        "16",
+        "--iters",
+        "3",
+    ]);
+    cmd.arg("--device").arg(if plan.device.starts_with("cuda") {
+        "cuda"
+    } else {
+        "cpu"
+    });
+    cmd.arg("--json").arg(&json);
+    crate::status(cmd).context("the PyTorch ViT benchmark failed")?;
+    let text = std::fs::read_to_string(&json)
+        .with_context(|| format!("cannot read {}", json.display()))?;
+    let value: serde_json::Value = serde_json::from_str(&text)?;
+    value["images_per_s"]
+        .as_f64()
+        .with_context(|| format!("{}: no images_per_s", json.display()))
+}
+
+/// Cores and CPU model of this machine, for reading the numbers later.
+fn host_line() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    format!("{cores} cores, {model}")
 }
 
 /// The one SAE the demo's training stage wrote.
@@ -750,12 +1151,14 @@ fn report_markdown(
     plan: &Plan,
     sae: &str,
     best: &BestProbe,
-    log: &[(String, String, f64, bool)],
+    log: &[Ran],
     wall: f64,
 ) -> Result<String> {
     let mut md = String::new();
     let title = if plan.demo {
         "sae-steer demo report"
+    } else if plan.scale.is_some() {
+        "sae-steer scale report"
     } else {
         "sae-steer reproduction report"
     };
@@ -767,6 +1170,23 @@ fn report_markdown(
              DINOv2-shaped ViT (hidden 128, 3 blocks) and an SAE trained here on its block {}. \
              The numbers show the pipeline working, not the preprint's results.\n",
             plan.layer
+        )?;
+    }
+    if let Some((fraction, epochs)) = plan.scale {
+        let (train, val) = plan.images();
+        writeln!(
+            md,
+            "A scale run: the real job's geometry on synthetic data at fraction {fraction} of \
+             its image counts ({train} training + {val} validation images of ADE20K's sizes \
+             and 150 classes), a random-weight ViT-B/14-reg, a {SCALE_D_SAE}-latent SAE \
+             trained briefly, the 6 x 3 probe sweep for {epochs} epochs. The results measure \
+             cost, not meaning; each stage's cost is under Stages and in `scale.json`.{}\n",
+            if epochs == 400 {
+                ""
+            } else {
+                " **The probe sweep ran fewer epochs than the real job's 400**, so its time is \
+                 not the job's."
+            }
         )?;
     }
     writeln!(md, "- ViT: `{}`, SAE layer {}", plan.vit, plan.layer)?;
@@ -818,11 +1238,33 @@ fn report_markdown(
     }
 
     writeln!(md, "## Stages\n")?;
-    writeln!(md, "| stage | what | seconds | |")?;
-    writeln!(md, "|---|---|---:|---|")?;
-    for (name, about, seconds, skipped) in log {
-        let note = if *skipped { "from an earlier run" } else { "" };
-        writeln!(md, "| {name} | {about} | {seconds:.1} | {note} |")?;
+    writeln!(
+        md,
+        "| stage | what | wall s | CPU s | peak RSS MiB | peak heap MiB | peak GPU MiB | MB written | work | per s | |"
+    )?;
+    writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")?;
+    for r in log {
+        let note = if r.skipped { "from an earlier run" } else { "" };
+        let (cpu, rss, anon, gpu, mb) = match &r.usage {
+            Some(u) => (
+                format!("{:.1}", u.cpu_s),
+                format!("{:.0}", u.peak_rss_mib),
+                u.peak_anon_mib.map_or("-".into(), |a| format!("{a:.0}")),
+                u.peak_gpu_mib.map_or("-".into(), |g| format!("{g:.0}")),
+                format!("{:.1}", u.bytes_written as f64 / 1e6),
+            ),
+            None => ("-".into(), "-".into(), "-".into(), "-".into(), "-".into()),
+        };
+        writeln!(
+            md,
+            "| {} | {} | {:.1} | {cpu} | {rss} | {anon} | {gpu} | {mb} | {} {} | {:.1} | {note} |",
+            r.name,
+            r.about,
+            r.seconds,
+            r.items,
+            r.unit,
+            r.items as f64 / r.seconds.max(1e-9)
+        )?;
     }
     writeln!(md, "\nThis invocation: {wall:.1} s.\n")?;
 

@@ -561,7 +561,7 @@ fn killed_jobs_resume_to_the_uninterrupted_outputs() {
             "--cache-dir",
             &p("caches"),
             // `auto` first: its passes carry floats (F1) that a resumed run
-            // reads back from passes.json, so most kills land after some.
+            // reads back from passes.jsonl, so most kills land after some.
             "--methods",
             "auto,random-vector,random-latent",
             "--classes",

@@ -153,6 +153,120 @@ fn demo_writes_every_artifact_and_resumes() {
     }
     assert!(log.contains("reproduce: figures: "), "{log}");
     assert!(out.join("figures/index.txt").is_file());
+
+    sharded_caches_give_the_one_process_results(&out, &bins);
+}
+
+/// A stage's recorded command with some flags' values replaced (and flags
+/// added), ready to run from `bins`.
+fn stage_command(out: &Path, bins: &Path, stage: &str, set: &[(&str, String)]) -> Command {
+    let record: serde_json::Value =
+        serde_json::from_str(&read(&out.join(format!("stages/{stage}.json")))).unwrap();
+    let words: Vec<String> = record["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap().to_string())
+        .collect();
+    let mut args = words[1..].to_vec();
+    for (flag, value) in set {
+        match args.iter().position(|a| a == flag) {
+            Some(i) => args[i + 1] = value.clone(),
+            None => args.extend([flag.to_string(), value.clone()]),
+        }
+    }
+    let mut cmd = Command::new(bins.join(&words[0]));
+    cmd.current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .args(args);
+    cmd
+}
+
+fn succeed(mut cmd: Command) {
+    let output = cmd.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{cmd:?}:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// `cache --shard I/3` in three processes at once into one folder, then
+/// validation and quantify on it: the same result files, byte for byte, as
+/// with the cache built by one process.
+fn sharded_caches_give_the_one_process_results(out: &Path, bins: &Path) {
+    let tap_dir = |root: &str| out.join(root).join("validation-layer1");
+    for root in ["caches-one", "caches-three"] {
+        std::fs::create_dir_all(out.join(root)).unwrap();
+        // Feature selection reads the training split's cache.
+        std::os::unix::fs::symlink(
+            out.join("caches/training-layer1"),
+            out.join(root).join("training-layer1"),
+        )
+        .unwrap();
+    }
+    // Shards of 4 of the 12 validation images, so each part has one.
+    let cache = |root: &str, shard: Option<&str>| {
+        let mut set = vec![
+            ("--out", tap_dir(root).display().to_string()),
+            ("--shard-images", "4".to_string()),
+        ];
+        if let Some(s) = shard {
+            set.push(("--shard", s.to_string()));
+        }
+        stage_command(out, bins, "cache-validation", &set)
+    };
+    succeed(cache("caches-one", None));
+    let children: Vec<_> = ["1/3", "2/3", "3/3"]
+        .iter()
+        .map(|s| cache("caches-three", Some(s)).spawn().unwrap())
+        .collect();
+    for mut child in children {
+        assert!(child.wait().unwrap().success());
+    }
+    let merged: serde_json::Value =
+        serde_json::from_str(&read(&tap_dir("caches-three").join("manifest.json"))).unwrap();
+    assert_eq!(merged["parts"], 3);
+    for root in ["caches-one", "caches-three"] {
+        let tag = root.trim_start_matches("caches-");
+        succeed(stage_command(
+            out,
+            bins,
+            "validate",
+            &[
+                ("--cache", tap_dir(root).display().to_string()),
+                (
+                    "--dump-to",
+                    out.join(format!("validate-{tag}")).display().to_string(),
+                ),
+            ],
+        ));
+        succeed(stage_command(
+            out,
+            bins,
+            "quantify",
+            &[
+                ("--cache-dir", out.join(root).display().to_string()),
+                (
+                    "--out",
+                    out.join(format!("quantify-{tag}")).display().to_string(),
+                ),
+            ],
+        ));
+    }
+    for file in [
+        "validate-{}/results.csv",
+        "quantify-{}/results.csv",
+        "quantify-{}/per_class.csv",
+        "quantify-{}/changes.csv",
+        "quantify-{}/selection.csv",
+    ] {
+        let one = std::fs::read(out.join(file.replace("{}", "one"))).unwrap();
+        let three = std::fs::read(out.join(file.replace("{}", "three"))).unwrap();
+        assert!(
+            one == three,
+            "{file} differs between one process and three parts"
+        );
+    }
 }
 
 #[test]
@@ -171,4 +285,88 @@ fn a_full_cpu_run_states_its_cost_and_waits_for_consent() {
     // Nothing was started: no output folder, no download.
     assert!(!tmp.path().join("run").exists());
     assert!(!tmp.path().join("data").exists());
+}
+
+#[test]
+fn a_scale_run_records_every_stage_in_scale_json() {
+    let bins = examples_dir();
+    ensure_programs(&bins);
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("scale");
+    // The smallest run (20 + 4 images at the real geometry); one probe epoch
+    // instead of 400 keeps it short, and the report says so.
+    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args([
+            "reproduce",
+            "--scale",
+            "0.0001",
+            "--probe-epochs",
+            "1",
+            "--out",
+        ])
+        .arg(&out)
+        .arg("--bin-dir")
+        .arg(&bins)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "reproduce --scale failed:\n{log}");
+
+    let scale: serde_json::Value = serde_json::from_str(&read(&out.join("scale.json"))).unwrap();
+    assert_eq!(scale["fraction"], 0.0001);
+    assert_eq!(scale["device"], "cpu");
+    assert_eq!(scale["train_images"], 20);
+    assert_eq!(scale["val_images"], 4);
+    let stages = scale["stages"].as_array().unwrap();
+    let names: Vec<&str> = stages.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "data",
+            "vit",
+            "cache-training",
+            "cache-validation",
+            "train-probe",
+            "validate",
+            "train-sae",
+            "stats",
+            "quantify",
+            "figures"
+        ]
+    );
+    for s in stages {
+        for key in ["wall_s", "cpu_s", "peak_rss_mib", "items_per_s"] {
+            let v = s[key].as_f64().unwrap_or_else(|| panic!("{key}: {s}"));
+            assert!(v > 0.0, "{key} of {s}");
+        }
+        assert!(s["items"].as_u64().unwrap() > 0, "{s}");
+        assert!(s["peak_gpu_mib"].is_null(), "no GPU here: {s}");
+    }
+    let stage = |name: &str| stages.iter().find(|s| s["name"] == name).unwrap();
+    // The random ViT-B/14 is 346 MB of weights; caches hold 0.8 MB an image.
+    assert!(stage("vit")["bytes_written"].as_u64().unwrap() > 300_000_000);
+    assert!(stage("cache-training")["bytes_written"].as_u64().unwrap() > 20 * 800_000);
+    assert_eq!(stage("cache-training")["items"], 20);
+    assert_eq!(stage("train-probe")["items"], 20 * 256);
+    assert_eq!(stage("train-probe")["unit"], "patch-epochs");
+    // Passes x the 4 validation images; each class present has up to four
+    // methods' passes.
+    let image_passes = stage("quantify")["items"].as_u64().unwrap();
+    assert!(
+        image_passes % 4 == 0 && image_passes / 4 >= 4,
+        "{image_passes}"
+    );
+
+    let report = read(&out.join("report.md"));
+    for needle in [
+        "sae-steer scale report",
+        "fewer epochs than the real job's 400",
+        "| cache-training |",
+        "## At full size",
+    ] {
+        assert!(
+            report.contains(needle),
+            "`{needle}` not in report.md:\n{report}"
+        );
+    }
 }

@@ -55,6 +55,35 @@ pub struct SynthOptions {
     pub max_shapes: usize,
     /// JPEG quality, 1..=100.
     pub jpeg_quality: u8,
+    /// How image sizes are drawn.
+    #[serde(default)]
+    pub sizes: Sizes,
+}
+
+/// How [`synthesize`] draws image sizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Sizes {
+    /// Long side uniform in `min_side..=max_side`, a common aspect ratio
+    /// (1:1 to 3:1), landscape 70% of the time.
+    #[default]
+    Uniform,
+    /// ADE20K's own mix, for cost measurements at the real geometry: most
+    /// images about 683 x 512 (either way round), about one in ten small
+    /// (long side 120-400 px), about one in twenty large (long side
+    /// 1,000-2,600 px). `min_side` and `max_side` are ignored.
+    Ade,
+}
+
+impl std::str::FromStr for Sizes {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "uniform" => Ok(Self::Uniform),
+            "ade" => Ok(Self::Ade),
+            other => Err(format!("`{other}`: expected `uniform` or `ade`")),
+        }
+    }
 }
 
 impl Default for SynthOptions {
@@ -69,6 +98,7 @@ impl Default for SynthOptions {
             min_shapes: 2,
             max_shapes: 6,
             jpeg_quality: 90,
+            sizes: Sizes::Uniform,
         }
     }
 }
@@ -592,6 +622,22 @@ struct Instance {
     shift: (f32, f32),
 }
 
+/// (long, short) side of an image with ADE20K's size mix (see [`Sizes::Ade`]).
+fn ade_size(r: &mut Rng) -> (u32, u32) {
+    let roll = r.unit();
+    if roll < 0.10 {
+        let long = 120 + r.below(281) as u32;
+        (long, (long as f32 / r.range(1.0, 1.6)).round() as u32)
+    } else if roll < 0.15 {
+        let long = 1000 + r.below(1601) as u32;
+        (long, (long as f32 / r.range(1.25, 2.2)).round() as u32)
+    } else {
+        // The SceneParsing release: short side 512 for most images, long
+        // side near 683 (4:3), with some spread.
+        (640 + r.below(101) as u32, 512)
+    }
+}
+
 struct Scene {
     width: u32,
     height: u32,
@@ -604,10 +650,20 @@ struct Scene {
 impl Scene {
     fn generate(opts: &SynthOptions, split: Split, index: usize) -> Self {
         let mut r = image_rng(opts.seed, split, index);
-        let long = opts.min_side + r.below(u64::from(opts.max_side - opts.min_side) + 1) as u32;
-        const ASPECTS: [f32; 7] = [1.0, 4.0 / 3.0, 4.0 / 3.0, 3.0 / 2.0, 16.0 / 9.0, 2.0, 3.0];
-        let aspect = ASPECTS[r.below(ASPECTS.len() as u64) as usize];
-        let short = ((long as f32 / aspect).round() as u32).max(16.min(long));
+        let (long, short) = match opts.sizes {
+            Sizes::Uniform => {
+                let long =
+                    opts.min_side + r.below(u64::from(opts.max_side - opts.min_side) + 1) as u32;
+                const ASPECTS: [f32; 7] =
+                    [1.0, 4.0 / 3.0, 4.0 / 3.0, 3.0 / 2.0, 16.0 / 9.0, 2.0, 3.0];
+                let aspect = ASPECTS[r.below(ASPECTS.len() as u64) as usize];
+                (
+                    long,
+                    ((long as f32 / aspect).round() as u32).max(16.min(long)),
+                )
+            }
+            Sizes::Ade => ade_size(&mut r),
+        };
         let (width, height) = if r.chance(0.7) {
             (long, short)
         } else {

@@ -12,6 +12,12 @@
 //! so a second process is refused with a message naming the holder instead of
 //! interleaving its writes.
 //!
+//! [`AppendLog`] is the one exception to whole-file rewrites: a progress log
+//! that grows by one line per finished unit of a long job, where rewriting
+//! the whole state each time would cost the square of its length. Lines are
+//! appended and fsynced; a line torn by a crash is cut off when the log is
+//! reopened, so the log always holds whole lines.
+//!
 //! Errors are plain [`std::io::Error`]s: each crate wraps them with the path
 //! in its own error type.
 
@@ -19,6 +25,74 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// An append-only log of lines (e.g. one JSON object per line).
+#[derive(Debug)]
+pub struct AppendLog {
+    file: File,
+    path: PathBuf,
+}
+
+impl AppendLog {
+    /// Opens (or creates, holding no line) the log at `path` and returns its
+    /// complete lines, without their newlines. A last line without its
+    /// newline was torn by a crash: it is cut off the file before anything
+    /// is appended. `max_bytes` bounds what is read.
+    pub fn open(path: &Path, max_bytes: u64) -> io::Result<(Self, Vec<Vec<u8>>)> {
+        use std::io::Read;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)?;
+        let mut bytes = Vec::new();
+        (&mut file).take(max_bytes + 1).read_to_end(&mut bytes)?;
+        if bytes.len() as u64 > max_bytes {
+            return Err(io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                format!("{} is larger than {max_bytes} bytes", path.display()),
+            ));
+        }
+        let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        if whole < bytes.len() {
+            file.set_len(whole as u64)?;
+            file.sync_data()?;
+        }
+        let lines = bytes[..whole]
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect();
+        // A log just created must survive a power cut as an entry of its folder.
+        sync_dir(parent_dir(path))?;
+        Ok((
+            Self {
+                file,
+                path: path.to_path_buf(),
+            },
+            lines,
+        ))
+    }
+
+    /// Appends one line (which must not contain a newline) and fsyncs it.
+    pub fn append(&mut self, line: &[u8]) -> io::Result<()> {
+        if line.contains(&b'\n') {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a log line cannot contain a newline",
+            ));
+        }
+        let mut buf = Vec::with_capacity(line.len() + 1);
+        buf.extend_from_slice(line);
+        buf.push(b'\n');
+        self.file.write_all(&buf)?;
+        self.file.sync_data()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
 
 /// Marker every temporary name carries, so a folder scan can tell leftovers
 /// of an interrupted write from real files ([`is_temp_name`]).
@@ -147,6 +221,16 @@ pub fn is_temp_name(name: &str) -> bool {
     name.starts_with('.') && name.contains(TEMP_MARKER)
 }
 
+/// The file a leftover temporary was going to become (`.shard-3.st.tmp-12-0`
+/// -> `shard-3.st`), so a process owning only some files of a folder removes
+/// only its own temporaries.
+pub fn temp_target(name: &str) -> Option<&str> {
+    if !is_temp_name(name) {
+        return None;
+    }
+    name[1..].rfind(TEMP_MARKER).map(|i| &name[1..1 + i])
+}
+
 /// Reads a whole text file of at most `max_bytes`, never more: a file that
 /// grows while it is read, or a special file whose length says 0, fails with
 /// [`io::ErrorKind::FileTooLarge`] after `max_bytes + 1` bytes instead of
@@ -203,15 +287,37 @@ impl FolderLock {
     /// Takes the lock on `folder` (created if missing), or fails at once with
     /// [`io::ErrorKind::WouldBlock`] and a message naming the holder's pid.
     pub fn acquire(folder: &Path) -> io::Result<Self> {
+        Self::lock(folder, LOCK_FILE, false)
+    }
+
+    /// Shares the folder's lock with other sharing holders: each of them
+    /// works on its own part of the folder (under [`Self::acquire_file`]),
+    /// and no exclusive holder ([`Self::acquire`]) can run beside them.
+    pub fn acquire_shared(folder: &Path) -> io::Result<Self> {
+        Self::lock(folder, LOCK_FILE, true)
+    }
+
+    /// An exclusive lock on `<folder>/<name>`: one of several independent
+    /// locks in one folder (e.g. one per part of a sharded cache).
+    pub fn acquire_file(folder: &Path, name: &str) -> io::Result<Self> {
+        Self::lock(folder, name, false)
+    }
+
+    fn lock(folder: &Path, name: &str, shared: bool) -> io::Result<Self> {
         std::fs::create_dir_all(folder)?;
-        let path = folder.join(LOCK_FILE);
+        let path = folder.join(name);
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(&path)?;
-        match file.try_lock() {
+        let taken = if shared {
+            file.try_lock_shared()
+        } else {
+            file.try_lock()
+        };
+        match taken {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
                 let holder = std::fs::read_to_string(&path).unwrap_or_default();
@@ -232,9 +338,13 @@ impl FolderLock {
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(e),
         }
-        file.set_len(0)?;
-        write!(file, "pid {}", std::process::id())?;
-        file.flush()?;
+        // Only a sole holder may say who it is: sharers would overwrite
+        // each other.
+        if !shared {
+            file.set_len(0)?;
+            write!(file, "pid {}", std::process::id())?;
+            file.flush()?;
+        }
         Ok(Self { path, _file: file })
     }
 
@@ -313,6 +423,46 @@ mod tests {
     }
 
     #[test]
+    fn append_log_keeps_whole_lines_and_cuts_a_torn_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.jsonl");
+        let (mut log, lines) = AppendLog::open(&path, 1 << 20).unwrap();
+        assert!(lines.is_empty());
+        log.append(b"{\"a\":1}").unwrap();
+        log.append(b"{\"b\":2}").unwrap();
+        assert!(log.append(b"two\nlines").is_err());
+        drop(log);
+        // A crash in the middle of the third append.
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"c\":").unwrap();
+        drop(f);
+        let (mut log, lines) = AppendLog::open(&path, 1 << 20).unwrap();
+        assert_eq!(lines, [b"{\"a\":1}".to_vec(), b"{\"b\":2}".to_vec()]);
+        log.append(b"{\"c\":3}").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n"
+        );
+        assert!(AppendLog::open(&path, 4).is_err());
+    }
+
+    #[test]
+    fn shared_holders_exclude_an_exclusive_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = FolderLock::acquire_shared(dir.path()).unwrap();
+        let b = FolderLock::acquire_shared(dir.path()).unwrap();
+        let part = FolderLock::acquire_file(dir.path(), ".lock-part-1").unwrap();
+        assert!(FolderLock::acquire_file(dir.path(), ".lock-part-1").is_err());
+        FolderLock::acquire_file(dir.path(), ".lock-part-2").unwrap();
+        let err = FolderLock::acquire(dir.path()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        drop((a, b, part));
+        let sole = FolderLock::acquire(dir.path()).unwrap();
+        assert!(FolderLock::acquire_shared(dir.path()).is_err());
+        drop(sole);
+    }
+
+    #[test]
     fn remove_temporaries_keeps_real_files() {
         let dir = tempfile::tempdir().unwrap();
         write_atomic(&dir.path().join("keep.bin"), b"x").unwrap();
@@ -341,6 +491,11 @@ mod tests {
     #[test]
     fn temp_name_recognition() {
         assert!(is_temp_name(".shard-0.safetensors.tmp-12-0"));
+        assert_eq!(
+            temp_target(".shard-0.safetensors.tmp-12-0"),
+            Some("shard-0.safetensors")
+        );
+        assert_eq!(temp_target("shard-0.safetensors"), None);
         assert!(!is_temp_name("shard-0.safetensors"));
         assert!(!is_temp_name(".lock"));
     }

@@ -8,7 +8,6 @@
 
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 
-use crate::config::Activation;
 use crate::error::{Result, SaeError};
 use crate::sae::Sae;
 
@@ -148,15 +147,7 @@ impl Edit {
         let latents: Vec<i64> = groups.iter().map(|(j, _)| *j as i64).collect();
         let m = latents.len();
         let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(latents, [m]), &device);
-        let x_n = sae.normalize(x.clone());
-        let f_sel = match sae.config.activation {
-            Activation::Topk { .. } => sae.encode(x_n).select(1, idx.clone()),
-            Activation::Relu | Activation::JumpRelu { .. } => {
-                let w = sae.w_enc.clone().select(1, idx.clone()); // [d, m]
-                let b = sae.b_enc.clone().select(0, idx.clone()); // [m]
-                sae.activate(sae.pre_activations_of(x_n, w, b))
-            }
-        }; // [n, m]
+        let f_sel = sae.encode_latents(sae.normalize(x.clone()), idx.clone()); // [n, m]
         let mask = self.row_mask::<B>(n, &device);
         let deltas: Vec<Tensor<B, 2>> = groups
             .iter()

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use burn::tensor::{Tensor, TensorData, backend::Backend};
+use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use sae_steer_vit::HostTensor;
 
 use crate::checkpoint::{Normalization, SaeWeights};
@@ -173,6 +173,21 @@ impl<B: Backend> Sae<B> {
     /// Latent activations of normalized inputs, `f = act(h)`: `[n, d] -> [n, s]`.
     pub fn encode(&self, x_n: Tensor<B, 2>) -> Tensor<B, 2> {
         self.activate(self.pre_activations(x_n))
+    }
+
+    /// Activations of the latents `idx [m]` only, `[n, d] -> [n, m]`. For
+    /// ReLU and JumpReLU this touches only their encoder columns (`2 n d m`
+    /// FLOPs instead of `2 n d s`); a TopK latent's value depends on every
+    /// latent of its row, so TopK encodes in full.
+    pub fn encode_latents(&self, x_n: Tensor<B, 2>, idx: Tensor<B, 1, Int>) -> Tensor<B, 2> {
+        match self.config.activation {
+            Activation::Topk { .. } => self.encode(x_n).select(1, idx),
+            Activation::Relu | Activation::JumpRelu { .. } => {
+                let w = self.w_enc.clone().select(1, idx.clone()); // [d, m]
+                let b = self.b_enc.clone().select(0, idx); // [m]
+                self.activate(self.pre_activations_of(x_n, w, b))
+            }
+        }
     }
 
     /// Applies the activation to pre-activations `[n, s]` (all latents: TopK

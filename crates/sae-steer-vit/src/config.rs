@@ -131,6 +131,39 @@ impl Dinov2Config {
         })
     }
 
+    /// This geometry as a Hugging Face `config.json` ([`Self::from_hf_str`]
+    /// reads it back to the same config). `None` for the one geometry the
+    /// format cannot say: the torch-hub no-register position-embedding rule
+    /// (`pos_embed_resample.offset` not 0).
+    pub fn to_hf_json(&self) -> Option<String> {
+        if self.pos_embed_resample.offset != 0.0 {
+            return None;
+        }
+        let (model_type, architecture) = if self.pos_embed_resample.antialias {
+            ("dinov2_with_registers", "Dinov2WithRegistersModel")
+        } else {
+            ("dinov2", "Dinov2Model")
+        };
+        let json = serde_json::json!({
+            "architectures": [architecture],
+            "model_type": model_type,
+            "hidden_size": self.hidden_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "mlp_ratio": self.intermediate_size as f64 / self.hidden_size as f64,
+            "layer_norm_eps": self.layer_norm_eps,
+            "image_size": self.image_size,
+            "patch_size": self.patch_size,
+            "num_channels": self.num_channels,
+            "qkv_bias": self.qkv_bias,
+            "num_register_tokens": self.num_register_tokens,
+            "hidden_act": "gelu",
+            "use_swiglu_ffn": false,
+            "layerscale_value": 1.0,
+        });
+        serde_json::to_string_pretty(&json).ok()
+    }
+
     /// Parses the text of a Hugging Face `config.json`.
     pub fn from_hf_str(text: &str) -> std::result::Result<Self, String> {
         let hf: HfConfig = serde_json::from_str(text).map_err(|e| e.to_string())?;

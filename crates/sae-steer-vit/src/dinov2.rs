@@ -9,6 +9,7 @@
 //! before the final LayerNorm.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Mutex;
 
 use burn::prelude::*;
@@ -640,4 +641,32 @@ impl<B: Backend> Dinov2<B> {
         };
         Self::from_source(config, &src, KeyLayout::HuggingFace, device)
     }
+}
+
+/// Writes the weights of [`Dinov2::random`] as a Hugging Face folder
+/// (`config.json`, `model.safetensors`), which [`Dinov2::load`] reads back as
+/// the same model: programs that take `--vit` can run at a real geometry
+/// (ViT-B/14 is 346 MB of f32) with no download.
+pub fn write_random_hf_folder(config: &Dinov2Config, seed: u64, dir: &Path) -> Result<()> {
+    config.validate().map_err(|message| VitError::Config {
+        path: dir.join("config.json"),
+        message,
+    })?;
+    let json = config.to_hf_json().ok_or_else(|| VitError::Config {
+        path: dir.join("config.json"),
+        message: "the torch-hub no-register geometry has no Hugging Face config".into(),
+    })?;
+    let src = RandomSource {
+        shapes: hf_tensor_shapes(config).into_iter().collect(),
+        seed,
+    };
+    let mut tensors = Vec::new();
+    for (name, _) in hf_tensor_shapes(config) {
+        let tensor = src.read(&name)?;
+        tensors.push((name, tensor));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| VitError::io(dir, e))?;
+    // Weights first: a folder with a config.json is a complete model.
+    crate::weights::write_safetensors(dir.join("model.safetensors"), &tensors, None)?;
+    crate::weights::write_atomic(&dir.join("config.json"), json.as_bytes())
 }

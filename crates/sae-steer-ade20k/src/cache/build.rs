@@ -26,10 +26,13 @@ use sae_steer_vit::{Dinov2, Preprocess};
 use super::reader::check_shard_file;
 use super::shard::{ShardBuffer, ShardFile, is_temp_file};
 use super::{
-    CacheDtype, CacheError, CacheManifest, FORMAT, ImagesInfo, LabelKind, MANIFEST_FILE,
+    CacheDtype, CacheError, CacheManifest, FORMAT, ImagesInfo, LabelKind, MANIFEST_FILE, PartInfo,
     PreprocessInfo, SkippedImage, TapPoint, TapRequest, TapTokens, shard_file_name,
 };
 use crate::{ImageItem, ImageList, Sample, load_sample, patch_labels};
+
+/// Largest shard the builder writes (it holds two in memory).
+const MAX_SHARD_BYTES: usize = 1 << 30;
 
 /// What to cache and how.
 #[derive(Debug, Clone)]
@@ -51,6 +54,10 @@ pub struct CacheSpec {
     /// Draw a progress bar on stderr (indicatif hides it when stderr is not
     /// a terminal).
     pub progress: bool,
+    /// Build only part `I` of `N` (1-based) of the image list, beside other
+    /// processes building the other parts in the same folder (see
+    /// [`super::PartInfo`]).
+    pub part: Option<(usize, usize)>,
 }
 
 impl CacheSpec {
@@ -67,6 +74,7 @@ impl CacheSpec {
             preprocess: Preprocess::default(),
             workers: 0,
             progress: true,
+            part: None,
         }
     }
 }
@@ -87,7 +95,11 @@ pub struct CacheReport {
     pub total_rows: usize,
     /// Images skipped by this run.
     pub skipped: Vec<SkippedImage>,
+    /// This build's work is done (for a part: the part).
     pub complete: bool,
+    /// The folder reads as one complete cache (for a part: every part is
+    /// done and `manifest.json` is merged).
+    pub cache_complete: bool,
     pub seconds: f64,
     /// Time the model waited for decoded images (the data pipeline's cost).
     pub seconds_waiting_for_images: f64,
@@ -130,15 +142,34 @@ pub fn build_cache_until<B: Backend>(
     stop_after_shards: Option<usize>,
 ) -> Result<CacheReport, CacheError> {
     let started = Instant::now();
-    let wanted = wanted_manifest(vit, images, spec)?;
-    // One builder per folder for the whole build: a second process is
-    // refused at once (naming the holder) instead of interleaving shards and
-    // manifests, and leftovers are only removed while we own the folder. The
-    // kernel frees the lock when the process dies, even by kill -9.
-    let _lock = sae_steer_files::FolderLock::acquire(dir).map_err(|error| CacheError::Locked {
+    let mut wanted = wanted_manifest(vit, images, spec)?;
+    if let Some((index, count)) = spec.part {
+        let part =
+            PartInfo::new(index, count, images.len(), spec.shard_images).ok_or_else(|| {
+                CacheError::Spec(format!(
+                    "shard {index}/{count}: the part must be 1 to {count} (and N at least 1)"
+                ))
+            })?;
+        wanted.part = Some(part);
+        wanted.next_image = part.start;
+    }
+    // One builder per folder (or per part) for the whole build: a second
+    // process is refused at once (naming the holder) instead of
+    // interleaving shards and manifests, and leftovers are only removed
+    // while we own them. Parts share the folder's lock, so a build of the
+    // whole list cannot run beside them. The kernel frees the locks when the
+    // process dies, even by kill -9.
+    let locked = |error| CacheError::Locked {
         dir: dir.to_path_buf(),
         error,
-    })?;
+    };
+    let _locks = match wanted.part {
+        None => vec![sae_steer_files::FolderLock::acquire(dir).map_err(locked)?],
+        Some(part) => vec![
+            sae_steer_files::FolderLock::acquire_shared(dir).map_err(locked)?,
+            sae_steer_files::FolderLock::acquire_file(dir, &part.lock_name()).map_err(locked)?,
+        ],
+    };
     let manifest = open_or_create(dir, wanted)?;
     let start = manifest.next_image;
     let mut report = CacheReport {
@@ -151,16 +182,20 @@ pub fn build_cache_until<B: Backend>(
         total_rows: manifest.rows(),
         skipped: Vec::new(),
         complete: manifest.complete,
+        cache_complete: manifest.complete && manifest.part.is_none(),
         seconds: 0.0,
         seconds_waiting_for_images: 0.0,
         seconds_compute: 0.0,
         seconds_waiting_for_writer: 0.0,
     };
     if manifest.complete {
+        if manifest.part.is_some() {
+            report.cache_complete = super::parts::merge_if_complete(dir)?;
+        }
         return Ok(report);
     }
 
-    let end = images.len();
+    let end = manifest.part.map_or(images.len(), |p| p.end);
     let workers = match spec.workers {
         0 => std::thread::available_parallelism().map_or(4, |n| n.get().min(16)),
         n => n,
@@ -221,6 +256,11 @@ pub fn build_cache_until<B: Backend>(
     report.rows_written = written.rows;
     report.total_rows = written.manifest.rows();
     report.complete = written.manifest.complete;
+    report.cache_complete = match written.manifest.part {
+        None => written.manifest.complete,
+        Some(_) if written.manifest.complete => super::parts::merge_if_complete(dir)?,
+        Some(_) => false,
+    };
     report.images_processed = written.manifest.next_image - start;
     report
         .skipped
@@ -277,6 +317,26 @@ fn wanted_manifest<B: Backend>(
             )));
         }
     }
+    // The builder holds two shards in memory (one filling, one being
+    // written): their size, not the split's, bounds its memory.
+    let patch_label_bytes = 2 * (pre.crop as usize / config.patch_size).pow(2);
+    let row_bytes: usize = taps.iter().map(|t| t.row_bytes()).sum::<usize>()
+        + match spec.labels {
+            LabelKind::None => 0,
+            LabelKind::Patch => patch_label_bytes,
+            LabelKind::Pixel => patch_label_bytes + (pre.crop as usize).pow(2),
+        };
+    if row_bytes.saturating_mul(spec.shard_images) > MAX_SHARD_BYTES {
+        return Err(CacheError::Spec(format!(
+            "{} images per shard of {:.1} MB each make {:.2} GB shards; the builder holds two \
+             at once, so at most {} GiB a shard is allowed (use at most {} images per shard)",
+            spec.shard_images,
+            row_bytes as f64 / 1e6,
+            (row_bytes * spec.shard_images) as f64 / 1e9,
+            MAX_SHARD_BYTES >> 30,
+            MAX_SHARD_BYTES / row_bytes.max(1)
+        )));
+    }
     if images.len() > u32::MAX as usize {
         return Err(CacheError::Spec(format!(
             "{} images: a cache indexes at most {} images",
@@ -307,17 +367,87 @@ fn wanted_manifest<B: Backend>(
         next_image: 0,
         complete: false,
         skipped: Vec::new(),
+        part: None,
+        parts: 0,
     })
 }
 
-/// Opens an existing cache for resuming (after checking it was made the same
-/// way and its shards are whole) or starts a new one; removes leftovers of
-/// an interrupted write either way.
+/// Opens an existing cache (or part) for resuming, after checking it was
+/// made the same way and its shards are whole, or starts a new one; removes
+/// leftovers of an interrupted write either way. A part also checks the
+/// other parts already in the folder, so one built with other settings is
+/// refused before any work.
 fn open_or_create(dir: &Path, wanted: CacheManifest) -> Result<CacheManifest, CacheError> {
     std::fs::create_dir_all(dir).map_err(|e| CacheError::io(dir, e))?;
-    let manifest = if dir.join(MANIFEST_FILE).exists() {
-        let found = CacheManifest::read(dir)?;
-        let differences = found.differences(&wanted);
+    let parts = super::parts::list_parts(dir)?;
+    let whole = dir.join(MANIFEST_FILE);
+    let refuse = |message: String| CacheError::Parts {
+        dir: dir.to_path_buf(),
+        message,
+    };
+    if let Some(part) = wanted.part {
+        if whole.exists() {
+            let found = CacheManifest::read(dir)?;
+            let differences = found.differences(&wanted);
+            if !differences.is_empty() {
+                return Err(CacheError::Mismatch {
+                    dir: dir.to_path_buf(),
+                    differences,
+                });
+            }
+            if found.parts != part.count {
+                return Err(refuse(format!(
+                    "it holds a complete cache built {}; part {} of {} does not belong to it",
+                    if found.parts == 0 {
+                        "by one process".to_string()
+                    } else {
+                        format!("in {} parts", found.parts)
+                    },
+                    part.index,
+                    part.count
+                )));
+            }
+            // The merged cache already holds this part.
+            return Ok(found);
+        }
+        for (i, n, path) in &parts {
+            let other = super::parts::read_part(path)?;
+            if *n != part.count {
+                return Err(refuse(format!(
+                    "{} is part {i} of {n}; this build is part {} of {}",
+                    path.display(),
+                    part.index,
+                    part.count
+                )));
+            }
+            let differences = other.differences(&wanted);
+            if !differences.is_empty() {
+                return Err(refuse(format!(
+                    "part {i} of {n} was built with other settings ({})",
+                    differences.join("; ")
+                )));
+            }
+        }
+    } else if let Some((i, n, path)) = parts.first() {
+        return Err(refuse(format!(
+            "it holds part {i} of {n} of a sharded build ({}); build with the same \
+             `--shard I/{n}` flags or use another folder",
+            path.display()
+        )));
+    }
+    let own = dir.join(wanted.file_name());
+    let manifest = if own.exists() {
+        let found = match wanted.part {
+            Some(_) => super::parts::read_part(&own)?,
+            None => CacheManifest::read(dir)?,
+        };
+        let mut differences = found.differences(&wanted);
+        if found.part != wanted.part {
+            differences.push(format!(
+                "part: the folder has {:?}, asked for {:?}",
+                found.part, wanted.part
+            ));
+        }
         if !differences.is_empty() {
             return Err(CacheError::Mismatch {
                 dir: dir.to_path_buf(),
@@ -333,24 +463,45 @@ fn open_or_create(dir: &Path, wanted: CacheManifest) -> Result<CacheManifest, Ca
         wanted.write(dir)?;
         wanted
     };
-    remove_leftovers(dir, manifest.shards.len())?;
+    remove_leftovers(dir, &manifest)?;
     Ok(manifest)
 }
 
-/// Deletes temporary files and shards the manifest does not list (written,
-/// but the run died before recording them); they would be rewritten anyway.
-/// Only called under the folder's lock: no live writer owns them.
-fn remove_leftovers(dir: &Path, listed: usize) -> Result<(), CacheError> {
+/// Deletes this build's temporary files and the shards its manifest does
+/// not list (written, but the run died before recording them); they would
+/// be rewritten anyway. Only called under the build's lock: no live writer
+/// owns them. A part touches only its own files: other parts may be
+/// writing theirs right now.
+fn remove_leftovers(dir: &Path, manifest: &CacheManifest) -> Result<(), CacheError> {
+    let numbers = manifest
+        .part
+        .map(|p| p.shard_numbers(manifest.shard_images));
+    let shard_number = |name: &str| {
+        name.strip_prefix("shard-")
+            .and_then(|n| n.strip_suffix(".safetensors"))
+            .and_then(|n| n.parse::<usize>().ok())
+    };
+    let ours = |file: &str| match &numbers {
+        None => true,
+        Some(range) => {
+            file == manifest.file_name() || shard_number(file).is_some_and(|k| range.contains(&k))
+        }
+    };
     let entries = std::fs::read_dir(dir).map_err(|e| CacheError::io(dir, e))?;
     for entry in entries {
         let entry = entry.map_err(|e| CacheError::io(dir, e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let unlisted_shard = name
-            .strip_prefix("shard-")
-            .and_then(|n| n.strip_suffix(".safetensors"))
-            .and_then(|n| n.parse::<usize>().ok())
-            .is_some_and(|k| k >= listed);
-        if is_temp_file(&name) || unlisted_shard {
+        let unlisted_shard = shard_number(&name).is_some_and(|k| match &numbers {
+            None => k >= manifest.shards.len(),
+            Some(range) => range.contains(&k) && !manifest.shards.iter().any(|s| s.file == name),
+        });
+        let own_temp = is_temp_file(&name)
+            && match sae_steer_files::temp_target(&name) {
+                Some(target) => ours(target),
+                // An older version's `.name.tmp`.
+                None => ours(name[1..].trim_end_matches(".tmp")),
+            };
+        if own_temp || unlisted_shard {
             let path = entry.path();
             std::fs::remove_file(&path).map_err(|e| CacheError::io(&path, e))?;
         }
@@ -677,9 +828,11 @@ fn write_shards(
         rows: 0,
         bytes: 0,
     };
+    // A part numbers its shards as a build of the whole list would.
+    let first = manifest.part.map_or(0, |p| p.start / manifest.shard_images);
     for Finished { buffer, last } in rx {
         if buffer.rows > 0 {
-            let file = shard_file_name(manifest.shards.len());
+            let file = shard_file_name(first + manifest.shards.len());
             let entry = buffer.write(dir, &file, &manifest)?;
             written.shards += 1;
             written.rows += entry.rows;

@@ -25,6 +25,9 @@ pub enum CacheError {
         dir: PathBuf,
         differences: Vec<String>,
     },
+    /// A sharded cache (`--shard I/N`) whose parts do not make one cache yet.
+    #[error("{dir} is not a complete sharded cache: {message}")]
+    Parts { dir: PathBuf, message: String },
     #[error("invalid cache request: {0}")]
     Spec(String),
     #[error("the cache has no tap `{name}` (it holds: {})", available.join(", "))]

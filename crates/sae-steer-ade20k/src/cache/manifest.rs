@@ -7,6 +7,7 @@ use std::str::FromStr;
 use sae_steer_vit::{Dinov2Config, IMAGENET_MEAN, IMAGENET_STD, Preprocess};
 use serde::{Deserialize, Serialize};
 
+use super::parts::PartInfo;
 use super::{CacheError, MANIFEST_FILE};
 
 /// Value of the manifest's `format` field.
@@ -291,6 +292,17 @@ pub struct CacheManifest {
     pub complete: bool,
     #[serde(default)]
     pub skipped: Vec<SkippedImage>,
+    /// A part's own manifest (`cache --shard I/N`): which part, and the
+    /// dataset positions it covers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<PartInfo>,
+    /// A merged manifest: how many parts built the cache (0: one process).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub parts: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl CacheManifest {
@@ -432,16 +444,66 @@ impl CacheManifest {
                 self.shard_images
             ));
         }
+        // A part holds the dataset positions start..end and the shard
+        // numbers an unsharded build gives them; a merged manifest lists
+        // the parts' shards in order (numbers increasing, with gaps where a
+        // part skipped images).
+        let end_image = match self.part {
+            Some(p) => {
+                if p.index == 0 || p.index > p.count || self.parts != 0 {
+                    return Err(format!("part {} of {} is not a part", p.index, p.count));
+                }
+                let range = super::parts::part_range(
+                    self.images.count,
+                    self.shard_images,
+                    p.index,
+                    p.count,
+                );
+                if (p.start, p.end) != range || self.next_image < p.start {
+                    return Err(format!(
+                        "part {} of {} covers images {}..{} and is at image {}; the part's \
+                         images are {}..{}",
+                        p.index, p.count, p.start, p.end, self.next_image, range.0, range.1
+                    ));
+                }
+                p.end
+            }
+            None => self.images.count,
+        };
+        let numbers = self.part.map(|p| p.shard_numbers(self.shard_images));
         let mut rows = 0usize;
-        let mut next_first = 0usize;
+        let mut next_first = self.part.map_or(0, |p| p.start);
+        let mut next_number = numbers.as_ref().map_or(0, |r| r.start);
         for (k, s) in self.shards.iter().enumerate() {
-            let expected = super::shard_file_name(k);
-            if s.file != expected {
+            let number = s
+                .file
+                .strip_prefix("shard-")
+                .and_then(|n| n.strip_suffix(".safetensors"))
+                .filter(|n| n.len() == 5 && n.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|n| n.parse::<usize>().ok());
+            let in_order = match number {
+                // One process numbers its shards by position.
+                Some(n) if self.part.is_none() && self.parts == 0 => n == k,
+                Some(n) => n >= next_number && numbers.as_ref().is_none_or(|r| r.contains(&n)),
+                None => false,
+            };
+            if !in_order {
+                let expected = if self.part.is_none() && self.parts == 0 {
+                    format!("`{}`", super::shard_file_name(k))
+                } else {
+                    format!(
+                        "`shard-NNNNN.safetensors` numbered from {next_number}{}",
+                        numbers
+                            .as_ref()
+                            .map_or(String::new(), |r| format!(" below {}", r.end))
+                    )
+                };
                 return Err(format!(
-                    "shards[{k}].file is `{}`, expected `{expected}` (shards are files of the cache folder, named by position)",
+                    "shards[{k}].file is `{}`, expected {expected} (shards are files of the cache folder, named by position)",
                     s.file
                 ));
             }
+            next_number = number.unwrap_or(0) + 1;
             if s.rows == 0 || s.rows > self.shard_images {
                 return Err(format!(
                     "{} holds {} rows; a shard holds 1 to {} (the shard size)",
@@ -467,8 +529,8 @@ impl CacheManifest {
         if rows
             .checked_add(self.skipped.len())
             .is_none_or(|n| n > self.next_image)
-            || self.next_image > self.images.count
-            || (self.complete && self.next_image != self.images.count)
+            || self.next_image > end_image
+            || (self.complete && self.next_image != end_image)
         {
             return Err(format!(
                 "inconsistent counts: {rows} rows + {} skipped, next image {}, {} images{}",
@@ -484,12 +546,18 @@ impl CacheManifest {
     /// Writes `<dir>/manifest.json` atomically (exclusive temporary, fsync,
     /// rename, folder fsync).
     pub fn write(&self, dir: &Path) -> Result<(), CacheError> {
-        let path = dir.join(MANIFEST_FILE);
+        let path = dir.join(self.file_name());
         let text = serde_json::to_string_pretty(self).map_err(|e| CacheError::Manifest {
             path: path.clone(),
             message: e.to_string(),
         })?;
         sae_steer_files::write_atomic(&path, text.as_bytes()).map_err(|e| CacheError::io(&path, e))
+    }
+
+    /// `manifest.json`, or a part's own `part-000I-of-000N.json`.
+    pub fn file_name(&self) -> String {
+        self.part
+            .map_or_else(|| MANIFEST_FILE.to_string(), |p| p.file_name())
     }
 
     /// Rows (images) in the complete shards.

@@ -10,6 +10,12 @@
 //!                                "pixel_labels" [rows, crop, crop] U8
 //! ```
 //!
+//! `cache --shard I/N` builds one part of the image list per process into
+//! the same folder, for job arrays ([`PartInfo`]; the parts' manifests
+//! `part-000I-of-000N.json` are merged into `manifest.json` by the last part
+//! to finish, and a reader refuses a folder whose parts are missing,
+//! incomplete, duplicated or built with other settings, naming the part).
+//!
 //! `<dir>/.lock` is held by the one process building the cache
 //! ([`sae_steer_files::FolderLock`]): a second builder is refused at once,
 //! naming the holder, and the lock dies with its process (even `kill -9`).
@@ -41,6 +47,7 @@
 mod build;
 mod error;
 mod manifest;
+mod parts;
 mod reader;
 mod shard;
 
@@ -50,6 +57,7 @@ pub use manifest::{
     CacheDtype, CacheManifest, FORMAT, ImagesInfo, LabelKind, PreprocessInfo, ShardEntry,
     SkippedImage, TapPoint, TapRequest, TapSpec, TapTokens,
 };
+pub use parts::{PartInfo, part_range};
 pub use reader::{ActivationCache, DEFAULT_SHUFFLE_WINDOW, PatchBatches};
 
 /// Name of the manifest file inside a cache directory.

@@ -45,7 +45,7 @@ impl ActivationCache {
     /// (header, size, tensor names, dtypes and shapes).
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, CacheError> {
         let dir = dir.as_ref().to_path_buf();
-        let manifest = CacheManifest::read(&dir)?;
+        let manifest = super::parts::read_whole(&dir)?;
         let mut shards = Vec::with_capacity(manifest.shards.len());
         let mut row_starts = vec![0];
         for entry in &manifest.shards {

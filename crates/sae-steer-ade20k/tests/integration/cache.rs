@@ -791,3 +791,110 @@ fn a_pixel_label_above_150_in_a_shard_names_the_shard() {
         "{msg}"
     );
 }
+
+/// Every tap's values of every row, and the image of each row, in order.
+fn all_rows(cache: &ActivationCache) -> (Vec<usize>, Vec<Vec<f32>>) {
+    let rows: Vec<usize> = (0..cache.len()).collect();
+    let images = rows.iter().map(|&r| cache.image_index(r)).collect();
+    let mut taps = Vec::new();
+    for tap in cache.taps() {
+        let mut x = Vec::new();
+        cache.read_images(&tap.name, &rows, &mut x).unwrap();
+        taps.push(x);
+    }
+    (images, taps)
+}
+
+#[test]
+fn parts_built_at_once_read_as_the_one_process_cache() {
+    let root = tempfile::tempdir().unwrap();
+    let images = dataset(root.path(), 30);
+    let vit = vit();
+    let spec = spec("layer1:f32:all,final_norm:f16", LabelKind::Pixel, 8, 4);
+    let whole = root.path().join("whole");
+    build_cache(&vit, &images, &whole, &spec).unwrap();
+
+    // Three parts at once (each its own lock; all share the folder's), as
+    // separate processes of a job array would.
+    let sharded = root.path().join("sharded");
+    let reports: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (1..=3)
+            .map(|i| {
+                let mut spec = spec.clone();
+                spec.part = Some((i, 3));
+                let (vit, images, dir) = (&vit, &images, &sharded);
+                s.spawn(move || build_cache(vit, images, dir, &spec).unwrap())
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(reports.iter().all(|r| r.complete));
+    assert!(reports.iter().any(|r| r.cache_complete), "{reports:?}");
+    let (a, b) = (
+        ActivationCache::open(&whole).unwrap(),
+        ActivationCache::open(&sharded).unwrap(),
+    );
+    assert_eq!(b.manifest().parts, 3);
+    assert_eq!(all_rows(&a), all_rows(&b));
+    for r in 0..a.len() {
+        assert_eq!(a.pixel_labels(r).unwrap(), b.pixel_labels(r).unwrap());
+    }
+    // The same shard files, byte for byte: the parts number and fill them
+    // as the one process does.
+    assert_eq!(shard_bytes(&whole), shard_bytes(&sharded));
+    // A part rerun on the merged folder has nothing to do.
+    let mut again = spec.clone();
+    again.part = Some((2, 3));
+    let report = build_cache(&vit, &images, &sharded, &again).unwrap();
+    assert!(report.complete && report.cache_complete && report.images_processed == 0);
+}
+
+#[test]
+fn missing_duplicated_or_mismatched_parts_are_refused_by_name() {
+    let root = tempfile::tempdir().unwrap();
+    let images = dataset(root.path(), 20);
+    let vit = vit();
+    let base = spec("final_norm:f32", LabelKind::None, 4, 4);
+    let part = |i: usize, n: usize| {
+        let mut s = base.clone();
+        s.part = Some((i, n));
+        s
+    };
+    let dir = root.path().join("c");
+    build_cache(&vit, &images, &dir, &part(1, 3)).unwrap();
+    build_cache(&vit, &images, &dir, &part(3, 3)).unwrap();
+    let err = ActivationCache::open(&dir).err().unwrap().to_string();
+    assert!(err.contains("part 2 of 3 is missing"), "{err}");
+
+    // A part of another split of the list is refused at build time.
+    let err = build_cache(&vit, &images, &dir, &part(2, 4))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("part 1 of 3"), "{err}");
+    // So is a part built with other settings, and a whole-list build.
+    let mut other = part(2, 3);
+    other.taps = vec!["final_norm:f16".parse().unwrap()];
+    let err = build_cache(&vit, &images, &dir, &other)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("other settings"), "{err}");
+    let err = build_cache(&vit, &images, &dir, &base)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("sharded build"), "{err}");
+
+    // A stray part file of another split, dropped beside the parts.
+    let stray = dir.join("part-0001-of-0002.json");
+    std::fs::copy(dir.join("part-0001-of-0003.json"), &stray).unwrap();
+    let err = ActivationCache::open(&dir).err().unwrap().to_string();
+    assert!(err.contains("part-0001-of-0002.json"), "{err}");
+    std::fs::remove_file(&stray).unwrap();
+
+    build_cache(&vit, &images, &dir, &part(2, 3)).unwrap();
+    let cache = ActivationCache::open(&dir).unwrap();
+    assert_eq!(cache.len(), 20);
+    // Once merged, a part file of another split makes the folder ambiguous.
+    std::fs::copy(dir.join("part-0001-of-0003.json"), &stray).unwrap();
+    let err = ActivationCache::open(&dir).err().unwrap().to_string();
+    assert!(err.contains("does not belong"), "{err}");
+}

@@ -300,8 +300,9 @@ fn automatic_latents_steer_their_class_and_random_directions_do_not() {
     assert!(report.seconds_per_pass.is_some());
     assert_eq!(again.seconds_per_pass, None, "this call ran no pass");
 
-    // A run killed after its first chunks: passes.json holds only those (and
-    // the temporary of the write in progress). Resumed, every file is the
+    // A run killed after its first chunk: passes.jsonl holds the settings
+    // line, that chunk's line and half of the next one (torn by the kill),
+    // plus the temporary of a report write. Resumed, every file is the
     // uninterrupted run's, byte for byte: the files hold no timings.
     let names: Vec<String> = (1..=150).map(|c| format!("class {c}")).collect();
     write_reports(&out, &report, Some(&selection), &names, &[]).unwrap();
@@ -319,17 +320,13 @@ fn automatic_latents_steer_their_class_and_random_directions_do_not() {
     let want = snapshot(&out);
     let crashed = dir.path().join("crashed");
     std::fs::create_dir_all(&crashed).unwrap();
-    let mut state: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("passes.json")).unwrap()).unwrap();
-    let passes = state["passes"].as_array_mut().unwrap();
-    // The first chunk of `auto` (classes_per_batch 2): kills land between chunks.
-    passes.truncate(2);
-    std::fs::write(
-        crashed.join("passes.json"),
-        serde_json::to_vec_pretty(&state).unwrap(),
-    )
-    .unwrap();
-    std::fs::write(crashed.join(".passes.json.tmp-999999-0"), b"{\"key\"").unwrap();
+    let log = std::fs::read(out.join("passes.jsonl")).unwrap();
+    let lines: Vec<&[u8]> = log.split_inclusive(|&b| b == b'\n').collect();
+    assert!(lines.len() > 3, "a settings line and one line per chunk");
+    let mut torn = lines[..2].concat();
+    torn.extend_from_slice(&lines[2][..lines[2].len() / 2]);
+    std::fs::write(crashed.join("passes.jsonl"), torn).unwrap();
+    std::fs::write(crashed.join(".summary.md.tmp-999999-0"), b"# Quan").unwrap();
     let resumed = run.run(&crashed).unwrap();
     assert_eq!(key(&resumed), key(&report));
     write_reports(&crashed, &resumed, Some(&selection), &names, &[]).unwrap();

@@ -201,10 +201,43 @@ impl Step {
     }
 }
 
+/// Size and modification time of every existing file a stage's arguments
+/// name, besides its outputs: a stage whose input was rewritten under the
+/// same name (an SAE retrained into the same file) must run again, though
+/// its command is the same.
+fn input_stamps(stage: &Stage) -> Vec<String> {
+    let Step::Example(_, args) = &stage.run else {
+        return Vec::new();
+    };
+    args.iter()
+        .map(Path::new)
+        .filter(|p| !stage.outputs.iter().any(|o| o == p))
+        .filter_map(|p| {
+            let meta = std::fs::metadata(p).ok().filter(|m| m.is_file())?;
+            let mtime = meta
+                .modified()
+                .ok()?
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()?;
+            Some(format!(
+                "{} {} {}.{:09}",
+                p.display(),
+                meta.len(),
+                mtime.as_secs(),
+                mtime.subsec_nanos()
+            ))
+        })
+        .collect()
+}
+
 /// `<out>/stages/<name>.json`.
 #[derive(Debug, Serialize, Deserialize)]
 struct StageRecord {
     command: Vec<String>,
+    /// [`input_stamps`] when the stage ran (absent in records of older
+    /// versions, which are taken as matching).
+    #[serde(default)]
+    inputs: Option<Vec<String>>,
     seconds: f64,
     /// What the run cost (absent in records of older versions).
     #[serde(default)]
@@ -528,69 +561,81 @@ impl Plan {
         });
 
         if self.scale.is_some() {
-            let mut args = Vec::new();
-            push(&mut args, "--device", &self.device);
-            push(&mut args, "--data", self.cache("training").as_os_str());
-            push(&mut args, "--tensor", format!("layer{}", self.layer));
-            // Patch tokens only: [CLS, 4 registers, 256 patches].
-            push(&mut args, "--tokens", "5..261");
-            push(&mut args, "--d-sae", SCALE_D_SAE.to_string());
-            push(&mut args, "--batch", "4096");
-            push(&mut args, "--tokens-total", SCALE_SAE_TOKENS.to_string());
-            push(&mut args, "--warmup", "1");
-            push(&mut args, "--init-samples", "20000");
-            push(&mut args, "--dead-tokens", SCALE_SAE_TOKENS.to_string());
-            push(&mut args, "--log-every", "1");
-            push(&mut args, "--checkpoint-every", "2");
-            push(&mut args, "--vit", &self.vit);
-            push(&mut args, "--layer", self.layer.to_string());
-            push(&mut args, "--out", self.path("sae").as_os_str());
-            stages.push(Stage {
-                name: "train-sae",
+            stages.push(self.train_sae_stage(SaeRecipe {
+                d_sae: SCALE_D_SAE,
+                // saev's defaults (train_sae's).
+                lr: None,
+                l1: None,
+                batch: 4096,
+                tokens: SCALE_SAE_TOKENS,
+                warmup: 1,
+                dead_tokens: SCALE_SAE_TOKENS,
+                log_every: 1,
+                checkpoint_every: 2,
                 about: format!(
                     "a ReLU SAE (768 -> {SCALE_D_SAE} latents) on layer {} patch activations, \
                      briefly ({SCALE_SAE_TOKENS} tokens)",
                     self.layer
                 ),
-                run: Step::Example("train_sae", args),
-                outputs: vec![self.path("sae")],
-                work: Work::Items(SCALE_SAE_TOKENS, "tokens"),
-            });
+            }));
         }
         if self.demo {
-            let s = self.sizes();
-            let mut args = Vec::new();
-            push(&mut args, "--device", &self.device);
-            push(&mut args, "--data", self.cache("training").as_os_str());
-            push(&mut args, "--tensor", format!("layer{}", self.layer));
-            // Patch tokens only: [CLS, 4 registers, 256 patches].
-            push(&mut args, "--tokens", "5..261");
-            push(&mut args, "--d-sae", "512");
-            push(&mut args, "--lr", "3e-3");
-            // Strong enough for an L0 of about 25 on these activations.
-            push(&mut args, "--l1", "3e-2");
-            push(&mut args, "--batch", "2048");
-            push(&mut args, "--tokens-total", s.sae_tokens.to_string());
-            push(&mut args, "--warmup", "50");
-            push(&mut args, "--init-samples", "20000");
-            push(&mut args, "--dead-tokens", "200000");
-            push(&mut args, "--log-every", "20");
-            push(&mut args, "--checkpoint-every", "100");
-            push(&mut args, "--vit", &self.vit);
-            push(&mut args, "--layer", self.layer.to_string());
-            push(&mut args, "--out", self.path("sae").as_os_str());
-            stages.push(Stage {
-                name: "train-sae",
+            stages.push(self.train_sae_stage(SaeRecipe {
+                d_sae: 512,
+                lr: Some("3e-3"),
+                // Strong enough for an L0 of about 25 on these activations.
+                l1: Some("3e-2"),
+                batch: 2048,
+                tokens: self.sizes().sae_tokens,
+                warmup: 50,
+                dead_tokens: 200_000,
+                log_every: 20,
+                checkpoint_every: 100,
                 about: format!(
                     "a ReLU SAE (128 -> 512 latents) on layer {} patch activations, saev's recipe",
                     self.layer
                 ),
-                run: Step::Example("train_sae", args),
-                outputs: vec![self.path("sae")],
-                work: Work::Items(s.sae_tokens, "tokens"),
-            });
+            }));
         }
         stages
+    }
+
+    /// `train_sae` on the training cache's patch tokens.
+    fn train_sae_stage(&self, r: SaeRecipe) -> Stage {
+        let mut args = Vec::new();
+        push(&mut args, "--device", &self.device);
+        push(&mut args, "--data", self.cache("training").as_os_str());
+        push(&mut args, "--tensor", format!("layer{}", self.layer));
+        // Patch tokens only: [CLS, 4 registers, 256 patches].
+        push(&mut args, "--tokens", "5..261");
+        push(&mut args, "--d-sae", r.d_sae.to_string());
+        if let Some(lr) = r.lr {
+            push(&mut args, "--lr", lr);
+        }
+        if let Some(l1) = r.l1 {
+            push(&mut args, "--l1", l1);
+        }
+        push(&mut args, "--batch", r.batch.to_string());
+        push(&mut args, "--tokens-total", r.tokens.to_string());
+        push(&mut args, "--warmup", r.warmup.to_string());
+        push(&mut args, "--init-samples", "20000");
+        push(&mut args, "--dead-tokens", r.dead_tokens.to_string());
+        push(&mut args, "--log-every", r.log_every.to_string());
+        push(
+            &mut args,
+            "--checkpoint-every",
+            r.checkpoint_every.to_string(),
+        );
+        push(&mut args, "--vit", &self.vit);
+        push(&mut args, "--layer", self.layer.to_string());
+        push(&mut args, "--out", self.path("sae").as_os_str());
+        Stage {
+            name: "train-sae",
+            about: r.about,
+            run: Step::Example("train_sae", args),
+            outputs: vec![self.path("sae")],
+            work: Work::Items(r.tokens, "tokens"),
+        }
     }
 
     /// Statistics, quantify and figures for the SAE file `sae`.
@@ -733,7 +778,25 @@ fn write_manual_table(path: &Path, d_sae: usize, layer: usize) -> Result<()> {
         let latent = (class * 7919) % d_sae;
         toml += &format!("\n[[feature]]\nclass = {class}\nlatent = {latent}\n");
     }
+    // Rewritten only when it changes: quantify reruns when its inputs do.
+    if std::fs::read_to_string(path).is_ok_and(|t| t == toml) {
+        return Ok(());
+    }
     write_atomic(path, toml.as_bytes())
+}
+
+/// How the demo and the scale runs train their SAE.
+struct SaeRecipe {
+    d_sae: usize,
+    lr: Option<&'static str>,
+    l1: Option<&'static str>,
+    batch: usize,
+    tokens: u64,
+    warmup: u64,
+    dead_tokens: u64,
+    log_every: u64,
+    checkpoint_every: u64,
+    about: String,
 }
 
 /// A 224-px crop of a patch-14 ViT: 16 x 16 patches.
@@ -785,12 +848,14 @@ impl Runner<'_> {
 
     fn run(&mut self, stage: &Stage) -> Result<()> {
         let signature = stage.run.signature();
+        let inputs = input_stamps(stage);
         let record_path = self.record_path(stage);
         let record: Option<StageRecord> = std::fs::read_to_string(&record_path)
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok());
         if let Some(r) = &record
             && r.command == signature
+            && r.inputs.as_ref().is_none_or(|i| *i == inputs)
             && stage.outputs.iter().all(|p| p.exists())
         {
             eprintln!(
@@ -853,6 +918,7 @@ impl Runner<'_> {
         let (items, unit) = stage.work.count();
         let record = StageRecord {
             command: signature,
+            inputs: Some(inputs),
             seconds,
             usage: usage.clone(),
             items,
@@ -982,21 +1048,36 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// What a CPU run of the full data costs, from the rates measured on the
-/// two-core development machine (docs/performance.md).
+/// The committed CPU scale runs (`cargo xtask reproduce --scale F` on the
+/// two-core development machine, docs/scale/): the full run's CPU estimate
+/// is their fit, extrapolated, not a constant.
+const CPU_SCALE_RUNS: [&str; 3] = [
+    include_str!("../../docs/scale/cpu-0.001.json"),
+    include_str!("../../docs/scale/cpu-0.002.json"),
+    include_str!("../../docs/scale/cpu-0.004.json"),
+];
+
+/// What a CPU run of the full data costs, from the committed scale runs.
 fn cpu_estimate() -> String {
-    // ViT-B/14 forward ~1.2 images/s; 22,210 ADE20K images, cached once.
-    let caches_h = 22_210.0 / 1.2 / 3600.0;
-    // Probe sweep: ~89 CPU-s per epoch per 2,048 images (18 probes).
-    let probe_h = 400.0 * 89.0 * (20_210.0 / 2048.0) / 2.0 / 3600.0;
-    // Quantify: about 450 class-method passes over 2,000 images at 0.10 s
-    // per pass and image (bench_quantify, docs/performance.md).
-    let quantify_h = 450.0 * 2000.0 * 0.10 / 3600.0;
+    let reports: Vec<scale::ScaleReport> = CPU_SCALE_RUNS
+        .iter()
+        .filter_map(|t| serde_json::from_str(t).ok())
+        .collect();
+    let fits = scale::fit(&reports);
+    let wall = |name: &str| scale::full_wall(&fits, name).unwrap_or(0.0);
+    let caches = wall("cache-training") + wall("cache-validation");
+    let (probe, quantify) = (wall("train-probe"), wall("quantify"));
+    let rest = wall("validate") + wall("stats");
+    let host = reports.first().map_or("unknown", |r| r.host.as_str());
     format!(
-        "a full run on the CPU takes days: about {caches_h:.0} h to cache ADE20K activations, \
-         {probe_h:.0} h for the probe sweep and {quantify_h:.0} h for quantify on a 2-core machine \
-         ({:.1} days in all, plus feature statistics).",
-        (caches_h + probe_h + quantify_h) / 24.0
+        "a full run on the CPU takes days: about {} to cache ADE20K activations, {} for the \
+         probe sweep, {} for quantify and {} for validation and statistics ({} in all), \
+         extrapolated from scale runs on a {host} machine (docs/performance.md).",
+        scale::human_seconds(caches),
+        scale::human_seconds(probe),
+        scale::human_seconds(quantify),
+        scale::human_seconds(rest),
+        scale::human_seconds(caches + probe + quantify + rest),
     )
 }
 
@@ -1006,15 +1087,11 @@ fn scale_report(plan: &Plan, fraction: f64, log: &[Ran]) -> scale::ScaleReport {
     let stages = log
         .iter()
         .map(|r| {
-            let u = r.usage.clone().unwrap_or_default();
+            let mut usage = r.usage.clone().unwrap_or_default();
+            usage.wall_s = r.seconds;
             StageCost {
                 name: r.name.clone(),
-                wall_s: r.seconds,
-                cpu_s: u.cpu_s,
-                peak_rss_mib: u.peak_rss_mib,
-                peak_anon_mib: u.peak_anon_mib,
-                peak_gpu_mib: u.peak_gpu_mib,
-                bytes_written: u.bytes_written,
+                usage,
                 items: r.items,
                 unit: r.unit.clone(),
                 items_per_s: r.items as f64 / r.seconds.max(1e-9),
@@ -1036,7 +1113,7 @@ fn scale_report(plan: &Plan, fraction: f64, log: &[Ran]) -> scale::ScaleReport {
 /// (`cargo xtask scale-fit` fits several runs).
 fn scale_markdown(report: &scale::ScaleReport) -> String {
     let fits = scale::fit(std::slice::from_ref(report));
-    let mut md = String::from("## At full size\n\n");
+    let mut md = String::from("\n## At full size\n\n");
     let Some(ours) = scale::ours_wall_s(&fits) else {
         return md + "Not every stage ran in this invocation; no extrapolation.\n";
     };
@@ -1317,4 +1394,27 @@ fn csv_table(path: &Path) -> Result<String> {
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     sae_steer_files::write_atomic(path, bytes)
         .with_context(|| format!("cannot write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_committed_cpu_runs_give_a_full_run_estimate() {
+        let reports: Vec<scale::ScaleReport> = CPU_SCALE_RUNS
+            .iter()
+            .map(|t| serde_json::from_str(t).unwrap())
+            .collect();
+        let fits = scale::fit(&reports);
+        for stage in ["cache-training", "train-probe", "quantify", "stats"] {
+            let fit = fits.iter().find(|f| f.name == stage).unwrap();
+            let b = fit.time_growth.unwrap();
+            // The work grows by 4x across the runs; every stage's time must
+            // follow it about linearly (a defect otherwise).
+            assert!((0.5..1.3).contains(&b), "{stage}: time ~ items^{b}");
+        }
+        let estimate = cpu_estimate();
+        assert!(estimate.contains("days"), "{estimate}");
+    }
 }

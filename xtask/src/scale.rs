@@ -40,17 +40,13 @@ pub struct Usage {
     pub bytes_written: u64,
 }
 
-/// One stage in `scale.json`.
+/// One stage in `scale.json`: its [`Usage`] (flat: `wall_s`, `cpu_s`, ...)
+/// and its work.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct StageCost {
     pub name: String,
-    pub wall_s: f64,
-    pub cpu_s: f64,
-    pub peak_rss_mib: f64,
-    #[serde(default)]
-    pub peak_anon_mib: Option<f64>,
-    pub peak_gpu_mib: Option<f64>,
-    pub bytes_written: u64,
+    #[serde(flatten)]
+    pub usage: Usage,
     /// Work done, in `unit`s (images, patch-epochs, image-passes, ...).
     pub items: u64,
     pub unit: String,
@@ -242,41 +238,62 @@ pub fn scale_images(fraction: f64) -> (usize, usize) {
     (of(ADE20K_TRAIN, 20), of(ADE20K_VAL, 4))
 }
 
-/// A stage's cost as a power law of its work, `cost = a * items^b`, fitted
-/// by least squares on the logs of two or more runs.
-#[derive(Debug, Clone, Copy)]
-pub struct PowerLaw {
-    pub a: f64,
-    pub b: f64,
+/// The growth of a stage's cost with its work: the exponent `b` of
+/// `cost ~ items^b`, by least squares on the logs of two or more runs. `b`
+/// near 1 is linear, well above 1 a defect. (Fixed costs such as loading the
+/// model pull `b` below 1 at small sizes, so the extrapolation uses
+/// [`Affine`].)
+pub fn growth_exponent(points: &[(f64, f64)]) -> Option<f64> {
+    let logs: Vec<(f64, f64)> = points
+        .iter()
+        .filter(|(x, y)| *x > 0.0 && *y > 0.0)
+        .map(|(x, y)| (x.ln(), y.ln()))
+        .collect();
+    let fit = Affine::fit_signed(&logs)?;
+    Some(fit.per_item)
 }
 
-impl PowerLaw {
+/// A stage's cost as a fixed part plus a part per item, `cost = fixed +
+/// per_item * items`, by least squares over two or more runs: what the
+/// extrapolation to F = 1 uses.
+#[derive(Debug, Clone, Copy)]
+pub struct Affine {
+    pub fixed: f64,
+    pub per_item: f64,
+}
+
+impl Affine {
+    /// `None` with fewer than two distinct sizes, or when the cost fell as
+    /// the work grew (noise larger than the growth: no extrapolation).
     pub fn fit(points: &[(f64, f64)]) -> Option<Self> {
-        let pts: Vec<(f64, f64)> = points
-            .iter()
-            .filter(|(x, y)| *x > 0.0 && *y > 0.0)
-            .map(|(x, y)| (x.ln(), y.ln()))
-            .collect();
-        if pts.len() < 2 {
+        let fit = Self::fit_signed(points)?;
+        (fit.per_item >= 0.0).then(|| Self {
+            fixed: fit.fixed.max(0.0),
+            per_item: fit.per_item,
+        })
+    }
+
+    /// The least-squares line, whatever its slope.
+    fn fit_signed(points: &[(f64, f64)]) -> Option<Self> {
+        let n = points.len() as f64;
+        if points.len() < 2 {
             return None;
         }
-        let n = pts.len() as f64;
-        let mx = pts.iter().map(|p| p.0).sum::<f64>() / n;
-        let my = pts.iter().map(|p| p.1).sum::<f64>() / n;
-        let sxx: f64 = pts.iter().map(|p| (p.0 - mx).powi(2)).sum();
+        let mx = points.iter().map(|p| p.0).sum::<f64>() / n;
+        let my = points.iter().map(|p| p.1).sum::<f64>() / n;
+        let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
         if sxx <= 0.0 {
             return None;
         }
-        let sxy: f64 = pts.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
-        let b = sxy / sxx;
+        let per_item = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum::<f64>() / sxx;
         Some(Self {
-            a: (my - b * mx).exp(),
-            b,
+            fixed: my - per_item * mx,
+            per_item,
         })
     }
 
     pub fn at(&self, items: f64) -> f64 {
-        self.a * items.powf(self.b)
+        self.fixed + self.per_item * items
     }
 }
 
@@ -308,14 +325,16 @@ pub struct StageFit {
     pub unit: String,
     /// (items, wall s, peak RSS MiB) per run, smallest first.
     pub runs: Vec<(u64, f64, f64)>,
-    pub time: Option<PowerLaw>,
-    pub memory: Option<PowerLaw>,
+    pub time: Option<Affine>,
+    /// [`growth_exponent`] of the wall time and of the peak RSS.
+    pub time_growth: Option<f64>,
+    pub memory_growth: Option<f64>,
     pub full_items: u64,
 }
 
 impl StageFit {
-    /// Wall time at F = 1: the fitted power law, or, for a stage whose work
-    /// did not change between runs (nothing to fit), its mean.
+    /// Wall time at F = 1: the fitted fixed + per-item cost, or, for a stage
+    /// whose work did not change between runs (nothing to fit), its mean.
     pub fn full_wall_s(&self) -> Option<f64> {
         match self.time {
             Some(t) => Some(t.at(self.full_items as f64)),
@@ -391,7 +410,7 @@ pub fn fit(reports: &[ScaleReport]) -> Vec<StageFit> {
             let runs: Vec<(u64, f64, f64)> = sorted
                 .iter()
                 .filter_map(|r| r.stages.iter().find(|s| s.name == stage.name))
-                .map(|s| (s.items, s.wall_s, s.peak_rss_mib))
+                .map(|s| (s.items, s.usage.wall_s, s.usage.peak_rss_mib))
                 .collect();
             if runs.len() != sorted.len() {
                 return None;
@@ -403,8 +422,9 @@ pub fn fit(reports: &[ScaleReport]) -> Vec<StageFit> {
             Some(StageFit {
                 name: stage.name.clone(),
                 unit: stage.unit.clone(),
-                time: PowerLaw::fit(&time),
-                memory: PowerLaw::fit(&memory),
+                time: Affine::fit(&time),
+                time_growth: growth_exponent(&time),
+                memory_growth: growth_exponent(&memory),
                 full_items: full_items(largest, largest_stage)?,
                 runs,
             })
@@ -416,24 +436,30 @@ pub fn fit(reports: &[ScaleReport]) -> Vec<StageFit> {
 pub fn markdown_table(fits: &[StageFit], fractions: &[f64]) -> String {
     let mut md = String::from("| stage | unit |");
     for f in fractions {
-        md += &format!(" F={f} items / s / MiB |");
+        md += &format!(" F={f}: items / wall s / RSS MiB |");
     }
-    md += " time ~ items^b | RSS ~ items^b | F=1 items | F=1 wall (fit) | F=1 wall (linear) |\n|---|---|";
-    md += &"---:|".repeat(fractions.len() + 5);
+    md += " time ~ items^b | fixed s | s per 1k items | RSS ~ items^b | F=1 items | F=1 wall |\n|---|---|";
+    md += &"---:|".repeat(fractions.len() + 6);
     md += "\n";
     for fit in fits {
         md += &format!("| {} | {} |", fit.name, fit.unit);
         for (items, wall, rss) in &fit.runs {
             md += &format!(" {items} / {wall:.1} / {rss:.0} |");
         }
-        let exp = |p: Option<PowerLaw>| p.map_or("-".into(), |p| format!("{:.2}", p.b));
+        let exp = |b: Option<f64>| b.map_or("-".into(), |b| format!("{b:.2}"));
+        let (fixed, per_k) = match fit.time {
+            Some(t) => (
+                format!("{:.1}", t.fixed),
+                format!("{:.3}", t.per_item * 1e3),
+            ),
+            None => ("-".into(), "-".into()),
+        };
         md += &format!(
-            " {} | {} | {} | {} | {} |\n",
-            exp(fit.time),
-            exp(fit.memory),
+            " {} | {fixed} | {per_k} | {} | {} | {} |\n",
+            exp(fit.time_growth),
+            exp(fit.memory_growth),
             fit.full_items,
             fit.full_wall_s().map_or("-".into(), human_seconds),
-            fit.linear_wall_s().map_or("-".into(), human_seconds)
         );
     }
     md
@@ -492,15 +518,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn power_law_recovers_its_exponent() {
+    fn affine_fit_recovers_fixed_and_per_item_costs() {
+        let pts: Vec<(f64, f64)> = [10.0, 20.0, 40.0]
+            .iter()
+            .map(|&x| (x, 5.0 + 0.5 * x))
+            .collect();
+        let a = Affine::fit(&pts).unwrap();
+        assert!(
+            (a.fixed - 5.0).abs() < 1e-9 && (a.per_item - 0.5).abs() < 1e-9,
+            "{a:?}"
+        );
+        assert!((a.at(1000.0) - 505.0).abs() < 1e-6);
+        assert!(Affine::fit(&[(10.0, 3.0), (10.0, 4.0)]).is_none());
+        assert!(
+            Affine::fit(&[(10.0, 4.0), (20.0, 3.0)]).is_none(),
+            "falling cost"
+        );
+    }
+
+    #[test]
+    fn growth_exponent_recovers_a_power_law() {
         let pts: Vec<(f64, f64)> = [10.0, 20.0, 40.0]
             .iter()
             .map(|&x: &f64| (x, 3.0 * x.powf(1.5)))
             .collect();
-        let p = PowerLaw::fit(&pts).unwrap();
-        assert!((p.b - 1.5).abs() < 1e-9, "{p:?}");
-        assert!((p.at(80.0) - 3.0 * 80f64.powf(1.5)).abs() < 1e-6);
-        assert!(PowerLaw::fit(&pts[..1]).is_none());
+        let b = growth_exponent(&pts).unwrap();
+        assert!((b - 1.5).abs() < 1e-9, "{b}");
+        assert!(growth_exponent(&pts[..1]).is_none());
     }
 
     #[test]

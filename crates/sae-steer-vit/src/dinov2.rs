@@ -656,15 +656,15 @@ pub fn write_random_hf_folder(config: &Dinov2Config, seed: u64, dir: &Path) -> R
         path: dir.join("config.json"),
         message: "the torch-hub no-register geometry has no Hugging Face config".into(),
     })?;
+    let shapes = hf_tensor_shapes(config);
     let src = RandomSource {
-        shapes: hf_tensor_shapes(config).into_iter().collect(),
+        shapes: shapes.iter().cloned().collect(),
         seed,
     };
-    let mut tensors = Vec::new();
-    for (name, _) in hf_tensor_shapes(config) {
-        let tensor = src.read(&name)?;
-        tensors.push((name, tensor));
-    }
+    let tensors = shapes
+        .into_iter()
+        .map(|(name, _)| Ok((name.clone(), src.read(&name)?)))
+        .collect::<Result<Vec<_>>>()?;
     std::fs::create_dir_all(dir).map_err(|e| VitError::io(dir, e))?;
     // Weights first: a folder with a config.json is a complete model.
     crate::weights::write_safetensors(dir.join("model.safetensors"), &tensors, None)?;

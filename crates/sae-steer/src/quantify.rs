@@ -1156,14 +1156,16 @@ fn open_progress(path: &Path, key: &str) -> Result<(AppendLog, Progress)> {
 }
 
 fn append_progress<T: Serialize>(log: &mut AppendLog, line: &T) -> Result<()> {
-    let path = log.path().to_path_buf();
-    let fail = |message: String| QuantifyError::File { path, message };
-    let bytes = serde_json::to_vec(line).map_err(|e| QuantifyError::File {
-        path: log.path().to_path_buf(),
-        message: e.to_string(),
-    })?;
-    log.append(&bytes)
-        .map_err(|e| fail(format!("cannot append: {e}")))
+    serde_json::to_vec(line)
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| {
+            log.append(&bytes)
+                .map_err(|e| format!("cannot append: {e}"))
+        })
+        .map_err(|message| QuantifyError::File {
+            path: log.path().to_path_buf(),
+            message,
+        })
 }
 
 fn progress(len: u64, what: &str) -> ProgressBar {

@@ -182,16 +182,14 @@ pub fn build_cache_until<B: Backend>(
         total_rows: manifest.rows(),
         skipped: Vec::new(),
         complete: manifest.complete,
-        cache_complete: manifest.complete && manifest.part.is_none(),
+        cache_complete: false,
         seconds: 0.0,
         seconds_waiting_for_images: 0.0,
         seconds_compute: 0.0,
         seconds_waiting_for_writer: 0.0,
     };
     if manifest.complete {
-        if manifest.part.is_some() {
-            report.cache_complete = super::parts::merge_if_complete(dir)?;
-        }
+        report.cache_complete = super::parts::whole_cache_complete(dir, &manifest)?;
         return Ok(report);
     }
 
@@ -256,11 +254,7 @@ pub fn build_cache_until<B: Backend>(
     report.rows_written = written.rows;
     report.total_rows = written.manifest.rows();
     report.complete = written.manifest.complete;
-    report.cache_complete = match written.manifest.part {
-        None => written.manifest.complete,
-        Some(_) if written.manifest.complete => super::parts::merge_if_complete(dir)?,
-        Some(_) => false,
-    };
+    report.cache_complete = super::parts::whole_cache_complete(dir, &written.manifest)?;
     report.images_processed = written.manifest.next_image - start;
     report
         .skipped
@@ -411,7 +405,7 @@ fn open_or_create(dir: &Path, wanted: CacheManifest) -> Result<CacheManifest, Ca
             return Ok(found);
         }
         for (i, n, path) in &parts {
-            let other = super::parts::read_part(path)?;
+            let other = CacheManifest::read_file(path)?;
             if *n != part.count {
                 return Err(refuse(format!(
                     "{} is part {i} of {n}; this build is part {} of {}",
@@ -437,10 +431,7 @@ fn open_or_create(dir: &Path, wanted: CacheManifest) -> Result<CacheManifest, Ca
     }
     let own = dir.join(wanted.file_name());
     let manifest = if own.exists() {
-        let found = match wanted.part {
-            Some(_) => super::parts::read_part(&own)?,
-            None => CacheManifest::read(dir)?,
-        };
+        let found = CacheManifest::read_file(&own)?;
         let mut differences = found.differences(&wanted);
         if found.part != wanted.part {
             differences.push(format!(
@@ -476,11 +467,7 @@ fn remove_leftovers(dir: &Path, manifest: &CacheManifest) -> Result<(), CacheErr
     let numbers = manifest
         .part
         .map(|p| p.shard_numbers(manifest.shard_images));
-    let shard_number = |name: &str| {
-        name.strip_prefix("shard-")
-            .and_then(|n| n.strip_suffix(".safetensors"))
-            .and_then(|n| n.parse::<usize>().ok())
-    };
+    let shard_number = super::parse_shard_file_name;
     let ours = |file: &str| match &numbers {
         None => true,
         Some(range) => {

@@ -309,7 +309,13 @@ impl CacheManifest {
     /// Reads `<dir>/manifest.json` and checks it (see [`Self::validate`]), so
     /// no size read from it is used unchecked.
     pub fn read(dir: &Path) -> Result<Self, CacheError> {
-        let path = dir.join(MANIFEST_FILE);
+        Self::read_file(&dir.join(MANIFEST_FILE))
+    }
+
+    /// [`Self::read`] of a manifest file by its path (a part's own
+    /// `part-000I-of-000N.json`, or `manifest.json`).
+    pub fn read_file(path: &Path) -> Result<Self, CacheError> {
+        let path = path.to_path_buf();
         // A manifest lists one entry per shard: megabytes at most. The
         // bound keeps a hostile (or misnamed) huge file from being read.
         const MAX_MANIFEST_BYTES: u64 = 64 << 20;
@@ -475,12 +481,7 @@ impl CacheManifest {
         let mut next_first = self.part.map_or(0, |p| p.start);
         let mut next_number = numbers.as_ref().map_or(0, |r| r.start);
         for (k, s) in self.shards.iter().enumerate() {
-            let number = s
-                .file
-                .strip_prefix("shard-")
-                .and_then(|n| n.strip_suffix(".safetensors"))
-                .filter(|n| n.len() == 5 && n.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|n| n.parse::<usize>().ok());
+            let number = super::parse_shard_file_name(&s.file);
             let in_order = match number {
                 // One process numbers its shards by position.
                 Some(n) if self.part.is_none() && self.parts == 0 => n == k,

@@ -67,3 +67,12 @@ pub const MANIFEST_FILE: &str = "manifest.json";
 pub fn shard_file_name(k: usize) -> String {
     format!("shard-{k:05}.safetensors")
 }
+
+/// `k` of a [`shard_file_name`]; `None` for any other name.
+pub fn parse_shard_file_name(name: &str) -> Option<usize> {
+    name.strip_prefix("shard-")
+        .and_then(|n| n.strip_suffix(".safetensors"))
+        .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|n| n.parse().ok())
+        .filter(|&k| shard_file_name(k) == name)
+}

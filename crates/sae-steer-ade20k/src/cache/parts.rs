@@ -78,7 +78,7 @@ pub fn part_range(
     (boundary(index - 1), boundary(index))
 }
 
-/// `(index, count)` of a part manifest's file name.
+/// `(index, count)` of a part manifest's file name, `1 <= index <= count`.
 pub fn parse_part_file_name(name: &str) -> Option<(usize, usize)> {
     let rest = name.strip_prefix("part-")?.strip_suffix(".json")?;
     let (i, n) = rest.split_once("-of-")?;
@@ -86,7 +86,9 @@ pub fn parse_part_file_name(name: &str) -> Option<(usize, usize)> {
     if !digits(i) || !digits(n) {
         return None;
     }
-    Some((i.parse().ok()?, n.parse().ok()?))
+    let (i, n) = (i.parse().ok()?, n.parse().ok()?);
+    // `part-0000-of-0000.json` names no part (and would leave nothing to merge).
+    (1..=n).contains(&i).then_some((i, n))
 }
 
 /// Every part manifest in `dir`, sorted by (count, index).
@@ -169,7 +171,8 @@ pub(crate) fn merge(
                  with the same flags)"
             )));
         };
-        let m = read_part(path)?;
+        // Checked on reading: the part's range is its index's (validate).
+        let m = CacheManifest::read_file(path)?;
         let info = m
             .part
             .ok_or_else(|| problem(format!("{} is not a part manifest", path.display())))?;
@@ -189,15 +192,6 @@ pub(crate) fn merge(
                     differences.join("; ")
                 )));
             }
-        }
-        let expected = PartInfo::new(index, count, m.images.count, m.shard_images);
-        if expected != Some(info) {
-            return Err(problem(format!(
-                "part {index} of {count} covers images {}..{}, expected {}",
-                info.start,
-                info.end,
-                expected.map_or("none".into(), |p| format!("{}..{}", p.start, p.end))
-            )));
         }
         if !m.complete {
             return Err(problem(format!(
@@ -223,20 +217,23 @@ pub(crate) fn merge(
     Ok(merged)
 }
 
-/// Reads and checks one part manifest.
-pub(crate) fn read_part(path: &Path) -> Result<CacheManifest, CacheError> {
-    const MAX_MANIFEST_BYTES: u64 = 64 << 20;
-    let text = sae_steer_files::read_to_string_bounded(path, MAX_MANIFEST_BYTES)
-        .map_err(|e| CacheError::io(path, e))?;
-    CacheManifest::parse(&text).map_err(|message| CacheError::Manifest {
-        path: path.to_path_buf(),
-        message,
-    })
+/// Whether the folder reads as one complete cache once `manifest` (the
+/// build's own, just written or found complete) is done: for a part, when
+/// every part is complete, which writes the merged `manifest.json`.
+pub(crate) fn whole_cache_complete(
+    dir: &Path,
+    manifest: &CacheManifest,
+) -> Result<bool, CacheError> {
+    match manifest.part {
+        None => Ok(manifest.complete),
+        Some(_) if manifest.complete => merge_if_complete(dir),
+        Some(_) => Ok(false),
+    }
 }
 
 /// Writes `manifest.json` once every part is complete; true if it did (or
 /// it was already there).
-pub(crate) fn merge_if_complete(dir: &Path) -> Result<bool, CacheError> {
+fn merge_if_complete(dir: &Path) -> Result<bool, CacheError> {
     let parts = list_parts(dir)?;
     match merge(dir, &parts) {
         Ok(merged) => {
@@ -276,6 +273,8 @@ mod tests {
         assert_eq!(parse_part_file_name(&p.file_name()), Some((2, 3)));
         assert_eq!(parse_part_file_name("part-2-of-3.json"), None);
         assert_eq!(parse_part_file_name("manifest.json"), None);
+        assert_eq!(parse_part_file_name("part-0000-of-0000.json"), None);
+        assert_eq!(parse_part_file_name("part-0004-of-0003.json"), None);
         assert!(PartInfo::new(0, 3, 30, 8).is_none());
         assert!(PartInfo::new(4, 3, 30, 8).is_none());
     }

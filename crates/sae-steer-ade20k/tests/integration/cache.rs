@@ -865,6 +865,22 @@ fn missing_duplicated_or_mismatched_parts_are_refused_by_name() {
     build_cache(&vit, &images, &dir, &part(3, 3)).unwrap();
     let err = ActivationCache::open(&dir).err().unwrap().to_string();
     assert!(err.contains("part 2 of 3 is missing"), "{err}");
+    // A file that only looks like a part names none, and is no part.
+    std::fs::write(dir.join("part-0000-of-0000.json"), b"{").unwrap();
+    let err = ActivationCache::open(&dir).err().unwrap().to_string();
+    assert!(err.contains("part 2 of 3 is missing"), "{err}");
+    // A part manifest that lies about its range is refused, naming the file.
+    let first = dir.join("part-0001-of-0003.json");
+    let honest = std::fs::read_to_string(&first).unwrap();
+    let mut lying: serde_json::Value = serde_json::from_str(&honest).unwrap();
+    lying["part"]["end"] = 8.into();
+    std::fs::write(&first, lying.to_string()).unwrap();
+    let err = ActivationCache::open(&dir).err().unwrap().to_string();
+    assert!(
+        err.contains("part-0001-of-0003.json") && err.contains("covers images 0..8"),
+        "{err}"
+    );
+    std::fs::write(&first, honest).unwrap();
 
     // A part of another split of the list is refused at build time.
     let err = build_cache(&vit, &images, &dir, &part(2, 4))

@@ -243,3 +243,27 @@ fn odd_images_become_rgb() {
     };
     assert!((unnorm(0, 999) - unnorm(2, 999)).abs() < 1e-5);
 }
+
+#[test]
+fn a_random_model_written_as_a_folder_loads_back_as_itself() {
+    let config =
+        sae_steer_vit::Dinov2Config::from_hf_json(fixtures().join("reg/config.json")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    sae_steer_vit::write_random_hf_folder(&config, 7, dir.path()).unwrap();
+    let device = Default::default();
+    let loaded = Dinov2::<B>::from_hf_folder(dir.path(), &device).unwrap();
+    assert_eq!(loaded.config(), &config, "config.json round trip");
+    let random = Dinov2::<B>::random(config.clone(), 7, &device).unwrap();
+    let x = pixels("pixel_values");
+    let (a, b) = (
+        loaded.forward(x.clone()).unwrap().into_data(),
+        random.forward(x).unwrap().into_data(),
+    );
+    assert_eq!(a, b, "the same weights, bit for bit");
+
+    // The torch-hub no-register geometry has no Hugging Face spelling.
+    let mut hub = config;
+    hub.pos_embed_resample.offset = 0.1;
+    assert!(hub.to_hf_json().is_none());
+    assert!(sae_steer_vit::write_random_hf_folder(&hub, 7, &dir.path().join("hub")).is_err());
+}

@@ -9,7 +9,7 @@ use sae_steer::backend::{BackendTask, DeviceChoice, run_on};
 use sae_steer::burn::prelude::Backend;
 use sae_steer::vit::{HostTensor, SafetensorsFile, TensorSource, write_safetensors};
 use sae_steer::{
-    Dinov2, Normalization, PixelValues, Sae, SaeTap, layer_activations, layer_activations_with_sae,
+    Dinov2, NormalizeWith, PixelValues, Sae, SaeTap, layer_activations, layer_activations_with_sae,
     preprocess_path,
 };
 
@@ -73,14 +73,21 @@ impl BackendTask for Activations {
         let sae = match &args.sae {
             None => None,
             Some(spec) => {
-                let sae = Sae::<B>::from_spec(spec, &device)?;
-                let sae = match &args.sae_norm {
-                    None => sae,
-                    Some(path) => {
-                        let norm = Normalization::load(path, sae.d_model())?;
-                        sae.with_normalization(Some(&norm))?
+                let sae = Sae::<B>::load(spec, &device)?;
+                let with = match (&args.sae_norm, sae.has_normalization()) {
+                    (Some(path), _) => NormalizeWith::File(path.clone()),
+                    (None, true) => NormalizeWith::Checkpoint,
+                    // saev's own forward takes what it is given: the file's
+                    // outputs then match it on raw activations.
+                    (None, false) => {
+                        eprintln!(
+                            "note: {spec} carries no input normalization and none was given \
+                             (--sae-norm): the SAE runs on raw activations"
+                        );
+                        NormalizeWith::None
                     }
                 };
+                let (sae, _) = sae.resolve(with)?;
                 Some(sae)
             }
         };

@@ -10,14 +10,15 @@ use sae_steer::ade20k::{Ade20k, Split};
 use sae_steer::backend::{BackendTask, DeviceChoice};
 use sae_steer::burn::prelude::*;
 use sae_steer::burn::tensor::Distribution;
-use sae_steer::pipeline::{ensure_cache, sae_layer_cache_spec};
+use sae_steer::pipeline::{LazyVit, ensure_cache, sae_layer_cache_spec};
 use sae_steer::probe::ProbeWeights;
-use sae_steer::quantify::{
-    DeviceProbe, OUTPUTS, Quantify, QuantifyInputs, QuantifyOptions, Steer, StrategyTimes,
-};
+use sae_steer::quantify::{OUTPUTS, Quantify, QuantifyInputs, QuantifyOptions};
 use sae_steer::sae::stats::StatsInfo;
 use sae_steer::sae::{Activation, DeviceNorm, EncodeRule, SaeConfig};
-use sae_steer::{Dinov2, Dinov2Config, FeatureStats, PixelValues, Sae, preprocess_path};
+use sae_steer::{
+    Dinov2, Dinov2Config, Edit, FeatureStats, Labels, PixelValues, Probe, Sae, Steerer,
+    preprocess_path,
+};
 
 #[derive(Parser)]
 #[command(
@@ -164,26 +165,25 @@ fn bench<B: Backend>(a: &Args, work: &std::path::Path, device: &B::Device) -> Re
     // The seed is part of the model id: a rerun with another seed must not
     // reuse activations of other random weights.
     let spec = sae_layer_cache_spec(&format!("random-seed{}/dinov2_vitb14_reg", a.seed), a.layer);
-    let cache = ensure_cache(
+    // Random weights are a function of the seed, so the cache's ViT and the
+    // one timed below are the same (the unedited agreement checks it).
+    let mut vit = LazyVit::from(Dinov2::<B>::random(config, a.seed, device)?);
+    let (cache, _) = ensure_cache(
         &work.join(format!("validation-layer{}", a.layer)),
         &val,
         &spec,
-        // Random weights are a function of the seed, so this ViT and the
-        // one timed below are the same (the unedited agreement checks it).
-        || Dinov2::<B>::random(config.clone(), a.seed, device),
+        &mut vit,
     )?;
-    let vit = Dinov2::<B>::random(config, a.seed, device)?;
 
     let sae = random_sae::<B>(d, a.d_sae, a.layer, device);
-    let probe = DeviceProbe::<B>::new(&random_probe::<B>(d, device)?, device)?;
+    let probe = Probe::<B>::new(&random_probe::<B>(d, device)?, device)?;
+    let steerer = Steerer::new(vit.into_vit()?, sae, probe, a.layer)?;
     let n_patches = cache.patch_labels(0)?.len();
     let stats = FeatureStats::new(a.d_sae, 1, n_patches, StatsInfo::default())?;
     let manual = Default::default();
     let run = Quantify::new(
         QuantifyInputs {
-            vit: &vit,
-            sae: &sae,
-            probe: &probe,
+            steerer: &steerer,
             stats: &stats,
             cache: &cache,
             selection: None,
@@ -199,11 +199,8 @@ fn bench<B: Backend>(a: &Args, work: &std::path::Path, device: &B::Device) -> Re
 
     // Methods 2-4 all set one latent to -2 x max_obs; the value only
     // matters for what changes, not for the cost.
-    let steers: Vec<Steer> = (0..a.classes_per_batch)
-        .map(|k| Steer::Latent {
-            latent: (1_000 + 7_919 * k) % a.d_sae,
-            value: -2.0 * 3.0,
-        })
+    let steers: Vec<Edit> = (0..a.classes_per_batch)
+        .map(|k| Edit::new().set((1_000 + 7_919 * k) % a.d_sae, -2.0 * 3.0))
         .collect();
     let batches: Vec<Vec<usize>> = (0..a.images)
         .step_by(a.batch)
@@ -242,7 +239,7 @@ fn bench<B: Backend>(a: &Args, work: &std::path::Path, device: &B::Device) -> Re
             agree_stacked: 0.0,
         };
         for (rows, px) in batches.iter().zip(&pixels) {
-            let t = run.time_strategies(rows, px.clone(), &steers)?;
+            let t = time_strategies(&run, &steerer, rows, px.clone(), &steers)?;
             let w = t.images as f64;
             sum.images += t.images;
             sum.full += t.full;
@@ -300,6 +297,89 @@ fn bench<B: Backend>(a: &Args, work: &std::path::Path, device: &B::Device) -> Re
     );
     println!("peak_rss_mib={:.0}", crate::peak_rss_mib());
     Ok(())
+}
+
+/// Seconds of one (class, method) pass over a batch of images by strategy,
+/// and how far the strategies' patch predictions agree (fractions in 0..=1;
+/// 1 means identical).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct StrategyTimes {
+    images: usize,
+    /// The reference's way: the whole ViT twice, full-width SAE edit.
+    full: f64,
+    /// Ours for one class: cached activations, rank-1 edit, the rest of the network.
+    cached: f64,
+    /// Ours with the classes stacked in one batch, per class.
+    stacked: f64,
+    /// Full forward's unedited predictions vs those from the cache.
+    agree_unedited: f64,
+    /// Full forward + full-width edit vs cached + rank-1 edit.
+    agree_edited: f64,
+    /// The first class of the stacked batch vs the same class alone.
+    agree_stacked: f64,
+}
+
+/// Times one (class, method) pass over the validation images `rows` three
+/// ways; `pixels` `[rows.len(), 3, H, W]` must be those images, preprocessed
+/// (their decoding is left out of the reference's time, in its favour):
+///
+/// - full: the reference's way, the whole ViT from pixels twice (unedited,
+///   then edited at the SAE's layer through the full-width SAE
+///   encode/decode with its error term), with `steers[0]`;
+/// - cached: ours for one class, [`Quantify::predict_edited`] with
+///   `steers[0]` alone (the unedited predictions come from [`Quantify::new`]);
+/// - stacked: ours as [`Quantify::run`] batches it, every steer at once,
+///   divided by `steers.len()`.
+///
+/// Every timed section ends by reading the predictions back to the host, so
+/// asynchronous backends have finished their work.
+fn time_strategies<B: Backend>(
+    run: &Quantify<'_, B>,
+    steerer: &Steerer<B>,
+    rows: &[usize],
+    pixels: Tensor<B, 4>,
+    steers: &[Edit],
+) -> Result<StrategyTimes> {
+    let [b, ..] = pixels.dims();
+    ensure!(
+        b == rows.len(),
+        "{b} images' pixels for {} cache rows",
+        rows.len()
+    );
+    ensure!(!steers.is_empty(), "no steer to time");
+    let original = run.original_of(rows)?;
+
+    let start = std::time::Instant::now();
+    let unedited = steerer.segment(steerer.tokens(pixels.clone())?, Labels::Classes)?;
+    let x = steerer.tokens(pixels)?;
+    let [_, t, d] = x.dims();
+    let p = steerer.prefix();
+    let prefix = x.clone().slice([0..b, 0..p, 0..d]);
+    let edited = steers[0].apply_full(steerer.sae(), steerer.patches(x))?;
+    let x = Tensor::cat(vec![prefix, edited.reshape([b, t - p, d])], 1);
+    let full_edited = steerer.segment(x, Labels::Classes)?;
+    let full = start.elapsed().as_secs_f64();
+
+    let start = std::time::Instant::now();
+    let cached_edited = run.predict_edited(rows, &steers[..1])?;
+    let cached = start.elapsed().as_secs_f64();
+
+    let start = std::time::Instant::now();
+    let stacked_preds = run.predict_edited(rows, steers)?;
+    let stacked = start.elapsed().as_secs_f64() / steers.len() as f64;
+
+    let agree = |a: &[u8], b: &[u8]| {
+        a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / a.len().max(1) as f64
+    };
+    Ok(StrategyTimes {
+        images: b,
+        full,
+        cached,
+        stacked,
+        agree_unedited: agree(&unedited, &original),
+        agree_edited: agree(&full_edited, &cached_edited),
+        agree_stacked: agree(&stacked_preds[..cached_edited.len()], &cached_edited),
+    })
 }
 
 pub fn main() -> ExitCode {

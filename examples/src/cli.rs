@@ -6,10 +6,11 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use sae_steer::backend::{BackendTask, DeviceChoice, run_on};
 use sae_steer::burn::prelude::Backend;
+use sae_steer::pipeline::{LazyVit, ensure_cache};
 use sae_steer_ade20k::cache::ActivationCache;
 use sae_steer_ade20k::{ImageList, Split};
 use sae_steer_app::setup::{DEFAULT_NORM_IMAGES, LoadOptions, Loaded, load};
-use sae_steer_probe::activations::{ensure_cache, probe_cache_spec};
+use sae_steer_probe::activations::probe_cache_spec;
 
 /// Prints an error with its chain of causes and returns a failing exit code:
 /// examples report bad input as a message, never as a panic.
@@ -163,7 +164,7 @@ impl CacheBuildArgs {
         spec.batch = self.cache_batch;
         spec.skip_bad = self.skip_bad;
         let (cache, built) = skip_bad_hint(
-            ensure_cache::<B>(dir, images, &spec, device)
+            ensure_cache(dir, images, &spec, &mut LazyVit::<B>::new(vit, device))
                 .with_context(|| format!("preparing the activation cache {}", dir.display())),
         )?;
         if let Some(r) = built {

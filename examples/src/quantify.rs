@@ -9,15 +9,15 @@ use sae_steer::ade20k::{Ade20k, ClassNames, Split};
 use sae_steer::backend::{BackendTask, DeviceChoice};
 use sae_steer::burn::prelude::Backend;
 use sae_steer::pipeline::{
-    NormalizationSource, StatsOptions, ensure_cache, feature_stats_file, resolve_normalization,
+    LazyVit, StatsOptions, ensure_cache, feature_stats_file, resolve_normalization,
     sae_layer_cache_spec,
 };
 use sae_steer::quantify::{
-    DeviceProbe, Method, Quantify, QuantifyInputs, QuantifyOptions, read_manual_table,
-    select_features, write_reports,
+    Method, Quantify, QuantifyInputs, QuantifyOptions, read_manual_table, select_features,
+    write_reports,
 };
 use sae_steer::sae::stats::{DEFAULT_TOP_K, StatsInfo};
-use sae_steer::{Dinov2, FeatureStats, Sae};
+use sae_steer::{FeatureStats, NormalizationSource, Probe, Sae, Steerer};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -133,17 +133,17 @@ impl BackendTask for Run {
             .clone()
             .unwrap_or_else(|| args.out.join("caches"));
         let spec = sae_layer_cache_spec(&args.vit, args.layer);
-        let mut vit_slot: Option<Dinov2<B>> = None;
-        let load_vit = || Dinov2::<B>::load(&args.vit, &device);
-        let val_cache = ensure_cache(
+        // Loaded once, by the first cache that needs it, and handed on.
+        let mut vit = LazyVit::<B>::new(&args.vit, &device);
+        let (val_cache, _) = ensure_cache(
             &caches.join(format!("validation-layer{}", args.layer)),
             &val,
             &spec,
-            load_vit,
+            &mut vit,
         )?;
 
         let mut notes = Vec::new();
-        let mut sae = Sae::<B>::from_spec(&args.sae_ckpt, &device)
+        let sae = Sae::<B>::load(&args.sae_ckpt, &device)
             .with_context(|| format!("loading the SAE {}", args.sae_ckpt))?;
         let tap = format!("layer{}", args.layer);
         let n_patches = val_cache.patch_labels(0)?.len();
@@ -153,29 +153,31 @@ impl BackendTask for Run {
         let needs_select = args.methods.contains(&Method::Auto)
             || (args.methods.contains(&Method::RandomVector) && args.vector_scale.is_none());
         let needs_train = args.stats.is_none()
-            || (sae.norm.is_none() && args.sae_norm.is_none())
+            || (!sae.has_normalization() && args.sae_norm.is_none())
             || (needs_select && args.select_split == Split::Training);
         let train_cache = if needs_train {
             let mut train = ade.split(Split::Training)?;
             if let Some(n) = args.select_max_images {
                 train = train.take(n);
             }
-            Some(ensure_cache(
-                &caches.join(format!("training-layer{}", args.layer)),
-                &train,
-                &spec,
-                || Dinov2::<B>::load(&args.vit, &device),
-            )?)
+            Some(
+                ensure_cache(
+                    &caches.join(format!("training-layer{}", args.layer)),
+                    &train,
+                    &spec,
+                    &mut vit,
+                )?
+                .0,
+            )
         } else {
             None
         };
 
-        let (normalized, norm_source) = resolve_normalization(
+        let (sae, norm_source) = resolve_normalization(
             sae,
             args.sae_norm.as_deref(),
             train_cache.as_ref().map(|c| (c, tap.as_str(), n_patches)),
         )?;
-        sae = normalized;
         match &norm_source {
             NormalizationSource::File(path) => {
                 notes.push(format!("SAE input normalization from {}.", path.display()))
@@ -191,6 +193,9 @@ impl BackendTask for Run {
             }
             NormalizationSource::Checkpoint => {
                 notes.push("SAE input normalization from the checkpoint.".into())
+            }
+            NormalizationSource::None => {
+                notes.push("The SAE runs WITHOUT input normalization.".into())
             }
         }
 
@@ -280,12 +285,8 @@ impl BackendTask for Run {
         } else {
             Default::default()
         };
-        let probe = sae_steer::probe::read_probe(&args.seg_ckpt)?;
-        let probe = DeviceProbe::<B>::new(&probe.weights, &device)?;
-        let vit = match vit_slot.take() {
-            Some(v) => v,
-            None => Dinov2::<B>::load(&args.vit, &device)?,
-        };
+        let probe = Probe::<B>::load(&args.seg_ckpt, &device)?;
+        let steerer = Steerer::new(vit.into_vit()?, sae, probe, args.layer)?;
         let options = QuantifyOptions {
             layer: args.layer,
             methods: args.methods.clone(),
@@ -300,9 +301,7 @@ impl BackendTask for Run {
         };
         let run = Quantify::new(
             QuantifyInputs {
-                vit: &vit,
-                sae: &sae,
-                probe: &probe,
+                steerer: &steerer,
                 stats: &stats,
                 cache: &val_cache,
                 selection: selection.as_ref(),

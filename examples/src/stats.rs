@@ -10,11 +10,11 @@ use sae_steer::ade20k::{Ade20k, ImageList, Split, image_folder};
 use sae_steer::backend::{BackendTask, DeviceChoice};
 use sae_steer::burn::prelude::Backend;
 use sae_steer::pipeline::{
-    NormalizationSource, StatsOptions, ensure_cache, feature_stats_file, resolve_normalization,
+    LazyVit, StatsOptions, ensure_cache, feature_stats_file, resolve_normalization,
     sae_layer_cache_spec,
 };
 use sae_steer::sae::stats::{DEFAULT_TOP_K, FREQUENT, StatsInfo};
-use sae_steer::{Dinov2, FeatureStats, Normalization, Sae, SaeWeights};
+use sae_steer::{FeatureStats, Normalization, NormalizationSource, Sae};
 
 /// The layer of the published DINOv2 SAE, for checkpoints that do not record theirs.
 const DEFAULT_LAYER: usize = 10;
@@ -90,17 +90,16 @@ impl BackendTask for Run {
         if args.top_k == 0 {
             bail!("--top-k must be at least 1");
         }
-        let weights = SaeWeights::from_spec(&args.sae)
+        let sae = Sae::<B>::load(&args.sae, &device)
             .with_context(|| format!("loading the SAE {}", args.sae))?;
-        let layer = args.layer.or(weights.config.layer).unwrap_or(DEFAULT_LAYER);
-        if let (Some(given), Some(recorded)) = (args.layer, weights.config.layer)
+        let layer = args.layer.or(sae.config().layer).unwrap_or(DEFAULT_LAYER);
+        if let (Some(given), Some(recorded)) = (args.layer, sae.config().layer)
             && given != recorded
         {
             eprintln!(
                 "warning: the SAE was trained on layer {recorded}; computing statistics on layer {given}"
             );
         }
-        let sae = Sae::<B>::from_weights(weights, &device);
 
         let (images, reference, cache_name) = reference_images(&args, layer)?;
         let out_dir = args
@@ -117,9 +116,12 @@ impl BackendTask for Run {
             spec.labels = LabelKind::None;
         }
         let cache_dir = caches.join(&cache_name);
-        let cache = ensure_cache(&cache_dir, &images, &spec, || {
-            Dinov2::<B>::load(&args.vit, &device)
-        })
+        let (cache, _) = ensure_cache(
+            &cache_dir,
+            &images,
+            &spec,
+            &mut LazyVit::<B>::new(&args.vit, &device),
+        )
         .with_context(|| {
             format!(
                 "caching layer {layer} activations in {}",
@@ -145,6 +147,7 @@ impl BackendTask for Run {
                  none, so the statistics are in these units, not necessarily its training ones",
                 norm.scalar
             ),
+            NormalizationSource::None => "none (raw activations)".into(),
         };
         let save_norm = match (&args.save_norm, &source) {
             (Some(path), _) => Some(path.clone()),

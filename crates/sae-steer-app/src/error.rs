@@ -11,6 +11,8 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error(transparent)]
+    Core(#[from] sae_steer::Error),
+    #[error(transparent)]
     Vit(#[from] sae_steer_vit::VitError),
     #[error(transparent)]
     Sae(#[from] sae_steer_sae::SaeError),

@@ -5,13 +5,14 @@
 use std::path::PathBuf;
 
 use burn::tensor::backend::Backend;
-use indicatif::{ProgressBar, ProgressStyle};
-use sae_steer_ade20k::{Ade20k, ImageList, Split, load_sample};
-use sae_steer_probe::checkpoint::{Probe, read_probe};
-use sae_steer_sae::{FeatureStats, Normalization, Sae, SaeWeights, StatsInfo};
-use sae_steer_vit::{Dinov2, PixelValues, Preprocess};
+use sae_steer::ade20k::{Ade20k, ImageList, Split};
+use sae_steer::pipeline::estimate_normalization_on_images;
+use sae_steer::sae::StatsInfo;
+use sae_steer::{
+    Dinov2, FeatureStats, NormalizationSource, NormalizeWith, Preprocess, Probe, Sae, Steerer,
+};
 
-use crate::error::{AppError, Result};
+use crate::error::Result;
 use crate::images::{ImageStore, ReferenceSet};
 use crate::steering::Steering;
 
@@ -61,44 +62,50 @@ pub fn load<B: Backend>(opts: &LoadOptions, device: &B::Device) -> Result<Loaded
     eprintln!("loading the ViT {}", opts.vit);
     let vit = Dinov2::<B>::load(&opts.vit, device)?;
     eprintln!("loading the SAE {}", opts.sae);
-    let weights = SaeWeights::from_spec(&opts.sae)?;
-    let layer = opts.layer.or(weights.config.layer).unwrap_or(DEFAULT_LAYER);
+    let sae = Sae::<B>::load(&opts.sae, device)?;
+    let layer = opts.layer.or(sae.config().layer).unwrap_or(DEFAULT_LAYER);
     eprintln!("loading the probe {}", opts.probe.display());
-    let probe = read_probe(&opts.probe)?;
-    let probe = Probe::new(&probe.weights, device)?;
+    let probe = Probe::load(&opts.probe, device)?;
     let ade = Ade20k::open(&opts.ade20k)?;
     let examples = ade.split(opts.split)?;
     let dataset = format!("ADE20K {}", split_name(opts.split));
 
-    let had_norm = weights.norm.is_some();
-    let mut sae = Sae::from_weights(weights, device);
-    match (&opts.sae_norm, had_norm) {
-        (Some(path), _) => {
-            let norm = Normalization::load(path, sae.d_model())?;
-            sae = sae.with_normalization(Some(&norm))?;
-            notes.push(format!("SAE input normalization from {}.", path.display()));
-        }
-        (None, true) => {}
+    let with = match (&opts.sae_norm, sae.has_normalization()) {
+        (Some(path), _) => NormalizeWith::File(path.clone()),
+        (None, true) => NormalizeWith::Checkpoint,
         (None, false) if opts.norm_images > 0 => {
             let (images, from) = match ade.split(Split::Training) {
                 Ok(list) => (list, "training"),
                 Err(_) => (examples.clone(), split_name(opts.split)),
             };
             let images = spread(images, opts.norm_images);
-            let n = images.len();
-            let norm = estimate_normalization(&vit, layer, &images, &Preprocess::default())?;
-            sae = sae.with_normalization(Some(&norm))?;
-            notes.push(format!(
-                "The SAE file has no input normalization: mean and scalar were estimated on \
-                 {n} ADE20K {from} images (pass --sae-norm to use the training run's)."
-            ));
+            eprintln!(
+                "estimating the SAE normalization on {} ADE20K {from} images",
+                images.len()
+            );
+            let norm =
+                estimate_normalization_on_images(&vit, layer, &images, &Preprocess::default())?;
+            NormalizeWith::Estimated {
+                images: images.len(),
+                norm,
+            }
         }
-        (None, false) => notes.push(
-            "The SAE runs without input normalization (none in the file, none given, none \
-             estimated): a saev SAE's latents mean little this way."
-                .into(),
+        (None, false) => NormalizeWith::None,
+    };
+    let (sae, source) = sae.resolve(with)?;
+    notes.push(match &source {
+        NormalizationSource::Checkpoint => "SAE input normalization from the checkpoint.".into(),
+        NormalizationSource::File(path) => {
+            format!("SAE input normalization from {}.", path.display())
+        }
+        NormalizationSource::Estimated { images, .. } => format!(
+            "The SAE file has no input normalization: mean and scalar were estimated on \
+             {images} ADE20K images (pass --sae-norm to use the training run's)."
         ),
-    }
+        NormalizationSource::None => "The SAE runs without input normalization (none in the \
+             file, none given, none estimated): a saev SAE's latents mean little this way."
+            .into(),
+    });
 
     let stats = match &opts.stats {
         None => {
@@ -130,7 +137,7 @@ pub fn load<B: Backend>(opts: &LoadOptions, device: &B::Device) -> Result<Loaded
         Some(stats) => reference_set(&ade, &examples, opts.split, &stats.info, &mut notes),
         None => None,
     };
-    let steering = Steering::new(vit, sae, probe, layer, stats)?;
+    let steering = Steering::new(Steerer::new(vit, sae, probe, layer)?, stats)?;
     let store = ImageStore::new(examples, ade.classes().clone(), Preprocess::default())
         .with_reference(reference);
     Ok(Loaded {
@@ -205,79 +212,6 @@ fn spread(list: ImageList, n: usize) -> ImageList {
     }
 }
 
-/// saev's input normalization estimated on the patch tokens of `images` at
-/// `layer`: `mean` over all of them, `scalar = mean ||x - mean|| / sqrt(d)`
-/// (after saev's clamp to ±1e5).
-pub fn estimate_normalization<B: Backend>(
-    vit: &Dinov2<B>,
-    layer: usize,
-    images: &ImageList,
-    pre: &Preprocess,
-) -> Result<Normalization> {
-    const BATCH: usize = 8;
-    if images.is_empty() {
-        return Err(AppError::Setup(
-            "no images to estimate the SAE normalization on".into(),
-        ));
-    }
-    let d = vit.config().hidden_size;
-    let prefix = 1 + vit.config().num_register_tokens;
-    let bar = ProgressBar::new(images.len() as u64).with_style(
-        ProgressStyle::with_template(
-            "estimating the SAE normalization {bar:30} {pos}/{len} images, eta {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    let mut rows: Vec<f32> = Vec::new();
-    for chunk in images.items.chunks(BATCH) {
-        let pixels: Vec<PixelValues> = chunk
-            .iter()
-            .map(|item| Ok(load_sample(item, pre)?.pixels))
-            .collect::<Result<_>>()?;
-        let tokens = vit.forward_until(PixelValues::batch::<B>(&pixels, vit.device()), layer)?;
-        let [b, t, _] = tokens.dims();
-        let patches = tokens.slice([0..b, prefix..t, 0..d]);
-        let data = patches
-            .into_data()
-            .convert::<f32>()
-            .into_vec::<f32>()
-            .map_err(|e| AppError::Internal(format!("cannot read activations back: {e:?}")))?;
-        rows.extend(
-            data.into_iter()
-                .map(|v| v.clamp(-sae_steer_sae::CLAMP, sae_steer_sae::CLAMP)),
-        );
-        bar.inc(chunk.len() as u64);
-    }
-    bar.finish_and_clear();
-    Ok(normalization_of(&rows, d))
-}
-
-/// Mean and scalar of `[n, d]` rows.
-pub(crate) fn normalization_of(rows: &[f32], d: usize) -> Normalization {
-    let n = (rows.len() / d).max(1);
-    let mut mean = vec![0f64; d];
-    for row in rows.chunks_exact(d) {
-        for (m, v) in mean.iter_mut().zip(row) {
-            *m += f64::from(*v);
-        }
-    }
-    mean.iter_mut().for_each(|m| *m /= n as f64);
-    let distance: f64 = rows
-        .chunks_exact(d)
-        .map(|row| {
-            row.iter()
-                .zip(&mean)
-                .map(|(v, m)| (f64::from(*v) - m).powi(2))
-                .sum::<f64>()
-                .sqrt()
-        })
-        .sum();
-    Normalization {
-        mean: mean.iter().map(|&m| m as f32).collect(),
-        scalar: (distance / n as f64 / (d as f64).sqrt()) as f32,
-    }
-}
-
 /// Parses `image:latent:slider` (e.g. `1872:7235:-6`).
 pub fn parse_edit(text: &str) -> std::result::Result<(usize, usize, f32), String> {
     let parts: Vec<&str> = text.split(':').collect();
@@ -309,16 +243,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn normalization_matches_its_definition() {
-        // Rows (0, 0), (2, 0), (4, 0): mean (2, 0), distances 2, 0, 2.
-        let rows = [0.0, 0.0, 2.0, 0.0, 4.0, 0.0];
-        let n = normalization_of(&rows, 2);
-        assert_eq!(n.mean, vec![2.0, 0.0]);
-        let expected = (4.0f64 / 3.0 / 2f64.sqrt()) as f32;
-        assert!((n.scalar - expected).abs() < 1e-6, "{}", n.scalar);
-    }
-
-    #[test]
     fn edits_parse_and_check_their_range() {
         assert_eq!(parse_edit("1872:7235:-6").unwrap(), (1872, 7235, -6.0));
         assert_eq!(parse_edit(" 3 : 4 : 2.5 ").unwrap(), (3, 4, 2.5));
@@ -337,7 +261,7 @@ mod tests {
         let list = ImageList {
             root: PathBuf::from("/r"),
             items: (0..10)
-                .map(|i| sae_steer_ade20k::ImageItem {
+                .map(|i| sae_steer::ade20k::ImageItem {
                     image: PathBuf::from(format!("/r/{i}.jpg")),
                     label: None,
                 })

@@ -1,16 +1,14 @@
-//! The model side of the app: ViT up to the SAE's layer, SAE latents of
-//! chosen patches, and the probe's segmentation after slider edits
-//! (SPEC sections 6 and 9).
+//! The model side of the app: the facade's [`Steerer`] plus what the page
+//! needs around it, the sliders' mapping to [`Edit`]s and the latents'
+//! cards (SPEC sections 6 and 9).
 //!
 //! An image is run once up to layer `L` ([`Steering::encode_image`]); every
 //! later request on it starts from those cached tokens, so moving a slider
 //! costs the rank-1 edit, the blocks after `L`, the final norm and the probe.
 
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
-use sae_steer_ade20k::NUM_CLASSES;
-use sae_steer_probe::checkpoint::Probe;
-use sae_steer_sae::{Activation, Edit, EditOp, EncodeRule, FeatureStats, Sae};
-use sae_steer_vit::{Dinov2, PixelValues};
+use sae_steer::ade20k::NUM_CLASSES;
+use sae_steer::{Dinov2, Edit, FeatureStats, Labels, PixelValues, Probe, Sae, Steerer};
 use serde::Serialize;
 
 use crate::error::{AppError, Result};
@@ -24,7 +22,8 @@ pub const EXEMPLARS_SHOWN: usize = 6;
 /// Most latents one request may list or edit.
 pub const MAX_LATENTS: usize = 64;
 
-/// One slider: latent `latent` set to `slider * unit` on every patch.
+/// One slider: latent `latent` set to `slider * unit` on every patch (the
+/// app's mapping onto an [`Edit`], see [`Steering::predict`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SliderEdit {
     pub latent: usize,
@@ -140,46 +139,17 @@ impl<B: Backend> ImageState<B> {
     }
 }
 
-/// ViT, SAE at one layer, probe, and (optionally) feature statistics.
+/// The steering core and (optionally) feature statistics.
 pub struct Steering<B: Backend> {
-    vit: Dinov2<B>,
-    sae: Sae<B>,
-    probe: Probe<B>,
-    layer: usize,
+    steerer: Steerer<B>,
     stats: Option<FeatureStats>,
 }
 
 impl<B: Backend> Steering<B> {
-    /// Checks that the parts fit: the SAE reads the ViT's width at a layer
-    /// that has blocks after it, the probe maps that width to the 151
+    /// Checks what the steering core does not: the probe maps to the 151
     /// ADE20K outputs, and the statistics describe this SAE's latents.
-    pub fn new(
-        vit: Dinov2<B>,
-        sae: Sae<B>,
-        probe: Probe<B>,
-        layer: usize,
-        stats: Option<FeatureStats>,
-    ) -> Result<Self> {
-        let d = vit.config().hidden_size;
-        let depth = vit.depth();
-        if layer >= depth {
-            return Err(AppError::Setup(format!(
-                "layer {layer} does not exist: the ViT has blocks 0..={}",
-                depth.saturating_sub(1)
-            )));
-        }
-        if sae.d_model() != d {
-            return Err(AppError::Setup(format!(
-                "the SAE reads width {}, the ViT's width is {d}",
-                sae.d_model()
-            )));
-        }
-        if probe.d_in() != d {
-            return Err(AppError::Setup(format!(
-                "the probe reads width {}, the ViT's width is {d}",
-                probe.d_in()
-            )));
-        }
+    pub fn new(steerer: Steerer<B>, stats: Option<FeatureStats>) -> Result<Self> {
+        let probe = steerer.probe();
         if probe.n_classes() != NUM_CLASSES + 1 {
             return Err(AppError::Setup(format!(
                 "the probe has {} outputs; an ADE20K probe has {} (classes 0..={NUM_CLASSES})",
@@ -188,77 +158,57 @@ impl<B: Backend> Steering<B> {
             )));
         }
         if let Some(stats) = &stats
-            && stats.d_sae() != sae.d_sae()
+            && stats.d_sae() != steerer.sae().d_sae()
         {
             return Err(AppError::Setup(format!(
                 "the feature statistics describe {} latents, the SAE has {}",
                 stats.d_sae(),
-                sae.d_sae()
+                steerer.sae().d_sae()
             )));
         }
-        Ok(Self {
-            vit,
-            sae,
-            probe,
-            layer,
-            stats,
-        })
+        Ok(Self { steerer, stats })
     }
 
     /// The 0-based block whose output the SAE reads and edits.
     pub fn layer(&self) -> usize {
-        self.layer
+        self.steerer.layer()
     }
 
     pub fn d_sae(&self) -> usize {
-        self.sae.d_sae()
+        self.sae().d_sae()
     }
 
     pub fn stats(&self) -> Option<&FeatureStats> {
         self.stats.as_ref()
     }
 
+    pub fn steerer(&self) -> &Steerer<B> {
+        &self.steerer
+    }
+
     pub fn vit(&self) -> &Dinov2<B> {
-        &self.vit
+        self.steerer.vit()
     }
 
     pub fn sae(&self) -> &Sae<B> {
-        &self.sae
+        self.steerer.sae()
     }
 
     pub fn probe(&self) -> &Probe<B> {
-        &self.probe
+        self.steerer.probe()
     }
 
     /// Runs the ViT up to the SAE's layer and predicts the unedited labels.
     pub fn encode_image(&self, pixels: &PixelValues) -> Result<ImageState<B>> {
         let tokens = self
-            .vit
-            .forward_until(pixels.to_tensor(self.vit.device()), self.layer)?;
-        let prefix = 1 + self.vit.config().num_register_tokens;
-        let mut state = ImageState {
+            .steerer
+            .tokens(pixels.to_tensor(self.steerer.device()))?;
+        let prediction = self.steerer.segment(tokens.clone(), Labels::All)?;
+        Ok(ImageState {
             tokens,
-            prefix,
-            prediction: Vec::new(),
-        };
-        state.prediction = self.head(state.tokens.clone(), prefix)?;
-        Ok(state)
-    }
-
-    /// Blocks after the layer, final norm, probe, argmax per patch.
-    fn head(&self, tokens: Tensor<B, 3>, prefix: usize) -> Result<Vec<u8>> {
-        let normed = self.vit.forward_from(self.layer, tokens)?;
-        let [_, t, d] = normed.dims();
-        let patches = normed
-            .slice([0..1, prefix..t, 0..d])
-            .reshape([t - prefix, d]);
-        let labels = self.probe.logits(patches).argmax(1);
-        // The probe has 151 outputs (checked in `new`), so every label fits in a u8.
-        Ok(labels
-            .into_data()
-            .iter::<i64>()
-            .map(|c| c.clamp(0, 255) as u8)
-            .collect())
+            prefix: self.steerer.prefix(),
+            prediction,
+        })
     }
 
     /// Checks a latent id.
@@ -270,31 +220,6 @@ impl<B: Backend> Steering<B> {
             )));
         }
         Ok(())
-    }
-
-    /// The latents' values on the patches `x` `[n, d]` (model units) -> `[n, m]`.
-    ///
-    /// ReLU and JumpReLU latents are computed from their own encoder columns
-    /// only; a TopK latent depends on all others, so TopK encodes everything.
-    fn latent_columns(&self, x: Tensor<B, 2>, latents: &[usize]) -> Tensor<B, 2> {
-        let device = x.device();
-        let ids: Vec<i64> = latents.iter().map(|&j| j as i64).collect();
-        let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [latents.len()]), &device);
-        let x_n = self.sae.normalize(x);
-        match self.sae.config.activation {
-            Activation::Topk { .. } => self.sae.encode(x_n).select(1, idx),
-            Activation::Relu | Activation::JumpRelu { .. } => {
-                let x_c = match self.sae.config.encode {
-                    EncodeRule::CentreOnDecoderBias => {
-                        x_n.sub(self.sae.b_dec.clone().unsqueeze_dim(0))
-                    }
-                    EncodeRule::Plain => x_n,
-                };
-                let w = self.sae.w_enc.clone().select(1, idx.clone());
-                let b = self.sae.b_enc.clone().select(0, idx);
-                self.sae.activate(x_c.matmul(w).add(b.unsqueeze_dim(0)))
-            }
-        }
     }
 
     /// The slider unit of a latent given its largest value on the current image.
@@ -326,7 +251,11 @@ impl<B: Backend> Steering<B> {
         if latents.is_empty() {
             return Ok(Vec::new());
         }
-        host(self.latent_columns(state.patches(), latents).max_dim(0))
+        host(
+            self.steerer
+                .encode_latents(state.patches(), latents)?
+                .max_dim(0),
+        )
     }
 
     /// The slider units of the latents on this image.
@@ -393,7 +322,7 @@ impl<B: Backend> Steering<B> {
         let mut applied = Vec::with_capacity(last.len());
         for (e, u) in last.iter().zip(units) {
             let value = e.slider * u.unit;
-            edit = edit.op(e.latent, EditOp::Set(value));
+            edit = edit.set(e.latent, value);
             applied.push(AppliedEdit {
                 latent: e.latent,
                 slider: e.slider,
@@ -402,17 +331,8 @@ impl<B: Backend> Steering<B> {
                 value,
             });
         }
-        let [_, t, d] = state.tokens.dims();
-        let n = t - state.prefix;
-        let edited = edit.apply(&self.sae, state.patches())?;
-        let tokens = Tensor::cat(
-            vec![
-                state.tokens.clone().slice([0..1, 0..state.prefix, 0..d]),
-                edited.reshape([1, n, d]),
-            ],
-            1,
-        );
-        Ok((self.head(tokens, state.prefix)?, applied))
+        let tokens = self.steerer.steer_tokens(state.tokens.clone(), &edit)?;
+        Ok((self.steerer.segment(tokens, Labels::All)?, applied))
     }
 
     /// The `top` latents with the largest summed activation over `patches`
@@ -453,7 +373,7 @@ impl<B: Backend> Steering<B> {
         let rows: Vec<i64> = selected.iter().map(|&p| p as i64).collect();
         let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(rows, [selected.len()]), &device);
         let x = state.patches().select(0, idx);
-        let sums = host(self.sae.encode(self.sae.normalize(x)).sum_dim(0))?;
+        let sums = host(self.steerer.encode(x)?.sum_dim(0))?;
 
         let frequent = |j: usize| self.stats.as_ref().is_some_and(|s| s.is_frequent(j));
         let active: Vec<usize> = (0..sums.len()).filter(|&j| sums[j] > 0.0).collect();
@@ -470,7 +390,7 @@ impl<B: Backend> Steering<B> {
         let columns = if ranked.is_empty() {
             Vec::new()
         } else {
-            host(self.latent_columns(state.patches(), &ranked))?
+            host(self.steerer.encode_latents(state.patches(), &ranked)?)?
         };
         let m = ranked.len();
         let latents = ranked

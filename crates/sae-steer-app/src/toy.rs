@@ -14,17 +14,19 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use sae_steer::Steerer;
 use sae_steer_ade20k::synth::{SynthOptions, synthesize};
 use sae_steer_ade20k::{Ade20k, NUM_CLASSES, Split, load_sample};
 use sae_steer_probe::checkpoint::{CheckpointMeta, Probe, write_state};
 use sae_steer_probe::config::ProbeHparams;
 use sae_steer_probe::sweep::{AdamMoments, ProbeState, ProbeWeights};
-use sae_steer_sae::{Activation, EncodeRule, FeatureStats, Sae, SaeConfig, SaeWeights, StatsInfo};
+use sae_steer_sae::{
+    Activation, EncodeRule, FeatureStats, Normalization, Sae, SaeConfig, SaeWeights, StatsInfo,
+};
 use sae_steer_vit::{Dinov2, HostTensor, PixelValues, Preprocess};
 
 use crate::error::{AppError, Result};
 use crate::images::{ImageStore, ReferenceSet};
-use crate::setup::normalization_of;
 use crate::steering::Steering;
 
 /// What to build.
@@ -96,7 +98,7 @@ pub fn build<B: Backend>(vit: Dinov2<B>, dir: &Path, opts: &ToyOptions) -> Resul
     let x = host(patches.clone().reshape([b * n, d]))?;
 
     let rows = b * n;
-    let norm = normalization_of(&x, d);
+    let norm = Normalization::estimate(&x, d)?;
     let (mean, scalar) = (norm.mean.clone(), norm.scalar);
 
     // Decoder rows: random unit vectors; encoder: their transpose.
@@ -180,7 +182,7 @@ pub fn build<B: Backend>(vit: Dinov2<B>, dir: &Path, opts: &ToyOptions) -> Resul
         &ProbeWeights::kaiming_uniform(d, NUM_CLASSES + 1, opts.seed),
         &device,
     )?;
-    let steering = Steering::new(vit, sae, probe, opts.layer, stats)?;
+    let steering = Steering::new(Steerer::new(vit, sae, probe, opts.layer)?, stats)?;
     let reference = opts.stats.then(|| ReferenceSet {
         name: "toy ADE20K validation".into(),
         list: val.clone(),

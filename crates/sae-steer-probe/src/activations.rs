@@ -4,14 +4,8 @@
 
 use std::path::Path;
 
-use burn::tensor::backend::Backend;
 use sae_steer_ade20k::ImageList;
-use sae_steer_ade20k::cache::{
-    ActivationCache, CacheDtype, CacheReport, CacheSpec, LabelKind, TapRequest, build_cache,
-};
-use sae_steer_vit::Dinov2;
-
-use crate::error::Result;
+use sae_steer_ade20k::cache::{ActivationCache, CacheDtype, CacheSpec, LabelKind, TapRequest};
 
 /// The cache tap the probes read: patch tokens after the final LayerNorm.
 pub const PROBE_TAP: &str = "final_norm";
@@ -33,22 +27,4 @@ pub fn probe_cache_spec(model_id: &str, validation: bool) -> CacheSpec {
 /// (see [`ActivationCache::serves`]), so the ViT need not even be loaded.
 pub fn cache_is_ready(dir: &Path, images: &ImageList, spec: &CacheSpec) -> bool {
     ActivationCache::open(dir).is_ok_and(|cache| cache.serves(images, spec))
-}
-
-/// Opens the cache in `dir`, first building or resuming it with the ViT
-/// `spec.model_id` (loaded on `device`) unless it is complete already.
-/// Returns the build report when the ViT ran.
-pub fn ensure_cache<B: Backend>(
-    dir: &Path,
-    images: &ImageList,
-    spec: &CacheSpec,
-    device: &B::Device,
-) -> Result<(ActivationCache, Option<CacheReport>)> {
-    let report = if cache_is_ready(dir, images, spec) {
-        None
-    } else {
-        let vit = Dinov2::<B>::load(&spec.model_id, device)?;
-        Some(build_cache(&vit, images, dir, spec)?)
-    };
-    Ok((ActivationCache::open(dir)?, report))
 }

@@ -109,17 +109,47 @@ impl<B: Backend> Probe<B> {
     pub fn to_host(&self) -> ProbeWeights {
         self.set.to_host().remove(0)
     }
+
+    /// Loads a probe from a checkpoint folder (its latest step) or file, in
+    /// either format (see [`ProbeCheckpoint::read`]).
+    pub fn load(spec: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
+        Self::new(&ProbeCheckpoint::read(spec)?.weights, device)
+    }
+
+    /// The predicted label of each patch `x` `[n, d]`: the argmax over
+    /// outputs `first..C`, as an output id. Validation and the app take
+    /// every output (`first = 0`); quantify leaves out label 0, "other"
+    /// (`first = 1`), so that every patch is predicted some class.
+    pub fn predict(&self, x: Tensor<B, 2>, first: usize) -> Result<Vec<u8>> {
+        let c = self.n_classes();
+        if first >= c || c > usize::from(u8::MAX) + 1 {
+            return Err(ProbeError::Shape(format!(
+                "cannot predict over outputs {first}..{c} as byte labels"
+            )));
+        }
+        let n = x.dims()[0];
+        let best = self.logits(x).slice([0..n, first..c]).argmax(1); // [n, 1]
+        let ids = best
+            .into_data()
+            .convert::<i64>()
+            .into_vec::<i64>()
+            .map_err(|e| ProbeError::Shape(format!("cannot read predictions back: {e:?}")))?;
+        Ok(ids
+            .into_iter()
+            .map(|i| (i as usize + first) as u8)
+            .collect())
+    }
 }
 
-/// Loads a probe from a checkpoint folder (its latest step) or file, in
-/// either format.
-pub fn load_probe<B: Backend>(path: impl AsRef<Path>, device: &B::Device) -> Result<Probe<B>> {
-    Probe::new(&read_probe(path)?.weights, device)
+impl ProbeCheckpoint {
+    /// Reads a probe from a checkpoint folder (its latest step) or file, in
+    /// either format.
+    pub fn read(path: impl AsRef<Path>) -> Result<ProbeCheckpoint> {
+        read_checkpoint(path.as_ref())
+    }
 }
 
-/// Reads a probe from a checkpoint folder (its latest step) or file.
-pub fn read_probe(path: impl AsRef<Path>) -> Result<ProbeCheckpoint> {
-    let path = path.as_ref();
+fn read_checkpoint(path: &Path) -> Result<ProbeCheckpoint> {
     let file = if path.is_dir() {
         latest_file(path)?.0
     } else {
@@ -187,7 +217,10 @@ pub fn probe_dirs(root: impl AsRef<Path>) -> Result<Vec<PathBuf>> {
 
 /// Reads the latest checkpoint of every probe folder under `root`.
 pub fn read_probes(root: impl AsRef<Path>) -> Result<Vec<ProbeCheckpoint>> {
-    probe_dirs(root)?.iter().map(read_probe).collect()
+    probe_dirs(root)?
+        .iter()
+        .map(ProbeCheckpoint::read)
+        .collect()
 }
 
 /// Checkpoint files in a folder with their step (`None` for `model.pt`).

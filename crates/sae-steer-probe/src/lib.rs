@@ -9,7 +9,7 @@
 //! - [`train`]: [`train_sweep`], all probes in one pass over an activation
 //!   cache per epoch, with checkpoints and resume.
 //! - [`checkpoint`]: our safetensors checkpoints and the reference's `.pt`
-//!   folders; [`load_probe`] takes either.
+//!   folders; [`Probe::load`] takes either.
 //! - [`validate`]: mIoU / accuracy of every probe over the validation split
 //!   and the sweep's reports.
 //! - [`naming`]: folder names as Python prints floats (`lr_3e-05__wd_1e-05`).
@@ -42,7 +42,7 @@ pub mod sweep;
 pub mod train;
 pub mod validate;
 
-pub use checkpoint::{Probe, ProbeCheckpoint, load_probe, read_probe, read_probes};
+pub use checkpoint::{Probe, ProbeCheckpoint, read_probes};
 pub use config::{ProbeHparams, SweepConfig};
 pub use error::{ProbeError, Result};
 pub use naming::{checkpoint_dir_name, python_float_repr};

@@ -102,10 +102,17 @@ pub struct SaeWeights {
 }
 
 impl SaeWeights {
-    /// Loads either a saev `sae.pt` or one of our safetensors checkpoints,
-    /// told apart by the first byte (`{` starts saev's JSON header line).
-    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
+    /// Loads an SAE from a file or a hub id (see [`crate::SaeSource`]):
+    /// either a saev `sae.pt` or one of our safetensors checkpoints, told
+    /// apart by the first byte (`{` starts saev's JSON header line).
+    pub fn load(spec: impl AsRef<std::ffi::OsStr>) -> Result<Self> {
+        let spec = spec.as_ref();
+        let path = match spec.to_str() {
+            Some(text) => crate::hub::resolve_sae(text)?,
+            // Not UTF-8: no hub id, only a local file.
+            None => std::path::PathBuf::from(spec),
+        };
+        let path = path.as_path();
         if crate::saev::looks_like_saev(path)? {
             crate::saev::load_saev(path)
         } else {

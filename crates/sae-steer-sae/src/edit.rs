@@ -61,12 +61,22 @@ pub enum Rows {
     Mask(Vec<bool>),
 }
 
-/// A set of latent edits applied to some rows. Ops on the same latent
-/// compose in the order they were added.
+/// A set of latent edits, and optionally a shift along a direction,
+/// applied to some rows. Ops on the same latent compose in the order they
+/// were added; the shift is added after them.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Edit {
     pub latents: Vec<(usize, EditOp)>,
+    pub shift: Option<Shift>,
     pub rows: Rows,
+}
+
+/// `x' = x + scale * direction` in model units (no SAE involved).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shift {
+    /// `[d]`
+    pub direction: Vec<f32>,
+    pub scale: f32,
 }
 
 impl Edit {
@@ -92,6 +102,12 @@ impl Edit {
         self.op(latent, EditOp::Add(delta))
     }
 
+    /// Adds `scale * direction` (`[d]`, model units) to the edited rows.
+    pub fn shift(mut self, direction: Vec<f32>, scale: f32) -> Self {
+        self.shift = Some(Shift { direction, scale });
+        self
+    }
+
     /// Restricts the edit to the rows flagged `true`.
     pub fn on_rows(mut self, mask: Vec<bool>) -> Self {
         self.rows = Rows::Mask(mask);
@@ -100,7 +116,8 @@ impl Edit {
 
     /// Whether the edit changes nothing, whatever the input.
     pub fn is_empty(&self) -> bool {
-        self.latents.is_empty() || matches!(&self.rows, Rows::Mask(m) if !m.contains(&true))
+        (self.latents.is_empty() && self.shift.is_none())
+            || matches!(&self.rows, Rows::Mask(m) if !m.contains(&true))
     }
 
     /// The edit through the full encode/decode, `[n, d] -> [n, d]` in model units.
@@ -128,7 +145,8 @@ impl Edit {
             f_edit = f_edit.slice_assign([0..n, *j..*j + 1], new);
         }
         let x_n_edit = err.add(sae.decode(f_edit));
-        Ok(x.add(x_n_edit.sub(x_n).mul_scalar(sae.scalar())))
+        let x = x.add(x_n_edit.sub(x_n).mul_scalar(sae.scalar()));
+        Ok(self.add_shift(x, mask))
     }
 
     /// The edit in rank-1 form, `[n, d] -> [n, d]` in model units:
@@ -144,11 +162,14 @@ impl Edit {
         }
         let [n, _] = x.dims();
         let device = x.device();
+        let mask = self.row_mask::<B>(n, &device);
+        if groups.is_empty() {
+            return Ok(self.add_shift(x, mask));
+        }
         let latents: Vec<i64> = groups.iter().map(|(j, _)| *j as i64).collect();
         let m = latents.len();
         let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(latents, [m]), &device);
         let f_sel = sae.encode_latents(sae.normalize(x.clone()), idx.clone()); // [n, m]
-        let mask = self.row_mask::<B>(n, &device);
         let deltas: Vec<Tensor<B, 2>> = groups
             .iter()
             .enumerate()
@@ -159,7 +180,25 @@ impl Edit {
             .collect();
         let delta = Tensor::cat(deltas, 1); // [n, m]
         let rows = sae.w_dec.clone().select(0, idx); // [m, d]
-        Ok(x.add(delta.matmul(rows).mul_scalar(sae.scalar())))
+        let x = x.add(delta.matmul(rows).mul_scalar(sae.scalar()));
+        Ok(self.add_shift(x, mask))
+    }
+
+    /// `x + scale * direction` on the masked rows (`x` without a shift).
+    fn add_shift<B: Backend>(&self, x: Tensor<B, 2>, mask: Option<Tensor<B, 2>>) -> Tensor<B, 2> {
+        let Some(shift) = &self.shift else {
+            return x;
+        };
+        let d = shift.direction.len();
+        let v = Tensor::<B, 2>::from_data(
+            TensorData::new(shift.direction.clone(), [1, d]),
+            &x.device(),
+        )
+        .mul_scalar(shift.scale);
+        match mask {
+            None => x.add(v),
+            Some(mask) => x.add(mask.matmul(v)),
+        }
     }
 
     /// Validates the edit against the SAE and input; returns the ops grouped
@@ -177,6 +216,15 @@ impl Edit {
             return Err(SaeError::Edit(format!(
                 "row mask has {} entries, the batch has {n} rows",
                 mask.len()
+            )));
+        }
+        if let Some(shift) = &self.shift
+            && shift.direction.len() != sae.d_model()
+        {
+            return Err(SaeError::Edit(format!(
+                "shift direction has {} entries, the SAE width is {}",
+                shift.direction.len(),
+                sae.d_model()
             )));
         }
         let mut groups: Vec<(usize, Vec<EditOp>)> = Vec::new();

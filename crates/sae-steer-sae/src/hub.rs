@@ -11,12 +11,9 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::tensor::backend::Backend;
 use sae_steer_vit::load::{hub_files, hub_offline};
 
-use crate::checkpoint::SaeWeights;
 use crate::error::{Result, SaeError};
-use crate::sae::Sae;
 
 /// The file a hub id without `:file` refers to (saev's checkpoint name).
 pub const DEFAULT_SAE_FILE: &str = "sae.pt";
@@ -52,6 +49,14 @@ impl SaeSource {
                 message: "is a folder; give the SAE file inside it (e.g. sae.pt)".into(),
             });
         }
+        // `runs/sae.pt` is a missing file, not the hub repository `runs/sae.pt`.
+        let file_like = [".pt", ".safetensors"].iter().any(|e| spec.ends_with(e));
+        if !spec.contains(':') && file_like {
+            return Err(SaeError::Hub {
+                spec: spec.to_string(),
+                message: "no such file".into(),
+            });
+        }
         let (repo, file) = spec.split_once(':').unwrap_or((spec, DEFAULT_SAE_FILE));
         if valid_repo(repo) && valid_file(file) {
             return Ok(Self::Hub {
@@ -82,20 +87,6 @@ impl SaeSource {
 /// default cache and `HF_HUB_OFFLINE` from the environment.
 pub fn resolve_sae(spec: &str) -> Result<PathBuf> {
     SaeSource::parse(spec)?.resolve(None, hub_offline())
-}
-
-impl SaeWeights {
-    /// Loads an SAE from a file or a hub id (see [`SaeSource`]).
-    pub fn from_spec(spec: &str) -> Result<Self> {
-        Self::load(resolve_sae(spec)?)
-    }
-}
-
-impl<B: Backend> Sae<B> {
-    /// Loads an SAE from a file or a hub id (see [`SaeSource`]) onto `device`.
-    pub fn from_spec(spec: &str, device: &B::Device) -> Result<Self> {
-        Ok(Self::from_weights(SaeWeights::from_spec(spec)?, device))
-    }
 }
 
 /// The hf-hub cache folder: `HF_HUB_CACHE` as in the Python client, which

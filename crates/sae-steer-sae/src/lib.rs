@@ -7,6 +7,7 @@ pub mod config;
 pub mod edit;
 pub mod error;
 pub mod hub;
+pub mod load;
 pub mod sae;
 pub mod saev;
 pub mod stats;
@@ -14,9 +15,10 @@ pub mod train;
 
 pub use checkpoint::{FORMAT_TAG, Normalization, SaeWeights, convert_saev};
 pub use config::{Activation, EncodeRule, SaeConfig};
-pub use edit::{Edit, EditOp, Rows, slider_value};
+pub use edit::{Edit, EditOp, Rows, Shift, slider_value};
 pub use error::{Result, SaeError};
 pub use hub::{DEFAULT_SAE_FILE, PUBLISHED_DINOV2_SAE, SaeSource, resolve_sae};
+pub use load::{NormalizationSource, NormalizeWith, SaeFile};
 pub use sae::{CLAMP, DeviceNorm, Sae};
 pub use saev::{SaevHeader, load_saev, parse_saev_header, read_saev_header};
 pub use stats::{

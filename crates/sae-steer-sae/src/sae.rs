@@ -1,7 +1,5 @@
 //! The SAE on a burn backend: normalization, encode and decode of `[n, d]` batches.
 
-use std::path::Path;
-
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use sae_steer_vit::HostTensor;
 
@@ -39,11 +37,6 @@ pub struct Sae<B: Backend> {
 }
 
 impl<B: Backend> Sae<B> {
-    /// Loads a saev `sae.pt` or one of our checkpoints (see [`SaeWeights::load`]).
-    pub fn load(path: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
-        Ok(Self::from_weights(SaeWeights::load(path)?, device))
-    }
-
     /// Moves host weights to the device. Takes them by value so that each
     /// host buffer is released as soon as its tensor exists: a 24k-latent
     /// SAE is 150 MB and must not be held twice.

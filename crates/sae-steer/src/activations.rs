@@ -6,22 +6,7 @@ use burn::prelude::*;
 use sae_steer_sae::{Edit, Sae, SaeError};
 use sae_steer_vit::{Dinov2, HostTensor, PixelValues, VitError};
 
-/// What can go wrong while computing activations with an SAE.
-#[derive(Debug, thiserror::Error)]
-pub enum ActivationsError {
-    #[error(transparent)]
-    Vit(#[from] VitError),
-    #[error(transparent)]
-    Sae(#[from] SaeError),
-    #[error("SAE layer {layer} does not exist: the ViT has {depth} blocks (0 to {last})", last = depth.saturating_sub(1))]
-    Layer { layer: usize, depth: usize },
-    #[error("the SAE reads {sae}-wide activations, but the ViT's are {vit} wide")]
-    Width { sae: usize, vit: usize },
-    #[error("latent {latent} does not exist: the SAE has {d_sae} latents (0 to {last})", last = d_sae.saturating_sub(1))]
-    Latent { latent: usize, d_sae: usize },
-    #[error("steering value {0} is not a finite number")]
-    Value(f32),
-}
+use crate::error::Error;
 
 /// An SAE applied to the patch tokens of one layer.
 #[derive(Debug, Clone)]
@@ -36,30 +21,31 @@ pub struct SaeTap<'a, B: Backend> {
 
 impl<B: Backend> SaeTap<'_, B> {
     /// Checks the tap against the ViT before any work is done.
-    pub fn check(&self, vit: &Dinov2<B>) -> Result<(), ActivationsError> {
+    pub fn check(&self, vit: &Dinov2<B>) -> Result<(), Error> {
         let depth = vit.depth();
         if self.layer >= depth {
-            return Err(ActivationsError::Layer {
+            return Err(Error::Layer {
                 layer: self.layer,
                 depth,
             });
         }
         let width = vit.config().hidden_size;
         if self.sae.d_model() != width {
-            return Err(ActivationsError::Width {
-                sae: self.sae.d_model(),
+            return Err(Error::Width {
+                what: "SAE",
+                got: self.sae.d_model(),
                 vit: width,
             });
         }
         if let Some((latent, value)) = self.steer {
             if latent >= self.sae.d_sae() {
-                return Err(ActivationsError::Latent {
+                return Err(Error::Latent {
                     latent,
                     d_sae: self.sae.d_sae(),
                 });
             }
             if !value.is_finite() {
-                return Err(ActivationsError::Value(value));
+                return Err(Error::Value(value));
             }
         }
         Ok(())
@@ -94,12 +80,12 @@ pub fn layer_activations_with_sae<B: Backend>(
     vit: &Dinov2<B>,
     pixels: &PixelValues,
     tap: &SaeTap<'_, B>,
-) -> Result<NamedTensors, ActivationsError> {
+) -> Result<NamedTensors, Error> {
     tap.check(vit)?;
     let (mut out, layer) = run_layers(vit, pixels, Some(tap.layer))?;
     let Some(layer) = layer else {
         // run_layers keeps every block, and check() bounded the layer.
-        return Err(ActivationsError::Layer {
+        return Err(Error::Layer {
             layer: tap.layer,
             depth: vit.depth(),
         });

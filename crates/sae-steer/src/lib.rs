@@ -17,20 +17,28 @@
 
 pub mod activations;
 pub mod backend;
+mod error;
 pub mod pipeline;
 pub mod quantify;
+mod steerer;
+
+pub use error::{Error, Result};
+pub use steerer::{Labels, Steerer};
 
 pub use activations::{
-    ActivationsError, NamedTensors, SaeTap, layer_activations, layer_activations_with_sae,
-    sae_outputs, to_host,
+    NamedTensors, SaeTap, layer_activations, layer_activations_with_sae, sae_outputs, to_host,
 };
 
 pub use burn;
 pub use sae_steer_ade20k as ade20k;
 pub use sae_steer_metrics as metrics;
 pub use sae_steer_probe as probe;
+pub use sae_steer_probe::{Probe, ProbeError};
 pub use sae_steer_sae as sae;
-pub use sae_steer_sae::{Edit, FeatureStats, Normalization, Sae, SaeError, SaeWeights};
+pub use sae_steer_sae::{
+    Edit, FeatureStats, Normalization, NormalizationSource, NormalizeWith, Sae, SaeError, SaeFile,
+    SaeWeights,
+};
 pub use sae_steer_vit as vit;
 pub use sae_steer_vit::{
     Dinov2, Dinov2Config, HostTensor, PixelValues, Preprocess, SafetensorsFile, TensorSource,

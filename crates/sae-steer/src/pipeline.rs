@@ -2,22 +2,23 @@
 //! estimating an SAE's input normalization, and feature statistics over a
 //! cache.
 
-use std::fmt;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use indicatif::{ProgressBar, ProgressStyle};
 use sae_steer_ade20k::ImageList;
 use sae_steer_ade20k::cache::{
-    ActivationCache, CacheDtype, CacheError, CacheSpec, LabelKind, TapRequest, TapTokens,
-    build_cache,
+    ActivationCache, CacheDtype, CacheError, CacheReport, CacheSpec, LabelKind, TapRequest,
+    TapTokens, build_cache,
 };
 use sae_steer_sae::stats::{DEFAULT_TOP_K, StatsInfo};
 use sae_steer_sae::train::{NormalizationPlan, TrainingData, estimate_start};
-use sae_steer_sae::{FeatureStats, Normalization, Sae, SaeError};
-use sae_steer_vit::Dinov2;
+use sae_steer_sae::{
+    FeatureStats, Normalization, NormalizationSource, NormalizeWith, Sae, SaeError, SaeFile,
+};
+use sae_steer_vit::{Dinov2, VitError};
 
 /// Activations sampled to estimate a normalization (saev samples a few
 /// hundred thousand; the estimate is stable well before that).
@@ -34,24 +35,74 @@ pub fn sae_layer_cache_spec(model_id: &str, layer: usize) -> CacheSpec {
     spec
 }
 
+/// A ViT loaded on first use: a run that needs several caches loads it at
+/// most once (and not at all when every cache is complete), then hands it
+/// on to the steps that run it.
+pub struct LazyVit<B: Backend> {
+    spec: String,
+    device: B::Device,
+    vit: Option<Dinov2<B>>,
+}
+
+impl<B: Backend> LazyVit<B> {
+    /// The ViT `spec` (see [`Dinov2::load`]), not loaded yet.
+    pub fn new(spec: impl Into<String>, device: &B::Device) -> Self {
+        Self {
+            spec: spec.into(),
+            device: device.clone(),
+            vit: None,
+        }
+    }
+
+    /// Whether the ViT has been loaded.
+    pub fn is_loaded(&self) -> bool {
+        self.vit.is_some()
+    }
+
+    /// The ViT, loading it first if needed.
+    pub fn get(&mut self) -> Result<&Dinov2<B>, VitError> {
+        if self.vit.is_none() {
+            self.vit = Some(Dinov2::load(&self.spec, &self.device)?);
+        }
+        Ok(self.vit.as_ref().expect("loaded above"))
+    }
+
+    /// The ViT itself, loading it first if needed.
+    pub fn into_vit(mut self) -> Result<Dinov2<B>, VitError> {
+        self.get()?;
+        Ok(self.vit.expect("loaded above"))
+    }
+}
+
+/// A ViT already in memory.
+impl<B: Backend> From<Dinov2<B>> for LazyVit<B> {
+    fn from(vit: Dinov2<B>) -> Self {
+        Self {
+            spec: String::new(),
+            device: vit.device().clone(),
+            vit: Some(vit),
+        }
+    }
+}
+
 /// Opens the cache in `dir`, building or resuming it first unless it is
-/// complete. `vit` is only called when the ViT must run.
+/// complete and serves `images` and `spec`; the ViT is only loaded when it
+/// must run. Returns the build report when it ran.
 pub fn ensure_cache<B: Backend>(
     dir: &Path,
     images: &ImageList,
     spec: &CacheSpec,
-    vit: impl FnOnce() -> Result<Dinov2<B>, sae_steer_vit::VitError>,
-) -> Result<ActivationCache, CacheError> {
+    vit: &mut LazyVit<B>,
+) -> Result<(ActivationCache, Option<CacheReport>), CacheError> {
     if let Ok(cache) = ActivationCache::open(dir)
         && cache.serves(images, spec)
     {
-        return Ok(cache);
+        return Ok((cache, None));
     }
     // Anything else goes to the builder, which resumes a partial cache and
     // refuses one made with other settings, saying what differs.
-    let vit = vit().map_err(CacheError::from)?;
-    build_cache(&vit, images, dir, spec)?;
-    ActivationCache::open(dir)
+    let report = build_cache(vit.get()?, images, dir, spec)?;
+    Ok((ActivationCache::open(dir)?, Some(report)))
 }
 
 /// Token positions of the patches in a tap of `n_tokens` tokens per image
@@ -86,6 +137,46 @@ pub fn estimate_normalization(
     norm.ok_or_else(|| SaeError::Data("no normalization was estimated".into()))
 }
 
+/// Estimates saev's input normalization on the patch tokens of `images`,
+/// each run through `vit` up to `layer` (no cache: the web app's way, on a
+/// few dozen images). The same estimator as [`estimate_normalization`].
+pub fn estimate_normalization_on_images<B: Backend>(
+    vit: &Dinov2<B>,
+    layer: usize,
+    images: &ImageList,
+    pre: &sae_steer_vit::Preprocess,
+) -> crate::Result<Normalization> {
+    const BATCH: usize = 8;
+    if images.is_empty() {
+        return Err(crate::Error::Input(
+            "no images to estimate the SAE normalization on".into(),
+        ));
+    }
+    let d = vit.config().hidden_size;
+    let prefix = 1 + vit.config().num_register_tokens;
+    let mut rows: Vec<f32> = Vec::new();
+    for chunk in images.items.chunks(BATCH) {
+        let pixels = chunk
+            .iter()
+            .map(|item| Ok(sae_steer_ade20k::load_sample(item, pre)?.pixels))
+            .collect::<crate::Result<Vec<_>>>()?;
+        let tokens = vit.forward_until(
+            sae_steer_vit::PixelValues::batch::<B>(&pixels, vit.device()),
+            layer,
+        )?;
+        let [b, t, _] = tokens.dims();
+        let patches = tokens.slice([0..b, prefix..t, 0..d]);
+        rows.extend(
+            patches
+                .into_data()
+                .convert::<f32>()
+                .into_vec::<f32>()
+                .map_err(|e| crate::Error::Input(format!("cannot read activations back: {e:?}")))?,
+        );
+    }
+    Ok(Normalization::estimate(&rows, d)?)
+}
+
 /// Images per [`FeatureStats::update`] call in [`feature_stats`] and
 /// [`feature_stats_file`]. Fixed, so that a resumed run splits the images
 /// into the same batches as an uninterrupted one and ends with the same sums
@@ -96,67 +187,33 @@ pub const STATS_BATCH: usize = 16;
 /// whole file (200 MB for a 24k-latent SAE), so not after every batch.
 pub const STATS_SAVE_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Where an SAE's input normalization came from (see [`resolve_normalization`]).
-#[derive(Debug, Clone, PartialEq)]
-pub enum NormalizationSource {
-    /// A file the user named.
-    File(PathBuf),
-    /// The SAE checkpoint's own.
-    Checkpoint,
-    /// The SAE file carried none: estimated on the patch tokens of `images`
-    /// cached images.
-    Estimated { images: usize, norm: Normalization },
-}
-
-/// What the statistics file records as `normalization`: `checkpoint`, the
-/// file's path, or `estimated on N images (scalar S)`. Deterministic, so a
-/// resumed run can check it continues in the same units.
-impl fmt::Display for NormalizationSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::File(path) => write!(f, "{}", path.display()),
-            Self::Checkpoint => f.write_str("checkpoint"),
-            Self::Estimated { images, norm } => {
-                write!(f, "estimated on {images} images (scalar {})", norm.scalar)
-            }
-        }
-    }
-}
-
-/// Gives `sae` its input normalization (SPEC section 4): read from `file`
+/// Settles an SAE's input normalization (SPEC section 4): read from `file`
 /// when one is named, else the checkpoint's own, else estimated with
 /// [`estimate_normalization`] on `estimate_on` = (cache, tap, patches per
 /// image). `estimate_on` is only read in the last case, which is an error
-/// when it is `None`.
+/// when it is `None`. (Running without one is [`NormalizeWith::None`],
+/// chosen explicitly through [`SaeFile::resolve`].)
 pub fn resolve_normalization<B: Backend>(
-    sae: Sae<B>,
+    sae: impl Into<SaeFile<B>>,
     file: Option<&Path>,
     estimate_on: Option<(&ActivationCache, &str, usize)>,
 ) -> Result<(Sae<B>, NormalizationSource), SaeError> {
+    let sae = sae.into();
     if let Some(path) = file {
-        let norm = Normalization::load(path, sae.d_model())?;
-        let sae = sae.with_normalization(Some(&norm))?;
-        return Ok((sae, NormalizationSource::File(path.to_path_buf())));
+        return sae.resolve(NormalizeWith::File(path.to_path_buf()));
     }
-    if sae.norm.is_some() {
-        return Ok((sae, NormalizationSource::Checkpoint));
+    if sae.has_normalization() {
+        return sae.resolve(NormalizeWith::Checkpoint);
     }
     let Some((cache, tap, n_patches)) = estimate_on else {
-        return Err(SaeError::Input(
-            "the SAE file carries no input normalization and no activations were given to \
-             estimate one on: name a normalization file"
-                .into(),
-        ));
+        // The checkpoint's own, which it lacks: the error says what to do.
+        return sae.resolve(NormalizeWith::Checkpoint);
     };
     let norm = estimate_normalization(cache, tap, n_patches, NORMALIZATION_SAMPLES)?;
-    let sae = sae.with_normalization(Some(&norm))?;
-    Ok((
-        sae,
-        NormalizationSource::Estimated {
-            images: cache.len(),
-            norm,
-        },
-    ))
+    sae.resolve(NormalizeWith::Estimated {
+        images: cache.len(),
+        norm,
+    })
 }
 
 /// Feature statistics (SPEC section 5) of `sae` over the patch tokens of the

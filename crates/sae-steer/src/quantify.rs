@@ -19,7 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 use std::time::Instant;
 
@@ -27,15 +27,16 @@ use burn::tensor::{ElementConversion, Int, Tensor, TensorData, backend::Backend}
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use sae_steer_ade20k::{ActivationCache, CacheError};
+use sae_steer_ade20k::ActivationCache;
 use sae_steer_files::{AppendLog, FolderLock};
 use sae_steer_metrics::{
-    ClassPass, F1Selector, FeatureChoice, MethodSummary, MetricsError, write_change_csv,
-    write_class_csv, write_summary_csv,
+    ClassPass, F1Selector, FeatureChoice, MethodSummary, write_change_csv, write_class_csv,
+    write_summary_csv,
 };
-use sae_steer_probe::ProbeWeights;
-use sae_steer_sae::{Edit, FeatureStats, Sae, SaeError};
-use sae_steer_vit::{Dinov2, VitError};
+use sae_steer_sae::{Edit, FeatureStats, Sae};
+
+use crate::error::{Error, Result};
+use crate::steerer::{Labels, Steerer};
 use serde::{Deserialize, Serialize};
 
 /// Number of probe outputs: label 0 (other) and the 150 ADE20K classes.
@@ -47,25 +48,6 @@ pub const THRESHOLDS: [f32; 4] = [0.0, 0.1, 0.3, 1.0];
 /// Training patches count for selection only when at least this share of
 /// their 14x14 pixels carries the patch's label.
 pub const MIN_PURITY: f32 = 0.9;
-
-/// Errors of a quantify run.
-#[derive(Debug, thiserror::Error)]
-pub enum QuantifyError {
-    #[error(transparent)]
-    Vit(#[from] VitError),
-    #[error(transparent)]
-    Sae(#[from] SaeError),
-    #[error(transparent)]
-    Cache(#[from] CacheError),
-    #[error(transparent)]
-    Metrics(#[from] MetricsError),
-    #[error("{path}: {message}")]
-    File { path: PathBuf, message: String },
-    #[error("{0}")]
-    Input(String),
-}
-
-pub type Result<T> = std::result::Result<T, QuantifyError>;
 
 /// How a pass picks the direction it edits for a class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -121,17 +103,8 @@ impl FromStr for Method {
     }
 }
 
-/// What one pass does to every patch.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Steer {
-    /// Set an SAE latent to `value` (normalized units), error term kept.
-    Latent { latent: usize, value: f32 },
-    /// Add `scale * unit` in model units.
-    Vector { unit: Vec<f32>, scale: f32 },
-}
-
 /// A pass's edit, the latent it sets (if any) and that latent's F1.
-type PassDirection = (Steer, Option<usize>, Option<f64>);
+type PassDirection = (Edit, Option<usize>, Option<f64>);
 
 /// Settings of a run.
 #[derive(Debug, Clone)]
@@ -207,7 +180,7 @@ pub fn read_manual_table(path: &Path) -> Result<BTreeMap<usize, usize>> {
         #[serde(default)]
         feature: Vec<Row>,
     }
-    let err = |message: String| QuantifyError::File {
+    let err = |message: String| Error::File {
         path: path.to_path_buf(),
         message,
     };
@@ -265,7 +238,7 @@ pub fn select_features<B: Backend>(
             let pl = cache.patch_labels(row)?;
             let pu = cache.patch_purity(row)?;
             let offset = spec.n_tokens.checked_sub(pl.len()).ok_or_else(|| {
-                QuantifyError::Input(format!(
+                Error::Input(format!(
                     "cache tap {tap} has {} tokens per image, fewer than its {} patch labels",
                     spec.n_tokens,
                     pl.len()
@@ -299,7 +272,7 @@ pub fn select_features<B: Backend>(
         let f = f
             .into_data()
             .into_vec::<f32>()
-            .map_err(|e| QuantifyError::Input(format!("reading SAE activations back: {e:?}")))?;
+            .map_err(|e| Error::Input(format!("reading SAE activations back: {e:?}")))?;
         selector.add_dense(&f, &labels)?;
     }
     bar.finish_and_clear();
@@ -317,54 +290,11 @@ pub fn select_features<B: Backend>(
     })
 }
 
-/// A probe `d -> 151` on the device; predictions are argmaxes over classes
-/// 1..=150 (class 0 excluded, unlike validation; SPEC section 8).
-#[derive(Debug, Clone)]
-pub struct DeviceProbe<B: Backend> {
-    /// `[d, 151]`
-    weight_t: Tensor<B, 2>,
-    /// `[1, 151]`
-    bias: Tensor<B, 2>,
-}
-
-impl<B: Backend> DeviceProbe<B> {
-    pub fn new(probe: &ProbeWeights, device: &B::Device) -> Result<Self> {
-        probe
-            .check()
-            .map_err(|e| QuantifyError::Input(e.to_string()))?;
-        if probe.out_features != OUTPUTS {
-            return Err(QuantifyError::Input(format!(
-                "the probe has {} outputs; quantify needs {OUTPUTS} (label 0 and 150 classes)",
-                probe.out_features
-            )));
-        }
-        let (c, d) = (probe.out_features, probe.in_features);
-        let w = Tensor::<B, 2>::from_data(TensorData::new(probe.weight.clone(), [c, d]), device);
-        Ok(Self {
-            weight_t: w.transpose(),
-            bias: Tensor::from_data(TensorData::new(probe.bias.clone(), [1, c]), device),
-        })
-    }
-
-    /// Class ids in 1..=150 for patches `[n, d]`.
-    pub fn predict_classes(&self, patches: Tensor<B, 2>) -> Result<Vec<u8>> {
-        let [n, _] = patches.dims();
-        let logits = patches.matmul(self.weight_t.clone()).add(self.bias.clone());
-        let best = logits.slice([0..n, 1..OUTPUTS]).argmax(1); // [n, 1]
-        let ids = best
-            .into_data()
-            .convert::<i64>()
-            .into_vec::<i64>()
-            .map_err(|e| QuantifyError::Input(format!("reading predictions back: {e:?}")))?;
-        Ok(ids.into_iter().map(|i| (i + 1) as u8).collect())
-    }
-}
-
 /// Everything a run reads.
 pub struct QuantifyInputs<'a, B: Backend> {
-    pub vit: &'a Dinov2<B>,
-    pub sae: &'a Sae<B>,
-    pub probe: &'a DeviceProbe<B>,
+    /// ViT, SAE and probe, at the layer of [`QuantifyOptions::layer`]; the
+    /// probe has 151 outputs (label 0 and the 150 classes).
+    pub steerer: &'a Steerer<B>,
     pub stats: &'a FeatureStats,
     /// Validation cache holding tap `layer{L}` with every token, float32.
     pub cache: &'a ActivationCache,
@@ -438,60 +368,64 @@ impl<'a, B: Backend> Quantify<'a, B> {
     pub fn new(inputs: QuantifyInputs<'a, B>, options: QuantifyOptions) -> Result<Self> {
         let tap = format!("layer{}", options.layer);
         let spec = inputs.cache.tap(&tap)?.clone();
-        let depth = inputs.vit.depth();
-        if options.layer >= depth {
-            return Err(QuantifyError::Input(format!(
-                "layer {} does not exist: the ViT has {depth} blocks (0..{})",
+        let steerer = inputs.steerer;
+        if options.layer != steerer.layer() {
+            return Err(Error::Input(format!(
+                "quantify runs at layer {}, the steerer's SAE reads layer {}",
                 options.layer,
-                depth - 1
+                steerer.layer()
+            )));
+        }
+        if steerer.probe().n_classes() != OUTPUTS {
+            return Err(Error::Input(format!(
+                "the probe has {} outputs; quantify needs {OUTPUTS} (label 0 and 150 classes)",
+                steerer.probe().n_classes()
             )));
         }
         if spec.tokens != sae_steer_ade20k::cache::TapTokens::All {
-            return Err(QuantifyError::Input(format!(
+            return Err(Error::Input(format!(
                 "cache tap {tap} keeps only the patch tokens; finishing the network needs every \
                  token (rebuild the cache with `{tap}:all:f32`)"
             )));
         }
         if spec.dtype != sae_steer_ade20k::cache::CacheDtype::F32 {
-            return Err(QuantifyError::Input(format!(
+            return Err(Error::Input(format!(
                 "cache tap {tap} is stored as {:?}; quantify needs float32 (f16 rounding flips \
                  predictions)",
                 spec.dtype
             )));
         }
-        if spec.dim != inputs.sae.d_model() {
-            return Err(QuantifyError::Input(format!(
+        if spec.dim != inputs.steerer.sae().d_model() {
+            return Err(Error::Input(format!(
                 "cache tap {tap} has width {}, the SAE expects {}",
                 spec.dim,
-                inputs.sae.d_model()
+                inputs.steerer.sae().d_model()
             )));
         }
-        if inputs.stats.d_sae() != inputs.sae.d_sae() {
-            return Err(QuantifyError::Input(format!(
+        if inputs.stats.d_sae() != inputs.steerer.sae().d_sae() {
+            return Err(Error::Input(format!(
                 "feature statistics cover {} latents, the SAE has {}",
                 inputs.stats.d_sae(),
-                inputs.sae.d_sae()
+                inputs.steerer.sae().d_sae()
             )));
         }
         for c in &options.classes {
             if !(1..OUTPUTS).contains(c) {
-                return Err(QuantifyError::Input(format!(
+                return Err(Error::Input(format!(
                     "class {c} is out of range 1..={}",
                     OUTPUTS - 1
                 )));
             }
         }
-        let prefix = 1 + inputs.vit.config().num_register_tokens;
+        let prefix = steerer.prefix();
         let n_patches = spec.n_tokens.checked_sub(prefix).ok_or_else(|| {
-            QuantifyError::Input(format!("cache tap {tap} has only {} tokens", spec.n_tokens))
+            Error::Input(format!("cache tap {tap} has only {} tokens", spec.n_tokens))
         })?;
         let rows = options
             .max_images
             .map_or(inputs.cache.len(), |m| m.min(inputs.cache.len()));
         if rows == 0 {
-            return Err(QuantifyError::Input(
-                "the validation cache holds no images".into(),
-            ));
+            return Err(Error::Input("the validation cache holds no images".into()));
         }
         let mut run = Self {
             inputs,
@@ -519,7 +453,7 @@ impl<'a, B: Backend> Quantify<'a, B> {
     }
 
     fn device(&self) -> B::Device {
-        self.inputs.sae.w_enc.device()
+        self.inputs.steerer.device().clone()
     }
 
     /// `[b, tokens, d]` of cache rows.
@@ -532,14 +466,10 @@ impl<'a, B: Backend> Quantify<'a, B> {
         ))
     }
 
-    /// Finishes the network from the SAE's layer and predicts every patch.
+    /// Finishes the network from the SAE's layer and predicts every patch
+    /// (classes only: label 0 is never predicted, SPEC section 8).
     fn predict(&self, x: Tensor<B, 3>) -> Result<Vec<u8>> {
-        let [b, _, d] = x.dims();
-        let normed = self.inputs.vit.forward_from(self.options.layer, x)?;
-        let patches = self.inputs.vit.split_tokens(normed).patches;
-        self.inputs
-            .probe
-            .predict_classes(patches.reshape([b * self.n_patches, d]))
+        self.inputs.steerer.segment(x, Labels::Classes)
     }
 
     fn batches(&self) -> Vec<Vec<usize>> {
@@ -563,31 +493,6 @@ impl<'a, B: Backend> Quantify<'a, B> {
         Ok(out)
     }
 
-    /// Applies one steer to the patch tokens of `x` `[b, t, d]`.
-    fn edit(&self, x: Tensor<B, 3>, steer: &Steer) -> Result<Tensor<B, 3>> {
-        let [b, t, d] = x.dims();
-        let prefix = x.clone().slice([0..b, 0..self.prefix, 0..d]);
-        let patches = x
-            .slice([0..b, self.prefix..t, 0..d])
-            .reshape([b * self.n_patches, d]);
-        let edited = match steer {
-            Steer::Latent { latent, value } => Edit::new()
-                .set(*latent, *value)
-                .apply(self.inputs.sae, patches)?,
-            Steer::Vector { unit, scale } => {
-                let u = Tensor::<B, 2>::from_data(
-                    TensorData::new(unit.clone(), [1, d]),
-                    &self.device(),
-                );
-                patches.add(u.mul_scalar(*scale))
-            }
-        };
-        Ok(Tensor::cat(
-            vec![prefix, edited.reshape([b, self.n_patches, d])],
-            1,
-        ))
-    }
-
     /// Mean norm, over the validation patches, of setting `latent` to
     /// `value`: `scalar * |value - f_j(x)| * ||W_dec[j]||`.
     fn mean_edit_norm(&self, latent: usize, value: f32) -> Result<f32> {
@@ -600,7 +505,8 @@ impl<'a, B: Backend> Quantify<'a, B> {
         {
             return Ok(norm);
         }
-        let sae = self.inputs.sae;
+        let steerer = self.inputs.steerer;
+        let sae = steerer.sae();
         let mut buf = Vec::new();
         let mut sum = 0.0f64;
         let device = self.device();
@@ -608,13 +514,9 @@ impl<'a, B: Backend> Quantify<'a, B> {
             Tensor::<B, 1, Int>::from_data(TensorData::new(vec![latent as i64], [1]), &device);
         for rows in self.batches() {
             let x = self.load(&rows, &mut buf)?;
-            let [b, t, d] = x.dims();
-            let patches = x
-                .slice([0..b, self.prefix..t, 0..d])
-                .reshape([b * self.n_patches, d]);
             // Only this latent's encoder column: a full-width encode here was
             // 19 TFLOP per class over 2,000 images.
-            let f = sae.encode_latents(sae.normalize(patches), idx.clone());
+            let f = steerer.encode_latents(steerer.patches(x), &[latent])?;
             let total: f32 = f.sub_scalar(value).abs().sum().into_scalar().elem();
             sum += f64::from(total);
         }
@@ -637,10 +539,7 @@ impl<'a, B: Backend> Quantify<'a, B> {
     ) -> Result<std::result::Result<PassDirection, String>> {
         let stats = self.inputs.stats;
         let slider = self.options.slider;
-        let latent_steer = |j: usize| Steer::Latent {
-            latent: j,
-            value: slider * stats.max_obs(j),
-        };
+        let latent_steer = |j: usize| Edit::new().set(j, slider * stats.max_obs(j));
         let mut rng = StdRng::seed_from_u64(
             self.options
                 .seed
@@ -657,11 +556,13 @@ impl<'a, B: Backend> Quantify<'a, B> {
                 None => Err("no latent fires on this class in the selection split".into()),
             },
             Method::Manual => match self.inputs.manual.get(&class) {
-                Some(&j) if j < self.inputs.sae.d_sae() => Ok((latent_steer(j), Some(j), None)),
+                Some(&j) if j < self.inputs.steerer.sae().d_sae() => {
+                    Ok((latent_steer(j), Some(j), None))
+                }
                 Some(&j) => {
-                    return Err(QuantifyError::Input(format!(
+                    return Err(Error::Input(format!(
                         "manual table: latent {j} for class {class} does not exist (the SAE has {} latents)",
-                        self.inputs.sae.d_sae()
+                        self.inputs.steerer.sae().d_sae()
                     )));
                 }
                 None => Err("not in the manual table".into()),
@@ -674,7 +575,7 @@ impl<'a, B: Backend> Quantify<'a, B> {
                     })
                     .collect();
                 if candidates.is_empty() {
-                    return Err(QuantifyError::Input(format!(
+                    return Err(Error::Input(format!(
                         "no latent has 0 < frequency < {} and max_obs > 0: cannot draw a random latent",
                         self.options.max_frequency
                     )));
@@ -702,7 +603,7 @@ impl<'a, B: Backend> Quantify<'a, B> {
                     .sqrt()
                     .max(f32::MIN_POSITIVE);
                 v.iter_mut().for_each(|x| *x /= norm);
-                Ok((Steer::Vector { unit: v, scale }, None, None))
+                Ok((Edit::new().shift(v, scale), None, None))
             }
         })
     }
@@ -711,7 +612,7 @@ impl<'a, B: Backend> Quantify<'a, B> {
     /// the mean over the run's classes when the class has no choice.
     fn default_vector_scale(&self, class: usize) -> Result<f32> {
         let selection = self.inputs.selection.ok_or_else(|| {
-            QuantifyError::Input(
+            Error::Input(
                 "the random-vector method scales to the automatic method's edits, which needs \
                  the feature selection; give a fixed --vector-scale instead"
                     .into(),
@@ -731,7 +632,7 @@ impl<'a, B: Backend> Quantify<'a, B> {
             }
         }
         if norms.is_empty() {
-            return Err(QuantifyError::Input(
+            return Err(Error::Input(
                 "no class has an automatic choice to match the random vector's scale to; give \
                  --vector-scale"
                     .into(),
@@ -797,7 +698,7 @@ impl<'a, B: Backend> Quantify<'a, B> {
                         let x = self.load(rows, &mut buf)?;
                         let edited = steers
                             .iter()
-                            .map(|s| self.edit(x.clone(), s))
+                            .map(|s| self.inputs.steerer.steer_tokens(x.clone(), s))
                             .collect::<Result<Vec<_>>>()?;
                         let preds = self.predict(Tensor::cat(edited, 0))?;
                         let per = rows.len() * self.n_patches;
@@ -865,9 +766,9 @@ impl<'a, B: Backend> Quantify<'a, B> {
     /// stacked into one batch of `steers.len() * rows.len()` images, and only
     /// the blocks after the SAE's layer, the final norm and the probe run.
     /// Returns `[steers.len() * rows.len() * patches]` class ids, steer-major.
-    pub fn predict_edited(&self, rows: &[usize], steers: &[Steer]) -> Result<Vec<u8>> {
+    pub fn predict_edited(&self, rows: &[usize], steers: &[Edit]) -> Result<Vec<u8>> {
         if steers.is_empty() {
-            return Err(QuantifyError::Input(
+            return Err(Error::Input(
                 "predict_edited needs at least one steer".into(),
             ));
         }
@@ -876,86 +777,21 @@ impl<'a, B: Backend> Quantify<'a, B> {
         let x = self.load(rows, &mut buf)?;
         let edited = steers
             .iter()
-            .map(|s| self.edit(x.clone(), s))
+            .map(|s| self.inputs.steerer.steer_tokens(x.clone(), s))
             .collect::<Result<Vec<_>>>()?;
         self.predict(Tensor::cat(edited, 0))
     }
 
-    /// Times one (class, method) pass over the validation images `rows`
-    /// three ways; `pixels` `[rows.len(), 3, H, W]` must be those images,
-    /// preprocessed (their decoding is left out of the reference's time, in
-    /// its favour).
-    ///
-    /// - full: the reference's way, the whole ViT from pixels twice (unedited,
-    ///   then edited at the SAE's layer through the full-width SAE
-    ///   encode/decode with its error term), with `steers[0]`;
-    /// - cached: ours for one class, [`Quantify::predict_edited`] with
-    ///   `steers[0]` alone (the unedited predictions come from [`Quantify::new`]);
-    /// - stacked: ours as [`Quantify::run`] batches it, every steer at once,
-    ///   divided by `steers.len()`.
-    ///
-    /// Every timed section ends by reading the predictions back to the host,
-    /// so asynchronous backends have finished their work.
-    pub fn time_strategies(
-        &self,
-        rows: &[usize],
-        pixels: Tensor<B, 4>,
-        steers: &[Steer],
-    ) -> Result<StrategyTimes> {
-        let [b, ..] = pixels.dims();
-        if b != rows.len() {
-            return Err(QuantifyError::Input(format!(
-                "time_strategies got {b} images' pixels for {} cache rows",
-                rows.len()
-            )));
-        }
-        if steers.is_empty() {
-            return Err(QuantifyError::Input(
-                "time_strategies needs at least one steer".into(),
-            ));
-        }
-        let original = self.original_of(rows)?;
-        let vit = self.inputs.vit;
-        let layer = self.options.layer;
-
-        let start = Instant::now();
-        let unedited = self.predict(vit.forward_until(pixels.clone(), layer)?)?;
-        let x = vit.forward_until(pixels, layer)?;
-        let full_edited = self.predict(self.edit_full_width(x, &steers[0])?)?;
-        let full = start.elapsed().as_secs_f64();
-
-        let start = Instant::now();
-        let cached_edited = self.predict_edited(rows, &steers[..1])?;
-        let cached = start.elapsed().as_secs_f64();
-
-        let start = Instant::now();
-        let stacked_preds = self.predict_edited(rows, steers)?;
-        let stacked = start.elapsed().as_secs_f64() / steers.len() as f64;
-
-        let agree = |a: &[u8], b: &[u8]| {
-            a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / a.len().max(1) as f64
-        };
-        Ok(StrategyTimes {
-            images: b,
-            full,
-            cached,
-            stacked,
-            agree_unedited: agree(&unedited, &original),
-            agree_edited: agree(&full_edited, &cached_edited),
-            agree_stacked: agree(&stacked_preds[..cached_edited.len()], &cached_edited),
-        })
-    }
-
     /// The unedited predictions of cache rows `rows`, `[rows.len() * patches]`;
     /// fails on an empty list or a row outside the run.
-    fn original_of(&self, rows: &[usize]) -> Result<Vec<u8>> {
+    pub fn original_of(&self, rows: &[usize]) -> Result<Vec<u8>> {
         if rows.is_empty() {
-            return Err(QuantifyError::Input("no validation image given".into()));
+            return Err(Error::Input("no validation image given".into()));
         }
         let mut out = Vec::with_capacity(rows.len() * self.n_patches);
         for &r in rows {
             if r >= self.rows {
-                return Err(QuantifyError::Input(format!(
+                return Err(Error::Input(format!(
                     "image {r} is not among the run's {} validation images",
                     self.rows
                 )));
@@ -964,48 +800,6 @@ impl<'a, B: Backend> Quantify<'a, B> {
         }
         Ok(out)
     }
-
-    /// [`Self::edit`] the reference's way: a latent edit goes through the
-    /// full SAE encode/decode (`[n, d] x [d, s]` twice) instead of the
-    /// rank-1 form.
-    fn edit_full_width(&self, x: Tensor<B, 3>, steer: &Steer) -> Result<Tensor<B, 3>> {
-        let Steer::Latent { latent, value } = steer else {
-            return self.edit(x, steer);
-        };
-        let [b, t, d] = x.dims();
-        let prefix = x.clone().slice([0..b, 0..self.prefix, 0..d]);
-        let patches = x
-            .slice([0..b, self.prefix..t, 0..d])
-            .reshape([b * self.n_patches, d]);
-        let edited = Edit::new()
-            .set(*latent, *value)
-            .apply_full(self.inputs.sae, patches)?;
-        Ok(Tensor::cat(
-            vec![prefix, edited.reshape([b, self.n_patches, d])],
-            1,
-        ))
-    }
-}
-
-/// Seconds of one (class, method) pass over a batch of images by strategy,
-/// from [`Quantify::time_strategies`], and how far the strategies' patch
-/// predictions agree (fractions in 0..=1; 1 means identical).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct StrategyTimes {
-    /// Images in the batch.
-    pub images: usize,
-    /// The reference's way: the whole ViT twice, full-width SAE edit.
-    pub full: f64,
-    /// Ours for one class: cached activations, rank-1 edit, the rest of the network.
-    pub cached: f64,
-    /// Ours with the classes stacked in one batch, per class.
-    pub stacked: f64,
-    /// Full forward's unedited predictions vs those from the cache.
-    pub agree_unedited: f64,
-    /// Full forward + full-width edit vs cached + rank-1 edit.
-    pub agree_edited: f64,
-    /// The first class of the stacked batch vs the same class alone.
-    pub agree_stacked: f64,
 }
 
 /// Writes `results.csv`, `per_class.csv`, `changes.csv`, `selection.csv`
@@ -1099,7 +893,7 @@ fn csv_field(s: &str) -> String {
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    sae_steer_files::write_atomic(path, bytes).map_err(|e| QuantifyError::File {
+    sae_steer_files::write_atomic(path, bytes).map_err(|e| Error::File {
         path: path.to_path_buf(),
         message: format!("cannot write: {e}"),
     })
@@ -1109,7 +903,7 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
 /// temporaries of writes an interrupted run left: with the lock held, no
 /// other process is writing them.
 fn lock_output(out_dir: &Path) -> Result<FolderLock> {
-    let fail = |e: std::io::Error| QuantifyError::File {
+    let fail = |e: std::io::Error| Error::File {
         path: out_dir.to_path_buf(),
         message: e.to_string(),
     };
@@ -1121,7 +915,7 @@ fn lock_output(out_dir: &Path) -> Result<FolderLock> {
 /// Opens the progress log (cutting a line torn by a crash) and rebuilds the
 /// state from it; a new log starts with the settings' key.
 fn open_progress(path: &Path, key: &str) -> Result<(AppendLog, Progress)> {
-    let fail = |message: String| QuantifyError::File {
+    let fail = |message: String| Error::File {
         path: path.to_path_buf(),
         message,
     };
@@ -1162,7 +956,7 @@ fn append_progress<T: Serialize>(log: &mut AppendLog, line: &T) -> Result<()> {
             log.append(&bytes)
                 .map_err(|e| format!("cannot append: {e}"))
         })
-        .map_err(|message| QuantifyError::File {
+        .map_err(|message| Error::File {
             path: log.path().to_path_buf(),
             message,
         })

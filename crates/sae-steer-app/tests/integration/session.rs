@@ -201,7 +201,7 @@ fn normalization_estimate_batches_like_one_pass() {
     };
     let toy = toy(&dir.path().join("ade"), &opts);
     let s = &toy.steering;
-    let estimate = sae_steer_app::setup::estimate_normalization(
+    let estimate = sae_steer::pipeline::estimate_normalization_on_images(
         s.vit(),
         s.layer(),
         toy.store.examples(),

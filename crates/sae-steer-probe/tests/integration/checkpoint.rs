@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use burn::backend::NdArray;
 use burn::tensor::{Tensor, TensorData};
 use sae_steer_probe::checkpoint::{
-    CheckpointFormat, CheckpointMeta, latest_file, load_probe, read_probe, read_probes, read_state,
+    CheckpointFormat, CheckpointMeta, Probe, ProbeCheckpoint, latest_file, read_probes, read_state,
     write_state,
 };
 use sae_steer_probe::config::ProbeHparams;
@@ -55,7 +55,7 @@ fn reads_reference_probe_folders() {
         (Some(3e-5), Some(1e-5))
     );
     for p in &probes {
-        let probe = load_probe::<B>(p.dir(), &device).unwrap();
+        let probe = Probe::<B>::load(p.dir(), &device).unwrap();
         assert_eq!((probe.d_in(), probe.n_classes()), (8, 5));
         let logits = probe
             .logits(Tensor::from_data(
@@ -71,7 +71,8 @@ fn reads_reference_probe_folders() {
         }
     }
     // A file path means that file, not the folder's latest.
-    let first = read_probe(fixture("reference/lr_0_001__wd_0_1/model_step20.pt")).unwrap();
+    let first =
+        ProbeCheckpoint::read(fixture("reference/lr_0_001__wd_0_1/model_step20.pt")).unwrap();
     assert_eq!(first.step, Some(20));
     assert_ne!(first.weights, probes[0].weights);
 }
@@ -83,7 +84,7 @@ fn reference_file_errors_name_the_problem() {
 
     let cut = dir.path().join("model_step1.pt");
     std::fs::write(&cut, &good[..good.len() - 300]).unwrap();
-    let err = read_probe(&cut).unwrap_err().to_string();
+    let err = ProbeCheckpoint::read(&cut).unwrap_err().to_string();
     assert!(
         err.contains("model_step1.pt") && err.contains("truncated"),
         "{err}"
@@ -92,7 +93,7 @@ fn reference_file_errors_name_the_problem() {
     let headless = dir.path().join("model_step2.pt");
     let line_end = good.iter().position(|&b| b == b'\n').unwrap();
     std::fs::write(&headless, &good[line_end + 1..]).unwrap();
-    let err = read_probe(&headless).unwrap_err().to_string();
+    let err = ProbeCheckpoint::read(&headless).unwrap_err().to_string();
     assert!(
         err.contains("model_step2.pt") && err.contains("not JSON"),
         "{err}"
@@ -102,11 +103,11 @@ fn reference_file_errors_name_the_problem() {
     let mut bytes = b"{\"in_features\": 9, \"out_features\": 5}\n".to_vec();
     bytes.extend_from_slice(&good[line_end + 1..]);
     std::fs::write(&wrong, bytes).unwrap();
-    let err = read_probe(&wrong).unwrap_err().to_string();
+    let err = ProbeCheckpoint::read(&wrong).unwrap_err().to_string();
     assert!(err.contains("weight") && err.contains("[5, 9]"), "{err}");
 
     let empty = tempfile::tempdir().unwrap();
-    let err = read_probe(empty.path()).unwrap_err().to_string();
+    let err = ProbeCheckpoint::read(empty.path()).unwrap_err().to_string();
     assert!(err.contains("no probe checkpoint"), "{err}");
     let err = read_probes(empty.path()).unwrap_err().to_string();
     assert!(err.contains("cfg.json"), "{err}");
@@ -155,7 +156,7 @@ fn our_format_round_trips_and_wins_ties() {
     )
     .unwrap();
     assert_eq!(latest_file(dir.path()).unwrap().0, file);
-    let probe = read_probe(dir.path()).unwrap();
+    let probe = ProbeCheckpoint::read(dir.path()).unwrap();
     assert_eq!(probe.format, CheckpointFormat::SaeSteer);
     assert_eq!(probe.learning_rate, Some(3e-4));
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use sae_steer_probe::read_probe;
+use sae_steer_probe::ProbeCheckpoint;
 use sae_steer_testkit::{fixture, fuzz};
 
 #[test]
@@ -25,7 +25,7 @@ fn fuzz_probe_checkpoints() {
         Duration::from_secs(12),
         |bytes| {
             std::fs::write(&path, bytes).unwrap();
-            match read_probe(&path) {
+            match ProbeCheckpoint::read(&path) {
                 Ok(p) => {
                     let w = &p.weights;
                     assert_eq!(w.weight.len(), w.in_features * w.out_features);

@@ -4,8 +4,8 @@
 
 use std::path::PathBuf;
 
+use sae_steer_probe::ProbeCheckpoint;
 use sae_steer_probe::checkpoint::{latest_file, step_of};
-use sae_steer_probe::read_probe;
 use sae_steer_testkit::{fixture, hostile};
 
 fn case(name: &str) -> PathBuf {
@@ -15,7 +15,7 @@ fn case(name: &str) -> PathBuf {
 #[test]
 fn a_step_number_of_u64_max_is_the_latest_without_overflow() {
     let dir = case("probe_step_overflow");
-    let probe = read_probe(&dir).unwrap();
+    let probe = ProbeCheckpoint::read(&dir).unwrap();
     assert_eq!(probe.step, Some(u64::MAX));
     assert!(probe.file.ends_with("model_step18446744073709551615.pt"));
     assert_eq!(probe.weights.out_features, 5);
@@ -33,7 +33,7 @@ fn a_step_number_of_u64_max_is_the_latest_without_overflow() {
 
 #[test]
 fn a_reference_probe_whose_pickle_lies_is_an_error() {
-    let err = read_probe(case("probe_lying_shape")).expect_err("must be refused");
+    let err = ProbeCheckpoint::read(case("probe_lying_shape")).expect_err("must be refused");
     let msg = err.to_string();
     assert!(
         msg.contains("model_step1.pt")
@@ -51,7 +51,7 @@ fn a_reference_probe_without_its_header_line_is_an_error() {
     // The archive alone (its bytes hold no early newline), and a line over the bound.
     let path = dir.path().join("model_step3.pt");
     std::fs::write(&path, &full[start..start + 30]).unwrap();
-    let msg = read_probe(&path).err().unwrap().to_string();
+    let msg = ProbeCheckpoint::read(&path).err().unwrap().to_string();
     assert!(
         msg.contains("model_step3.pt") && msg.contains("JSON line"),
         "{msg}"
@@ -59,6 +59,6 @@ fn a_reference_probe_without_its_header_line_is_an_error() {
     let mut long = vec![b'{'; 100_000];
     long.extend(&full);
     std::fs::write(&path, &long).unwrap();
-    let msg = read_probe(&path).err().unwrap().to_string();
+    let msg = ProbeCheckpoint::read(&path).err().unwrap().to_string();
     assert!(msg.contains("within the first 65536 bytes"), "{msg}");
 }

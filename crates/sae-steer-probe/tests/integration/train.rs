@@ -7,7 +7,7 @@ use burn::backend::NdArray;
 use burn::tensor::{Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use sae_steer_probe::checkpoint::{checkpoint_files, read_probe, read_probes};
+use sae_steer_probe::checkpoint::{ProbeCheckpoint, checkpoint_files, read_probes};
 use sae_steer_probe::config::SweepConfig;
 use sae_steer_probe::data::InMemoryPatches;
 use sae_steer_probe::sweep::ProbeSet;
@@ -174,7 +174,7 @@ fn keeps_evaluation_checkpoints_and_the_newest() {
     train_sweep::<B, _>(&sweep(7), &data, &opts, &Default::default()).unwrap();
     // Epochs 0, 2, 4, 6 (the last).
     assert_eq!(steps(&probe), [2, 6, 10, 14]);
-    assert_eq!(read_probe(&probe).unwrap().step, Some(14));
+    assert_eq!(ProbeCheckpoint::read(&probe).unwrap().step, Some(14));
     let cfg: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(probe.join("cfg.json")).unwrap()).unwrap();
     assert_eq!(cfg["learning_rate"], 0.01);

@@ -60,6 +60,26 @@ where
     }
 }
 
+impl Normalization {
+    /// saev's normalization of the rows `[n, d]` held in memory (the same
+    /// estimator as [`estimate_start`]'s, on all of them): `mean` of the
+    /// clamped rows and `scalar = mean ||clamp(x) - mean||_2 / sqrt(d)`.
+    pub fn estimate(rows: &[f32], d: usize) -> Result<Self> {
+        if d == 0 || rows.is_empty() || rows.len() % d != 0 {
+            return Err(SaeError::Data(format!(
+                "{} values are no whole number of {d}-wide rows",
+                rows.len()
+            )));
+        }
+        let n = rows.len() / d;
+        let mut data = |_seed: u64, _batch: usize| {
+            Ok::<_, SaeError>(std::iter::once(Ok::<_, SaeError>(rows.to_vec())))
+        };
+        let (norm, _) = estimate_start(&mut data, 0, n, d, n, &NormalizationPlan::Estimate)?;
+        norm.ok_or_else(|| SaeError::Data("no normalization was estimated".into()))
+    }
+}
+
 /// Reads up to `samples` rows of one pass (seed `seed`) and returns the
 /// normalization to train with and the initial `b_dec` (the mean of the
 /// sample in the units the SAE sees).

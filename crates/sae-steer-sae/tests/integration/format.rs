@@ -83,7 +83,11 @@ fn converted_sae_computes_like_the_saev_file_with_its_norm() {
     let out = dir.path().join("sae.safetensors");
     let norm_path = fixture("norm.safetensors");
     convert_saev(fixture("schema1.pt"), Some(&norm_path), None, None, &out).unwrap();
-    let sae = Sae::<B>::load(&out, &Default::default()).unwrap();
+    let (sae, source) = Sae::<B>::load(&out, &Default::default())
+        .unwrap()
+        .resolve(sae_steer_sae::NormalizeWith::Checkpoint)
+        .unwrap();
+    assert_eq!(source, sae_steer_sae::NormalizationSource::Checkpoint);
     let exp = expected("schema1");
     let f = sae.encode(sae.normalize(tensor(&exp.x)));
     assert_close("f_x", &host(f), &exp.f_x, 1e-5);

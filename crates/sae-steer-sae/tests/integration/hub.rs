@@ -86,9 +86,17 @@ fn hub_ids_resolve_from_the_local_cache() {
     );
     // A file spec needs no cache at all.
     let file = fixture("schema1.pt");
-    let sae =
-        sae_steer_sae::Sae::<B>::from_spec(file.to_str().unwrap(), &Default::default()).unwrap();
-    assert_eq!(sae.d_sae(), 96);
+    let sae = sae_steer_sae::Sae::<B>::load(file.to_str().unwrap(), &Default::default()).unwrap();
+    assert_eq!(sae.config().d_sae, 96);
+    // saev files carry no normalization: taking "the checkpoint's" is refused,
+    // saying what to do instead.
+    assert!(!sae.has_normalization());
+    let err = sae
+        .resolve(sae_steer_sae::NormalizeWith::Checkpoint)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no input normalization"), "{err}");
+    assert!(err.contains("choose none explicitly"), "{err}");
 }
 
 #[test]

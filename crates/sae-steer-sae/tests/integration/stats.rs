@@ -318,9 +318,12 @@ fn reads_saev_visuals_output_and_agrees_with_our_statistics() {
     assert!(!saev.can_update());
 
     // Our statistics on the same activations with the same SAE and normalization.
-    let sae = Sae::<B>::load(fixture("stats_sae.pt"), &Default::default()).unwrap();
-    let norm = Normalization::load(fixture("stats_norm.safetensors"), 16).unwrap();
-    let sae = sae.with_normalization(Some(&norm)).unwrap();
+    let (sae, _) = Sae::<B>::load(fixture("stats_sae.pt"), &Default::default())
+        .unwrap()
+        .resolve(sae_steer_sae::NormalizeWith::File(fixture(
+            "stats_norm.safetensors",
+        )))
+        .unwrap();
     let x = SafetensorsFile::open(fixture("stats_input.safetensors"))
         .unwrap()
         .read("x")

@@ -136,7 +136,10 @@ fn recovered(dict: &[Vec<f32>], w: &SaeWeights) -> f64 {
 /// Normalised MSE of a saved SAE on `rows`, through the inference path.
 fn held_out_nmse(path: &Path, rows: &Rows) -> f64 {
     let device = Default::default();
-    let sae = Sae::<B>::load(path, &device).unwrap();
+    let (sae, _) = Sae::<B>::load(path, &device)
+        .unwrap()
+        .resolve(sae_steer_sae::NormalizeWith::Checkpoint)
+        .unwrap();
     let x = Tensor::<B, 2>::from_data(
         TensorData::new(rows.data.clone(), [rows.n(), rows.d]),
         &device,

@@ -71,7 +71,7 @@ mod with_sae {
     use super::*;
     use sae_steer::burn::tensor::{Tensor, TensorData};
     use sae_steer::sae::{Activation, EncodeRule, SaeConfig};
-    use sae_steer::{ActivationsError, Edit, HostTensor, Normalization, Sae, SaeTap, SaeWeights};
+    use sae_steer::{Edit, Error, HostTensor, Normalization, Sae, SaeTap, SaeWeights};
     use sae_steer::{layer_activations_with_sae, sae_outputs};
 
     const D: usize = 128; // the fixture ViT's width
@@ -267,10 +267,7 @@ mod with_sae {
         for (tap, message) in cases {
             let err = layer_activations_with_sae(&vit, &pixels, &tap).unwrap_err();
             assert!(err.to_string().contains(message), "{err}");
-            assert!(!matches!(
-                err,
-                ActivationsError::Vit(_) | ActivationsError::Sae(_)
-            ));
+            assert!(!matches!(err, Error::Vit(_) | Error::Sae(_)));
         }
     }
 }

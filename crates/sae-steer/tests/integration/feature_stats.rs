@@ -7,12 +7,13 @@
 use std::path::{Path, PathBuf};
 
 use burn::backend::NdArray;
+use sae_steer::NormalizationSource;
 use sae_steer::ade20k::cache::ActivationCache;
 use sae_steer::ade20k::synth::{SynthOptions, synthesize};
 use sae_steer::ade20k::{Ade20k, Split};
 use sae_steer::pipeline::{
-    NormalizationSource, STATS_BATCH, StatsOptions, ensure_cache, feature_stats,
-    feature_stats_file, resolve_normalization, sae_layer_cache_spec,
+    LazyVit, STATS_BATCH, StatsOptions, ensure_cache, feature_stats, feature_stats_file,
+    resolve_normalization, sae_layer_cache_spec,
 };
 use sae_steer::sae::stats::{DEFAULT_TOP_K, StatsInfo};
 use sae_steer::sae::train::SplitMix64;
@@ -45,9 +46,10 @@ fn cache(root: &Path) -> ActivationCache {
         &root.join("cache"),
         &ade.split(Split::Training).unwrap(),
         &spec,
-        || Dinov2::<B>::from_hf_folder(&dir, &Default::default()),
+        &mut LazyVit::from(Dinov2::<B>::from_hf_folder(&dir, &Default::default()).unwrap()),
     )
     .unwrap()
+    .0
 }
 
 /// A random ReLU SAE over the ViT's 128-wide activations, without input

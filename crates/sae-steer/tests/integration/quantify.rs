@@ -12,16 +12,15 @@ use burn::prelude::*;
 use sae_steer::ade20k::cache::ActivationCache;
 use sae_steer::ade20k::synth::{SynthOptions, synthesize};
 use sae_steer::ade20k::{Ade20k, Split};
-use sae_steer::pipeline::{ensure_cache, feature_stats, sae_layer_cache_spec};
+use sae_steer::pipeline::{LazyVit, ensure_cache, feature_stats, sae_layer_cache_spec};
 use sae_steer::probe::ProbeWeights;
 use sae_steer::quantify::{
-    DeviceProbe, Method, OUTPUTS, Quantify, QuantifyInputs, QuantifyOptions, select_features,
-    write_reports,
+    Method, OUTPUTS, Quantify, QuantifyInputs, QuantifyOptions, select_features, write_reports,
 };
 use sae_steer::sae::stats::StatsInfo;
 use sae_steer::sae::{Activation, EncodeRule, SaeConfig};
 use sae_steer::vit::HostTensor;
-use sae_steer::{Dinov2, Sae, SaeWeights};
+use sae_steer::{Dinov2, Probe, Sae, SaeWeights, Steerer};
 
 type B = NdArray<f32>;
 
@@ -53,16 +52,18 @@ fn caches(root: &Path) -> (ActivationCache, ActivationCache) {
         &root.join("train"),
         &ade.split(Split::Training).unwrap(),
         &spec,
-        || Ok(vit()),
+        &mut LazyVit::from(vit()),
     )
-    .unwrap();
+    .unwrap()
+    .0;
     let val = ensure_cache(
         &root.join("val"),
         &ade.split(Split::Validation).unwrap(),
         &spec,
-        || Ok(vit()),
+        &mut LazyVit::from(vit()),
     )
-    .unwrap();
+    .unwrap()
+    .0;
     (train, val)
 }
 
@@ -225,7 +226,7 @@ fn automatic_latents_steer_their_class_and_random_directions_do_not() {
     let sae = hand_built_sae(&rows, &labels);
     let vit = vit();
     let device = Default::default();
-    let probe = DeviceProbe::<B>::new(&centroid_probe(&vit, &train), &device).unwrap();
+    let probe = Probe::<B>::new(&centroid_probe(&vit, &train), &device).unwrap();
     let tap = format!("layer{LAYER}");
     let stats = feature_stats(&sae, &train, &tap, 256, None, StatsInfo::default()).unwrap();
     // Four classes cover every patch, so each detector fires far more often
@@ -241,6 +242,7 @@ fn automatic_latents_steer_their_class_and_random_directions_do_not() {
     }
 
     let manual: BTreeMap<usize, usize> = BTreeMap::new();
+    let steerer = Steerer::new(vit, sae, probe, LAYER).unwrap();
     let options = QuantifyOptions {
         layer: LAYER,
         methods: vec![Method::Auto, Method::RandomLatent, Method::RandomVector],
@@ -256,9 +258,7 @@ fn automatic_latents_steer_their_class_and_random_directions_do_not() {
     };
     let run = Quantify::new(
         QuantifyInputs {
-            vit: &vit,
-            sae: &sae,
-            probe: &probe,
+            steerer: &steerer,
             stats: &stats,
             cache: &val,
             selection: Some(&selection),

@@ -9,16 +9,18 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use burn::backend::NdArray;
+use burn::tensor::Tensor;
 use sae_steer::ade20k::synth::{SynthOptions, synthesize};
 use sae_steer::ade20k::{Ade20k, Split};
-use sae_steer::pipeline::{ensure_cache, sae_layer_cache_spec};
+use sae_steer::pipeline::{LazyVit, ensure_cache, sae_layer_cache_spec};
 use sae_steer::probe::ProbeWeights;
-use sae_steer::quantify::{DeviceProbe, OUTPUTS, Quantify, QuantifyInputs, QuantifyOptions, Steer};
+use sae_steer::quantify::{OUTPUTS, Quantify, QuantifyInputs, QuantifyOptions};
 use sae_steer::sae::stats::StatsInfo;
 use sae_steer::sae::{Activation, EncodeRule, SaeConfig};
 use sae_steer::vit::HostTensor;
 use sae_steer::{
-    Dinov2, FeatureStats, Normalization, PixelValues, Sae, SaeWeights, preprocess_path,
+    Dinov2, Edit, FeatureStats, Labels, Normalization, PixelValues, Probe, Sae, SaeWeights,
+    Steerer, preprocess_path,
 };
 
 type B = NdArray<f32>;
@@ -84,7 +86,13 @@ fn cached_rank1_passes_predict_what_the_full_forward_predicts() {
     let val_list = ade.split(Split::Validation).unwrap();
     let mut spec = sae_layer_cache_spec("fixture/reg", LAYER);
     spec.progress = false;
-    let cache = ensure_cache(&dir.path().join("val"), &val_list, &spec, || Ok(vit())).unwrap();
+    let (cache, _) = ensure_cache(
+        &dir.path().join("val"),
+        &val_list,
+        &spec,
+        &mut LazyVit::from(vit()),
+    )
+    .unwrap();
 
     let vit = vit();
     let d = vit.config().hidden_size;
@@ -96,14 +104,13 @@ fn cached_rank1_passes_predict_what_the_full_forward_predicts() {
         weight: noise(OUTPUTS * d, 6, 1.0),
         bias: noise(OUTPUTS, 7, 0.1),
     };
-    let probe = DeviceProbe::<B>::new(&probe, &device).unwrap();
+    let probe = Probe::<B>::new(&probe, &device).unwrap();
+    let steerer = Steerer::new(vit, sae, probe, LAYER).unwrap();
     let stats = FeatureStats::new(D_SAE, 1, 256, StatsInfo::default()).unwrap();
     let manual = BTreeMap::new();
     let run = Quantify::new(
         QuantifyInputs {
-            vit: &vit,
-            sae: &sae,
-            probe: &probe,
+            steerer: &steerer,
             stats: &stats,
             cache: &cache,
             selection: None,
@@ -120,10 +127,7 @@ fn cached_rank1_passes_predict_what_the_full_forward_predicts() {
 
     // A zero vector edit is no edit: the cached path reproduces the
     // unedited predictions of those rows.
-    let none = Steer::Vector {
-        unit: vec![0.0; d],
-        scale: 0.0,
-    };
+    let none = Edit::new().shift(vec![0.0; d], 0.0);
     let same = run.predict_edited(&rows, &[none]).unwrap();
     let original: Vec<u8> = rows
         .iter()
@@ -134,18 +138,9 @@ fn cached_rank1_passes_predict_what_the_full_forward_predicts() {
     // Edits strong enough to move many patches, so agreement below is not
     // the trivial agreement of two unedited runs.
     let steers = [
-        Steer::Latent {
-            latent: 5,
-            value: 400.0,
-        },
-        Steer::Latent {
-            latent: 17,
-            value: -400.0,
-        },
-        Steer::Vector {
-            unit: noise(d, 8, 1.0),
-            scale: 300.0,
-        },
+        Edit::new().set(5, 400.0),
+        Edit::new().set(17, -400.0),
+        Edit::new().shift(noise(d, 8, 1.0), 300.0),
     ];
     let stacked = run.predict_edited(&rows, &steers).unwrap();
     assert_eq!(stacked.len(), steers.len() * per);
@@ -174,16 +169,27 @@ fn cached_rank1_passes_predict_what_the_full_forward_predicts() {
         .map(|&r| preprocess_path(&val_list.items[r].image).unwrap())
         .collect();
     let pixels = PixelValues::batch::<B>(&pixels, &device);
-    let times = run.time_strategies(&rows, pixels.clone(), &steers).unwrap();
-    assert_eq!(times.images, rows.len());
-    assert!(times.full > 0.0 && times.cached > 0.0 && times.stacked > 0.0);
-    assert_eq!(times.agree_unedited, 1.0, "{times:?}");
-    assert_eq!(times.agree_stacked, 1.0, "{times:?}");
+    // The reference's way: the whole ViT from pixels, and the edit through
+    // the full-width SAE encode/decode.
+    let agree = |a: &[u8], b: &[u8]| {
+        a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / a.len() as f64
+    };
+    let tokens = steerer.tokens(pixels).unwrap();
+    let unedited = steerer.segment(tokens.clone(), Labels::Classes).unwrap();
+    assert_eq!(unedited, original);
+    let [b, t, d] = tokens.dims();
+    let p = steerer.prefix();
+    let prefix = tokens.clone().slice([0..b, 0..p, 0..d]);
+    let full = steers[0]
+        .apply_full(steerer.sae(), steerer.patches(tokens))
+        .unwrap();
+    let full = Tensor::cat(vec![prefix, full.reshape([b, t - p, d])], 1);
+    let full = steerer.segment(full, Labels::Classes).unwrap();
     // The two edit forms differ by float rounding only.
-    assert!(times.agree_edited > 0.99, "{times:?}");
+    let agreement = agree(&full, &stacked[..per]);
+    assert!(agreement > 0.99, "{agreement}");
 
-    // Mismatched or unknown rows are refused before any work.
-    assert!(run.time_strategies(&rows[..1], pixels, &steers).is_err());
+    // Unknown rows and empty steer lists are refused before any work.
     assert!(run.predict_edited(&[4], &steers).is_err());
     assert!(run.predict_edited(&rows, &[]).is_err());
 }

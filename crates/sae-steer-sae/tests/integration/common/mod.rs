@@ -102,13 +102,13 @@ pub fn assert_close_rowwise(
 
 /// A fixture SAE, optionally with the fixture's input normalization.
 pub fn load_sae(name: &str, normalized: bool) -> sae_steer_sae::Sae<B> {
+    use sae_steer_sae::NormalizeWith;
     let sae =
         sae_steer_sae::Sae::<B>::load(fixture(&format!("{name}.pt")), &Default::default()).unwrap();
-    if normalized {
-        let norm =
-            sae_steer_sae::Normalization::load(fixture("norm.safetensors"), sae.d_model()).unwrap();
-        sae.with_normalization(Some(&norm)).unwrap()
+    let with = if normalized {
+        NormalizeWith::File(fixture("norm.safetensors"))
     } else {
-        sae
-    }
+        NormalizeWith::None
+    };
+    sae.resolve(with).unwrap().0
 }

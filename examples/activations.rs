@@ -23,5 +23,5 @@
 //! the one they store, which `--sae-norm` replaces.
 
 fn main() -> std::process::ExitCode {
-    sae_steer_examples::activations::main()
+    sae_steer_cli::commands::activations::main()
 }

@@ -15,5 +15,5 @@
 //! freshly written (so page-cached) shards.
 
 fn main() -> std::process::ExitCode {
-    sae_steer_examples::bench_cache::main()
+    sae_steer_cli::commands::bench_cache::main()
 }

@@ -20,5 +20,5 @@
 //! ```
 
 fn main() -> std::process::ExitCode {
-    sae_steer_examples::bench_quantify::main()
+    sae_steer_cli::commands::bench_quantify::main()
 }

@@ -11,5 +11,5 @@
 //! ```
 
 fn main() -> std::process::ExitCode {
-    sae_steer_examples::bench_sae::main()
+    sae_steer_cli::commands::bench_sae::main()
 }

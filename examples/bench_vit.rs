@@ -3,5 +3,5 @@
 //! Run through `cargo xtask bench vit`, which also runs PyTorch when asked.
 
 fn main() -> std::process::ExitCode {
-    sae_steer_examples::bench_vit::main()
+    sae_steer_cli::commands::bench_vit::main()
 }

@@ -17,5 +17,5 @@
 //! a cache made differently is refused with the list of differences.
 
 fn main() -> std::process::ExitCode {
-    sae_steer_examples::cache::main()
+    sae_steer_cli::commands::cache::main()
 }

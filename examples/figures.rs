@@ -18,5 +18,5 @@
 //! latent the data at hand lacks is reported and skipped.
 
 fn main() -> std::process::ExitCode {
-    sae_steer_examples::figures::main()
+    sae_steer_cli::commands::figures::main()
 }

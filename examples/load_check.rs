@@ -14,5 +14,5 @@
 //! cache, as they do when a user drags a slider.
 
 fn main() -> Result<(), String> {
-    sae_steer_examples::load_check::main()
+    sae_steer_cli::commands::load_check::main()
 }

@@ -21,5 +21,5 @@
 //! only its embedded page and the API, never files.
 
 fn main() -> std::process::ExitCode {
-    sae_steer_examples::manipulate::main()
+    sae_steer_cli::commands::manipulate::main()
 }

@@ -20,5 +20,5 @@
 //! uninterrupted one.
 
 fn main() -> std::process::ExitCode {
-    sae_steer_examples::quantify::main()
+    sae_steer_cli::commands::quantify::main()
 }

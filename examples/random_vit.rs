@@ -8,5 +8,5 @@
 //! ```
 
 fn main() -> std::process::ExitCode {
-    sae_steer_examples::random_vit::main()
+    sae_steer_cli::commands::random_vit::main()
 }

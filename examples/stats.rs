@@ -18,5 +18,5 @@
 //! summary.
 
 fn main() -> std::process::ExitCode {
-    sae_steer_examples::stats::main()
+    sae_steer_cli::commands::stats::main()
 }

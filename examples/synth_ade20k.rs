@@ -10,5 +10,5 @@
 //! write is never touched.
 
 fn main() -> std::process::ExitCode {
-    sae_steer_examples::synth_ade20k::main()
+    sae_steer_cli::commands::synth_ade20k::main()
 }

@@ -11,5 +11,5 @@
 //! nothing means anything: it is for trying the page, not for results.
 
 fn main() -> std::process::ExitCode {
-    sae_steer_examples::toy_files::main()
+    sae_steer_cli::commands::toy_files::main()
 }

@@ -19,5 +19,5 @@
 //! training from the newest checkpoint all probes share.
 
 fn main() -> std::process::ExitCode {
-    sae_steer_examples::train_probe::main()
+    sae_steer_cli::commands::train_probe::main()
 }

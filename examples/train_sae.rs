@@ -12,5 +12,5 @@
 //! command resumes from the last checkpoint in `--out`.
 
 fn main() -> std::process::ExitCode {
-    sae_steer_examples::train_sae::main()
+    sae_steer_cli::commands::train_sae::main()
 }

@@ -17,5 +17,5 @@
 //! missing or incomplete.
 
 fn main() -> std::process::ExitCode {
-    sae_steer_examples::validate::main()
+    sae_steer_cli::commands::validate::main()
 }

@@ -1,16 +1,16 @@
-//! `cargo xtask <command>`: project automation, in Rust rather than shell
+//! `cargo xtask <command>`: developer tasks, in Rust rather than shell
 //! scripts (the rust-analyzer convention). It drives cargo and never links the
-//! heavy crates itself, so it builds in seconds.
+//! heavy crates itself, so it builds in seconds. `fetch`, `reproduce` and
+//! `scale-fit` are the `sae-steer` program's own jobs (`sae-steer-jobs`),
+//! reachable here too because our docs and CI use them.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
+use sae_steer_jobs::{Programs, cargo, fetch, reproduce, root, scale, status};
 
-mod fetch;
-mod reproduce;
-mod scale;
 mod synth;
 
 #[derive(Parser)]
@@ -79,37 +79,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// The workspace root: the checkout `cargo xtask` runs in, or, for a binary
-/// copied to another machine, the current folder.
-pub(crate) fn root() -> PathBuf {
-    // `cargo xtask` (cargo run) says at run time where the checkout is; the
-    // path compiled in can name another checkout whose build this binary was
-    // reused from (one shared target dir), or none when the binary was copied.
-    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
-    let built = manifest.parent().map(Path::to_path_buf).unwrap_or_default();
-    if built.join("Cargo.toml").is_file() {
-        built
-    } else {
-        std::env::current_dir().unwrap_or(built)
-    }
-}
-
-/// Where cargo puts builds: `CARGO_TARGET_DIR`, or `target/` of the checkout.
-pub(crate) fn target_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => root().join(dir),
-        None => root().join("target"),
-    }
-}
-
-pub(crate) fn cargo() -> Command {
-    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    c.current_dir(root());
-    c
-}
-
 /// `cargo run -p sae-steer-examples --example NAME`, optimised: the
 /// experiments push real tensors and are too slow in a debug build.
 pub(crate) fn example(name: &str) -> Command {
@@ -125,22 +94,11 @@ pub(crate) fn example(name: &str) -> Command {
     c
 }
 
-pub(crate) fn status(mut cmd: Command) -> Result<()> {
-    eprintln!("xtask> {cmd:?}");
-    let st = cmd
-        .status()
-        .with_context(|| format!("cannot start {cmd:?}"))?;
-    if !st.success() {
-        bail!("{cmd:?} failed ({st})");
-    }
-    Ok(())
-}
-
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Cmd::SynthAde20k(args) => synth::run(args),
         Cmd::Fetch(args) => fetch::run(args),
-        Cmd::Reproduce(args) => reproduce::run(args),
+        Cmd::Reproduce(args) => reproduce::run(args, Programs::Build),
         Cmd::ScaleFit { files } => {
             let reports = files
                 .iter()

@@ -35,5 +35,5 @@ pub fn run(args: Args) -> Result<()> {
         .args(["--val", &args.val.to_string()])
         .args(["--seed", &args.seed.to_string()])
         .args(&args.rest);
-    crate::status(cmd)
+    sae_steer_jobs::status(cmd)
 }

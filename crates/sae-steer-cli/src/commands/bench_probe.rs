@@ -13,7 +13,7 @@ use sae_steer_probe::{SweepConfig, TrainOptions, train_sweep};
 
 #[derive(Parser, Debug, Clone)]
 #[command(about = "Benchmark a probe sweep's training epoch against PyTorch")]
-struct Args {
+pub struct Args {
     #[arg(long, default_value_t = 2048)]
     images: usize,
     #[arg(long, default_value_t = 256)]
@@ -133,7 +133,12 @@ fn cpu_seconds() -> f64 {
 }
 
 pub fn main() -> ExitCode {
-    crate::report(run(Args::parse()))
+    run_args(Args::parse())
+}
+
+/// Runs the program with parsed arguments (the `sae-steer` subcommand).
+pub fn run_args(args: Args) -> ExitCode {
+    crate::cli::report(run(args))
 }
 
 fn run(args: Args) -> Result<()> {
@@ -189,11 +194,11 @@ fn run(args: Args) -> Result<()> {
         "ours cpu_seconds_per_epoch={:.2}",
         cpu / secs.len().max(1) as f64
     );
-    println!("ours peak_rss_mib={:.0}", crate::peak_rss_mib());
+    println!("ours peak_rss_mib={:.0}", crate::cli::peak_rss_mib());
 
     if let Some(python) = &args.torch {
         let script =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/bench_probe_torch.py");
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/bench_probe_torch.py");
         let mut variants = vec![false];
         if args.torch_batched {
             variants.push(true);

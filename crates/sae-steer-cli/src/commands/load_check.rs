@@ -13,7 +13,7 @@ use sae_steer_app::{ServeOptions, Session, serve};
 use serde_json::{Value, json};
 
 #[derive(Parser, Debug)]
-struct Args {
+pub struct Args {
     /// small or vit-b.
     #[arg(long, default_value = "small")]
     geometry: String,
@@ -111,7 +111,7 @@ pub fn main() -> Result<(), String> {
             ),
             _ => (
                 Dinov2::<B>::load(
-                    concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/vit/reg"),
+                    concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/vit/reg"),
                     &device,
                 ),
                 ToyOptions {

@@ -11,7 +11,7 @@ use sae_steer::{Dinov2, Dinov2Config};
 
 #[derive(Parser)]
 #[command(about = "Benchmark the DINOv2 ViT-B/14-reg forward pass")]
-struct Args {
+pub struct Args {
     #[arg(long, value_delimiter = ',', default_value = "1,16")]
     batch: Vec<usize>,
     #[arg(long, default_value_t = 3)]
@@ -48,7 +48,7 @@ impl BackendTask for Bench {
             println!(
                 "rust batch={b} images_per_s={:.3} peak_rss_mib={:.0}",
                 (b * self.0.iters) as f64 / secs,
-                crate::peak_rss_mib()
+                crate::cli::peak_rss_mib()
             );
         }
         Ok(())
@@ -56,7 +56,11 @@ impl BackendTask for Bench {
 }
 
 pub fn main() -> ExitCode {
-    let args = Args::parse();
+    run_args(Args::parse())
+}
+
+/// Runs the program with parsed arguments (the `sae-steer` subcommand).
+pub fn run_args(args: Args) -> ExitCode {
     let device = args.device;
     crate::cli::run_and_report(device, Bench(args))
 }

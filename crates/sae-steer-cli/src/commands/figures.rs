@@ -14,7 +14,7 @@ use sae_steer_app::{GUIDED_EXAMPLES, ImageKey, ImageStore, Session, SliderEdit, 
 
 #[derive(Parser, Debug)]
 #[command(about = "Draw steering figures: image | true labels | prediction | after the edit")]
-struct Args {
+pub struct Args {
     #[command(flatten)]
     session: crate::cli::SessionArgs,
     /// IMAGE:LATENT:SLIDER, repeatable [default: the preprint's four examples].
@@ -208,7 +208,11 @@ fn largest_instances(store: &ImageStore, picks: &[(u8, usize)]) -> Result<Vec<(u
 }
 
 pub fn main() -> ExitCode {
-    let args = Args::parse();
+    run_args(Args::parse())
+}
+
+/// Runs the program with parsed arguments (the `sae-steer` subcommand).
+pub fn run_args(args: Args) -> ExitCode {
     let device = args.device;
     crate::cli::run_and_report(device, Figures(args))
 }

@@ -14,7 +14,7 @@ use sae_steer::sae::{Activation, Normalization};
 
 #[derive(Parser)]
 #[command(about = "Train sparse autoencoders on cached ViT activations")]
-struct Args {
+pub struct Args {
     /// Activation-cache directory, directory of .safetensors files, or files.
     #[arg(long, num_args = 1.., required = true)]
     data: Vec<PathBuf>,
@@ -206,11 +206,15 @@ impl BackendTask for Train {
 }
 
 pub fn main() -> ExitCode {
-    crate::report(main_inner())
+    run_args(Args::parse())
 }
 
-fn main_inner() -> Result<()> {
-    let args = Args::parse();
+/// Runs the program with parsed arguments (the `sae-steer` subcommand).
+pub fn run_args(args: Args) -> ExitCode {
+    crate::cli::report(main_inner(args))
+}
+
+fn main_inner(args: Args) -> Result<()> {
     let files = data_files(&args.data)?;
     let mut shards = SafetensorsShards::open(&files, &args.tensor)?;
     if let Some(t) = &args.tokens {

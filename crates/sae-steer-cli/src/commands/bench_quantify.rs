@@ -24,7 +24,7 @@ use sae_steer::{
 #[command(
     about = "Benchmark one quantify pass: the reference's full forward vs cached activations + rank-1 edit"
 )]
-struct Args {
+pub struct Args {
     /// Synthetic validation images (all are cached and timed).
     #[arg(long, default_value_t = 16)]
     images: usize,
@@ -295,7 +295,7 @@ fn bench<B: Backend>(a: &Args, work: &std::path::Path, device: &B::Device) -> Re
          stacked vs alone {:.4}",
         last.agree_unedited, last.agree_edited, last.agree_stacked
     );
-    println!("peak_rss_mib={:.0}", crate::peak_rss_mib());
+    println!("peak_rss_mib={:.0}", crate::cli::peak_rss_mib());
     Ok(())
 }
 
@@ -383,7 +383,11 @@ fn time_strategies<B: Backend>(
 }
 
 pub fn main() -> ExitCode {
-    let args = Args::parse();
+    run_args(Args::parse())
+}
+
+/// Runs the program with parsed arguments (the `sae-steer` subcommand).
+pub fn run_args(args: Args) -> ExitCode {
     let device = args.device;
     crate::cli::run_and_report(device, Bench(args))
 }

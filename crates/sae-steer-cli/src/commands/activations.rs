@@ -18,7 +18,7 @@ const DEFAULT_SAE_LAYER: usize = 10;
 
 #[derive(Parser, Debug)]
 #[command(about = "Run DINOv2 on one image and save the activations of every layer")]
-struct Args {
+pub struct Args {
     /// The ViT: a Hugging Face folder (config.json + model.safetensors), a
     /// torch-hub .pth checkpoint, or a hub id.
     #[arg(long, default_value = sae_steer::vit::load::DEFAULT_VIT)]
@@ -135,7 +135,12 @@ fn read_pixel_values(path: &PathBuf) -> Result<PixelValues> {
 }
 
 pub fn main() -> ExitCode {
-    crate::report(run(Args::parse()))
+    run_args(Args::parse())
+}
+
+/// Runs the program with parsed arguments (the `sae-steer` subcommand).
+pub fn run_args(args: Args) -> ExitCode {
+    crate::cli::report(run(args))
 }
 
 fn run(args: Args) -> Result<()> {

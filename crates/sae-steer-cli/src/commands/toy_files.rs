@@ -9,12 +9,12 @@ use sae_steer::backend::Cpu;
 use sae_steer_app::toy::{ToyOptions, build};
 
 #[derive(Parser, Debug)]
-struct Args {
+pub struct Args {
     /// Output folder (the dataset goes to OUT/ade20k).
     #[arg(long)]
     out: PathBuf,
     /// The ViT (a Hugging Face folder, .pth or hub id).
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/vit/reg"))]
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/vit/reg"))]
     vit: String,
     /// The SAE's layer.
     #[arg(long, default_value_t = 1)]
@@ -25,7 +25,11 @@ struct Args {
 }
 
 pub fn main() -> ExitCode {
-    let args = Args::parse();
+    run_args(Args::parse())
+}
+
+/// Runs the program with parsed arguments (the `sae-steer` subcommand).
+pub fn run_args(args: Args) -> ExitCode {
     let run = || -> Result<(), Box<dyn std::error::Error>> {
         let device = Default::default();
         let vit = Dinov2::<Cpu>::load(&args.vit, &device)?;

@@ -9,7 +9,7 @@ use sae_steer::vit::{Dinov2Config, write_random_hf_folder};
 
 #[derive(Parser, Debug)]
 #[command(about = "Write a random-weight DINOv2 as a Hugging Face folder (no download)")]
-struct Args {
+pub struct Args {
     /// Folder to write (config.json, model.safetensors).
     #[arg(long)]
     out: PathBuf,
@@ -40,5 +40,10 @@ fn run(args: Args) -> Result<()> {
 }
 
 pub fn main() -> ExitCode {
-    crate::report(run(Args::parse()))
+    run_args(Args::parse())
+}
+
+/// Runs the program with parsed arguments (the `sae-steer` subcommand).
+pub fn run_args(args: Args) -> ExitCode {
+    crate::cli::report(run(args))
 }

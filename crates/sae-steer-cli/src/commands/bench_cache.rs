@@ -15,7 +15,7 @@ use sae_steer_ade20k::{Ade20k, ImageList, Split, load_sample};
 
 #[derive(Parser)]
 #[command(about = "Benchmark activation caching and cache reads")]
-struct Args {
+pub struct Args {
     #[arg(long, default_value_t = 64)]
     images: usize,
     #[arg(long, default_value_t = 16)]
@@ -184,7 +184,12 @@ fn bench_reads(dir: &std::path::Path) -> Result<()> {
 }
 
 pub fn main() -> ExitCode {
-    crate::report(run(Args::parse()))
+    run_args(Args::parse())
+}
+
+/// Runs the program with parsed arguments (the `sae-steer` subcommand).
+pub fn run_args(args: Args) -> ExitCode {
+    crate::cli::report(run(args))
 }
 
 fn run(args: Args) -> Result<()> {

@@ -15,7 +15,7 @@ use sae_steer_ade20k::{Ade20k, ImageList, Split, image_folder};
 
 #[derive(Parser, Debug)]
 #[command(about = "Cache DINOv2 activations and labels of ADE20K or an image folder")]
-struct Args {
+pub struct Args {
     /// The ViT: a Hugging Face folder, a torch-hub .pth checkpoint, or a hub id.
     #[arg(long, default_value = sae_steer::vit::load::DEFAULT_VIT)]
     vit: String,
@@ -102,7 +102,12 @@ impl BackendTask for Cache {
 }
 
 pub fn main() -> ExitCode {
-    crate::report(run(Args::parse()))
+    run_args(Args::parse())
+}
+
+/// Runs the program with parsed arguments (the `sae-steer` subcommand).
+pub fn run_args(args: Args) -> ExitCode {
+    crate::cli::report(run(args))
 }
 
 fn run(args: Args) -> Result<()> {

@@ -12,7 +12,7 @@ use sae_steer_app::{DEFAULT_CACHED_IMAGES, ServeOptions, Session, UploadLimits, 
 
 #[derive(Parser, Debug)]
 #[command(about = "Serve the interactive SAE steering page")]
-struct Args {
+pub struct Args {
     #[command(flatten)]
     session: crate::cli::SessionArgs,
     /// Address to listen on (loopback by default).
@@ -67,7 +67,11 @@ impl BackendTask for Serve {
 }
 
 pub fn main() -> ExitCode {
-    let args = Args::parse();
+    run_args(Args::parse())
+}
+
+/// Runs the program with parsed arguments (the `sae-steer` subcommand).
+pub fn run_args(args: Args) -> ExitCode {
     let device = args.device;
     crate::cli::run_and_report(device, Serve(args))
 }

@@ -17,7 +17,7 @@ use serde_json::{Map, json};
 #[command(
     about = "Train linear segmentation probes (a learning-rate x weight-decay sweep) on ADE20K"
 )]
-struct Args {
+pub struct Args {
     /// A sweep TOML file (learning_rate = [...], weight_decay = [...], ...).
     #[arg(long)]
     sweep: Option<PathBuf>,
@@ -130,7 +130,12 @@ impl BackendTask for Train {
 }
 
 pub fn main() -> ExitCode {
-    crate::report(run(Args::parse()))
+    run_args(Args::parse())
+}
+
+/// Runs the program with parsed arguments (the `sae-steer` subcommand).
+pub fn run_args(args: Args) -> ExitCode {
+    crate::cli::report(run(args))
 }
 
 fn run(args: Args) -> Result<()> {

@@ -15,7 +15,7 @@ use sae_steer::sae::{Activation, EncodeRule, Sae, SaeConfig};
 
 #[derive(Parser, Clone)]
 #[command(about = "Benchmark SAE encode/decode and training steps")]
-struct Args {
+pub struct Args {
     #[arg(long, default_value_t = 768)]
     d_model: usize,
     #[arg(long, default_value_t = 24_576)]
@@ -88,7 +88,7 @@ impl BackendTask for Bench {
             println!(
                 "rust {label} encode+decode batch={} patches_per_s={rate:.0} peak_rss_mib={:.0}",
                 a.batch,
-                crate::peak_rss_mib()
+                crate::cli::peak_rss_mib()
             );
             results.insert(format!("{label} encode+decode"), (1.0 / secs, rate));
             drop(sae);
@@ -131,7 +131,7 @@ impl BackendTask for Bench {
                     a.train_batch,
                     1.0 / secs,
                     a.train_batch as f64 / secs,
-                    crate::peak_rss_mib()
+                    crate::cli::peak_rss_mib()
                 );
                 results.insert(
                     format!("{name} train_step"),
@@ -144,7 +144,7 @@ impl BackendTask for Bench {
 }
 
 fn torch_results(args: &Args, python: &PathBuf) -> Result<Results> {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/bench_sae_torch.py");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/bench_sae_torch.py");
     let mut cmd = Command::new(python);
     cmd.arg(&script)
         .args(["--d-model", &args.d_model.to_string()])
@@ -190,11 +190,15 @@ fn torch_results(args: &Args, python: &PathBuf) -> Result<Results> {
 }
 
 pub fn main() -> ExitCode {
-    crate::report(main_inner())
+    run_args(Args::parse())
 }
 
-fn main_inner() -> Result<()> {
-    let args = Args::parse();
+/// Runs the program with parsed arguments (the `sae-steer` subcommand).
+pub fn run_args(args: Args) -> ExitCode {
+    crate::cli::report(main_inner(args))
+}
+
+fn main_inner(args: Args) -> Result<()> {
     println!(
         "device={} threads_available={} d_model={} d_sae={}",
         args.device,

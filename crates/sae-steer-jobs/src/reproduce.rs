@@ -1,5 +1,5 @@
 //! `cargo xtask reproduce`: the preprint's experiments end to end, as a chain
-//! of stages that each run one example program.
+//! of stages that each run one `sae-steer` subcommand.
 //!
 //! data -> caches -> probe sweep -> validation -> (SAE training, demo only) ->
 //! feature statistics -> quantify -> figures -> `report.md`.
@@ -110,13 +110,14 @@ pub struct Args {
     /// Extra cargo features for the programs (e.g. `cuda`, `openblas-system`).
     #[arg(long)]
     features: Option<String>,
-    /// Run prebuilt example programs from this folder instead of building
-    /// them (e.g. `target/release/examples` on a machine without cargo).
+    /// Run the prebuilt `sae-steer` program in this folder instead of
+    /// building it (e.g. `target/release` on a machine without cargo).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
 }
 
-/// The example programs the stages run.
+/// The `sae-steer` subcommands the stages run (as `snake_case` names; the
+/// subcommand is the `kebab-case` form).
 pub const PROGRAMS: [&str; 9] = [
     "synth_ade20k",
     "random_vit",
@@ -181,8 +182,8 @@ impl Work {
 }
 
 enum Step {
-    /// An example program with its arguments.
-    Example(&'static str, Vec<OsString>),
+    /// A `sae-steer` subcommand with its arguments.
+    Program(&'static str, Vec<OsString>),
     /// `cargo xtask fetch` with these flags, in process.
     Fetch(Vec<OsString>),
 }
@@ -191,7 +192,7 @@ impl Step {
     /// What the stage record compares: the full command.
     fn signature(&self) -> Vec<String> {
         match self {
-            Step::Example(name, args) => std::iter::once(name.to_string())
+            Step::Program(name, args) => std::iter::once(name.to_string())
                 .chain(args.iter().map(|a| a.to_string_lossy().into_owned()))
                 .collect(),
             Step::Fetch(args) => std::iter::once("fetch".to_string())
@@ -206,7 +207,7 @@ impl Step {
 /// same name (an SAE retrained into the same file) must run again, though
 /// its command is the same.
 fn input_stamps(stage: &Stage) -> Vec<String> {
-    let Step::Example(_, args) = &stage.run else {
+    let Step::Program(_, args) = &stage.run else {
         return Vec::new();
     };
     args.iter()
@@ -431,7 +432,7 @@ impl Plan {
                     s.val,
                     DEMO_CLASSES.split(',').count()
                 ),
-                run: Step::Example("synth_ade20k", args),
+                run: Step::Program("synth_ade20k", args),
                 outputs: vec![self.ade20k.join("objectInfo150.txt")],
                 work: Work::Items((s.train + s.val) as u64, "images"),
             });
@@ -448,7 +449,7 @@ impl Plan {
                     "synthetic ADE20K: {train} training and {val} validation scenes of all 150 \
                      classes at ADE20K's image sizes"
                 ),
-                run: Step::Example("synth_ade20k", args),
+                run: Step::Program("synth_ade20k", args),
                 outputs: vec![self.ade20k.join("objectInfo150.txt")],
                 work: Work::Items((train + val) as u64, "images"),
             });
@@ -458,7 +459,7 @@ impl Plan {
             stages.push(Stage {
                 name: "vit",
                 about: "a random-weight DINOv2 ViT-B/14 with 4 registers (no download)".into(),
-                run: Step::Example("random_vit", args),
+                run: Step::Program("random_vit", args),
                 outputs: vec![Path::new(&self.vit).join("config.json")],
                 work: Work::Items(1, "models"),
             });
@@ -501,7 +502,7 @@ impl Plan {
                     "ViT activations of ADE20K {split}: layer {} (f32) and the final norm",
                     self.layer
                 ),
-                run: Step::Example("cache", args),
+                run: Step::Program("cache", args),
                 outputs: vec![self.cache(split).join("manifest.json")],
                 work: Work::Items(images as u64, "images"),
             });
@@ -534,7 +535,7 @@ impl Plan {
             } else {
                 format!("linear probes: the preprint's 6 x 3 sweep, {epochs} epochs")
             },
-            run: Step::Example("train_probe", args),
+            run: Step::Program("train_probe", args),
             outputs: vec![self.path("probes")],
             // Patch-epochs: every probe sees every patch once an epoch.
             work: Work::Items(
@@ -552,7 +553,7 @@ impl Plan {
         stages.push(Stage {
             name: "validate",
             about: "probe mIoU and accuracy on ADE20K validation; the best probe".into(),
-            run: Step::Example("validate", args),
+            run: Step::Program("validate", args),
             outputs: ["results.csv", "hparam-sweeps.png", "best.json"]
                 .iter()
                 .map(|f| self.path("validate").join(f))
@@ -632,7 +633,7 @@ impl Plan {
         Stage {
             name: "train-sae",
             about: r.about,
-            run: Step::Example("train_sae", args),
+            run: Step::Program("train_sae", args),
             outputs: vec![self.path("sae")],
             work: Work::Items(r.tokens, "tokens"),
         }
@@ -667,7 +668,7 @@ impl Plan {
         stages.push(Stage {
             name: "stats",
             about: format!("feature statistics (max_obs, frequency, top images) over {reference}"),
-            run: Step::Example("stats", args),
+            run: Step::Program("stats", args),
             outputs: vec![stats.clone(), norm.clone()],
             work: Work::Items(
                 match &self.imagenet {
@@ -716,7 +717,7 @@ impl Plan {
             name: "quantify",
             about: "pseudo-orthogonality: target and other change rates per class and method"
                 .into(),
-            run: Step::Example("quantify", args),
+            run: Step::Program("quantify", args),
             outputs: ["results.csv", "per_class.csv", "changes.csv", "summary.md"]
                 .iter()
                 .map(|f| quantify.join(f))
@@ -757,7 +758,7 @@ impl Plan {
             } else {
                 "steering figures for the preprint's four guided examples".into()
             },
-            run: Step::Example("figures", args),
+            run: Step::Program("figures", args),
             outputs: vec![figures.join("index.txt")],
         });
         stages
@@ -823,6 +824,7 @@ fn absolute(p: impl AsRef<Path>) -> Result<PathBuf> {
 struct Runner<'a> {
     args: &'a Args,
     plan: &'a Plan,
+    programs: crate::Programs,
     built: bool,
     log: Vec<Ran>,
 }
@@ -881,7 +883,7 @@ impl Runner<'_> {
         eprintln!("reproduce: {}: {}", stage.name, stage.about);
         // Building the programs (first stage only) is not the stage's time.
         let program = match &stage.run {
-            Step::Example(name, args) => {
+            Step::Program(name, args) => {
                 let mut cmd = self.program(name)?;
                 cmd.args(args);
                 Some(cmd)
@@ -940,47 +942,45 @@ impl Runner<'_> {
         Ok(())
     }
 
-    /// The command that runs example `name`: a prebuilt binary, or the
-    /// release build (made once, on first need).
+    /// The command that runs program `name` (`sae-steer <name>`): the
+    /// running or a prebuilt `sae-steer`, or the release build (made once,
+    /// on first need).
     fn program(&mut self, name: &str) -> Result<Command> {
-        if let Some(dir) = &self.args.bin_dir {
-            let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-            if !path.is_file() {
-                bail!(
-                    "{} is missing: build the examples first (cargo build --release -p sae-steer-examples --examples)",
-                    path.display()
-                );
+        let exe = format!("{}{}", crate::PROGRAM, std::env::consts::EXE_SUFFIX);
+        let path = match (&self.args.bin_dir, &self.programs) {
+            (Some(dir), _) => dir.join(&exe),
+            (None, crate::Programs::Binary(path)) => path.clone(),
+            (None, crate::Programs::Build) => {
+                if !self.built {
+                    let mut build = crate::cargo();
+                    build.args(["build", "--release", "-p", "sae-steer-cli"]);
+                    if let Some(f) = self.args.features.as_deref() {
+                        build.args(["--features", f]);
+                    }
+                    crate::status(build)?;
+                    self.built = true;
+                }
+                crate::target_dir().join("release").join(&exe)
             }
-            let mut cmd = Command::new(path);
-            cmd.current_dir(crate::root());
-            return Ok(cmd);
-        }
-        let features = self.args.features.as_deref();
-        if !self.built {
-            let mut build = crate::cargo();
-            build.args(["build", "--release", "-p", "sae-steer-examples"]);
-            for program in PROGRAMS {
-                build.args(["--example", program]);
-            }
-            if let Some(f) = features {
-                build.args(["--features", f]);
-            }
-            crate::status(build)?;
-            self.built = true;
+        };
+        if !path.is_file() {
+            bail!(
+                "{} is missing: build it first (cargo build --release -p sae-steer-cli)",
+                path.display()
+            );
         }
         // The binary itself, not `cargo run`: its process is the one
         // measured (memory is sampled from /proc), and no stage pays for
         // cargo's freshness check.
-        let path = crate::target_dir()
-            .join("release/examples")
-            .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
         let mut cmd = Command::new(path);
-        cmd.current_dir(crate::root());
+        cmd.current_dir(crate::root()).arg(name.replace('_', "-"));
         Ok(cmd)
     }
 }
 
-pub fn run(args: Args) -> Result<()> {
+/// Runs the chain of stages, each a `sae-steer` subcommand taken from
+/// `programs`.
+pub fn run(args: Args, programs: crate::Programs) -> Result<()> {
     let root = crate::root();
     let plan = Plan::new(&args, &root)?;
     if !plan.demo
@@ -1001,6 +1001,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut runner = Runner {
         args: &args,
         plan: &plan,
+        programs,
         built: false,
         log: Vec::new(),
     };
@@ -1052,9 +1053,9 @@ pub fn run(args: Args) -> Result<()> {
 /// two-core development machine, docs/scale/): the full run's CPU estimate
 /// is their fit, extrapolated, not a constant.
 const CPU_SCALE_RUNS: [&str; 3] = [
-    include_str!("../../docs/scale/cpu-0.001.json"),
-    include_str!("../../docs/scale/cpu-0.002.json"),
-    include_str!("../../docs/scale/cpu-0.004.json"),
+    include_str!("../../../docs/scale/cpu-0.001.json"),
+    include_str!("../../../docs/scale/cpu-0.002.json"),
+    include_str!("../../../docs/scale/cpu-0.004.json"),
 ];
 
 /// What a CPU run of the full data costs, from the committed scale runs.

@@ -27,7 +27,7 @@ edit every patch of every validation image at the SAE's layer, finish the networ
 the probe (argmax over classes 1..150) and count target/other change rates. Accepts the reference's \
 command line (--sae-ckpt, --seg-ckpt, --imgs.root)."
 )]
-struct Args {
+pub struct Args {
     /// The SAE: a saev sae.pt, one of our checkpoints, or a hub id owner/name[:file].
     #[arg(long, alias = "sae")]
     sae_ckpt: String,
@@ -357,7 +357,11 @@ fn parse_classes(given: &[String], names: &ClassNames) -> Result<Vec<usize>> {
 }
 
 pub fn main() -> ExitCode {
-    let args = Args::parse();
+    run_args(Args::parse())
+}
+
+/// Runs the program with parsed arguments (the `sae-steer` subcommand).
+pub fn run_args(args: Args) -> ExitCode {
     let device = args.device;
     crate::cli::run_and_report(device, Run(args))
 }

@@ -11,7 +11,7 @@ use sae_steer_ade20k::{ClassNames, NUM_CLASSES};
 
 #[derive(Parser, Debug)]
 #[command(about = "Write a synthetic dataset in the ADE20K SceneParsing layout")]
-struct Args {
+pub struct Args {
     /// Dataset root to write (images/, annotations/, objectInfo150.txt, ...).
     #[arg(long)]
     out: PathBuf,
@@ -124,5 +124,10 @@ fn run(args: Args) -> Result<()> {
 }
 
 pub fn main() -> ExitCode {
-    crate::report(run(Args::parse()))
+    run_args(Args::parse())
+}
+
+/// Runs the program with parsed arguments (the `sae-steer` subcommand).
+pub fn run_args(args: Args) -> ExitCode {
+    crate::cli::report(run(args))
 }

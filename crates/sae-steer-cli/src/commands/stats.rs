@@ -27,7 +27,7 @@ latent the largest activation (max_obs, the slider's unit), the share of patches
 mean when active and the top-k images, in the SAE's normalized units. Interrupted runs resume; a \
 finished run is left as it is."
 )]
-struct Args {
+pub struct Args {
     /// The SAE: a saev sae.pt, one of our checkpoints, or a hub id owner/name[:file].
     #[arg(long)]
     sae: String,
@@ -306,7 +306,11 @@ fn median(sorted: &[f32]) -> f32 {
 }
 
 pub fn main() -> ExitCode {
-    let args = Args::parse();
+    run_args(Args::parse())
+}
+
+/// Runs the program with parsed arguments (the `sae-steer` subcommand).
+pub fn run_args(args: Args) -> ExitCode {
     let device = args.device;
     crate::cli::run_and_report(device, Run(args))
 }

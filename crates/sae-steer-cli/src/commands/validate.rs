@@ -18,7 +18,7 @@ use sae_steer_probe::{
 #[command(
     about = "Validate linear segmentation probes on ADE20K and report the best sweep setting"
 )]
-struct Args {
+pub struct Args {
     /// ADE20K root (ADEChallengeData2016).
     #[arg(long = "ade20k", visible_alias = "imgs.root")]
     ade20k: PathBuf,
@@ -87,7 +87,12 @@ impl BackendTask for Validate {
 }
 
 pub fn main() -> ExitCode {
-    crate::report(run(Args::parse()))
+    run_args(Args::parse())
+}
+
+/// Runs the program with parsed arguments (the `sae-steer` subcommand).
+pub fn run_args(args: Args) -> ExitCode {
+    crate::cli::report(run(args))
 }
 
 fn run(args: Args) -> Result<()> {

@@ -1,30 +1,33 @@
-//! `cargo xtask reproduce --demo --quick` end to end with the example
-//! programs of this build: every artifact exists and parses, and a rerun
+//! `cargo xtask reproduce --demo --quick` end to end with the `sae-steer`
+//! program of this build: every artifact exists and parses, and a rerun
 //! redoes only what is missing.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// `target/<profile>/examples`, next to this test's own `deps` folder.
-fn examples_dir() -> PathBuf {
+/// `target/<profile>`, above this test's own `deps` folder, where the
+/// `sae-steer` program of this build is.
+fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-    profile_dir.join("examples")
+    exe.parent().and_then(Path::parent).unwrap().to_path_buf()
 }
 
-/// `cargo test --workspace` has built the examples already; a lone
-/// `cargo test -p xtask` builds them here. (Reproduce names any program
-/// still missing.)
+/// The `sae-steer` program in `dir`.
+fn program(dir: &Path) -> PathBuf {
+    dir.join(format!("sae-steer{}", std::env::consts::EXE_SUFFIX))
+}
+
+/// `cargo test --workspace` may have built the program already; otherwise
+/// it is built here. (Reproduce says so when it is still missing.)
 fn ensure_programs(dir: &Path) {
-    let quantify = dir.join(format!("quantify{}", std::env::consts::EXE_SUFFIX));
-    if !quantify.is_file() {
+    if !program(dir).is_file() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
             .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
-            .args(["build", "-p", "sae-steer-examples", "--examples"])
+            .args(["build", "-p", "sae-steer-cli", "--bin", "sae-steer"])
             .status()
             .unwrap();
-        assert!(status.success(), "building the examples failed");
+        assert!(status.success(), "building the sae-steer program failed");
     }
 }
 
@@ -66,7 +69,7 @@ fn is_png(path: &Path) -> bool {
 
 #[test]
 fn demo_writes_every_artifact_and_resumes() {
-    let bins = examples_dir();
+    let bins = profile_dir();
     ensure_programs(&bins);
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("demo");
@@ -184,8 +187,9 @@ fn stage_command(out: &Path, bins: &Path, stage: &str, set: &[(&str, String)]) -
             None => args.extend([flag.to_string(), value.clone()]),
         }
     }
-    let mut cmd = Command::new(bins.join(&words[0]));
+    let mut cmd = Command::new(program(bins));
     cmd.current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .arg(words[0].replace('_', "-"))
         .args(args);
     cmd
 }
@@ -297,7 +301,7 @@ fn a_full_cpu_run_states_its_cost_and_waits_for_consent() {
 
 #[test]
 fn a_scale_run_records_every_stage_in_scale_json() {
-    let bins = examples_dir();
+    let bins = profile_dir();
     ensure_programs(&bins);
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("scale");

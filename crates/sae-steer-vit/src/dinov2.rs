@@ -574,11 +574,13 @@ pub fn hf_tensor_shapes(config: &Dinov2Config) -> Vec<(String, Vec<usize>)> {
 
 /// Deterministic random weights with DINOv2's shapes, for benchmarks and the
 /// offline demo: no download, same numbers on every machine.
+#[cfg(feature = "random")]
 struct RandomSource {
     shapes: HashMap<String, Vec<usize>>,
     seed: u64,
 }
 
+#[cfg(feature = "random")]
 impl TensorSource for RandomSource {
     fn path(&self) -> &std::path::Path {
         std::path::Path::new("<random weights>")
@@ -632,8 +634,10 @@ impl TensorSource for RandomSource {
     }
 }
 
+#[cfg(feature = "random")]
 impl<B: Backend> Dinov2<B> {
-    /// A model with deterministic random weights (for benchmarks and demos).
+    /// A model with deterministic random weights (for benchmarks and demos;
+    /// the `random` feature).
     pub fn random(config: Dinov2Config, seed: u64, device: &B::Device) -> Result<Self> {
         let src = RandomSource {
             shapes: hf_tensor_shapes(&config).into_iter().collect(),
@@ -646,7 +650,8 @@ impl<B: Backend> Dinov2<B> {
 /// Writes the weights of [`Dinov2::random`] as a Hugging Face folder
 /// (`config.json`, `model.safetensors`), which [`Dinov2::load`] reads back as
 /// the same model: programs that take `--vit` can run at a real geometry
-/// (ViT-B/14 is 346 MB of f32) with no download.
+/// (ViT-B/14 is 346 MB of f32) with no download. (The `random` feature.)
+#[cfg(feature = "random")]
 pub fn write_random_hf_folder(config: &Dinov2Config, seed: u64, dir: &Path) -> Result<()> {
     config.validate().map_err(|message| VitError::Config {
         path: dir.join("config.json"),

@@ -19,7 +19,9 @@ pub mod weights;
 
 pub use config::{Dinov2Config, PosEmbedResample};
 pub use decode::{DecodeError, DecodeErrorKind, ImageLimits, decode_image};
-pub use dinov2::{Dinov2, KeyLayout, LayerTaps, Tokens, hf_tensor_shapes, write_random_hf_folder};
+#[cfg(feature = "random")]
+pub use dinov2::write_random_hf_folder;
+pub use dinov2::{Dinov2, KeyLayout, LayerTaps, Tokens, hf_tensor_shapes};
 pub use error::{Result, VitError};
 pub use preprocess::{
     IMAGENET_MEAN, IMAGENET_STD, PixelValues, Preprocess, open_image, preprocess_path,

@@ -244,6 +244,9 @@ fn odd_images_become_rgb() {
     assert!((unnorm(0, 999) - unnorm(2, 999)).abs() < 1e-5);
 }
 
+// Random weights are the `random` feature (benchmarks, scale runs), which
+// the workspace build turns on through the program.
+#[cfg(feature = "random")]
 #[test]
 fn a_random_model_written_as_a_folder_loads_back_as_itself() {
     let config =

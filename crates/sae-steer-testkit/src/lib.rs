@@ -24,6 +24,27 @@ pub fn fixture(rel: &str) -> PathBuf {
     fixtures_dir().join(rel)
 }
 
+/// The small random-weight DINOv2 every test runs (a Hugging Face folder:
+/// 3 blocks, width 128, 4 registers, 224 px), made by
+/// `scripts/make_vit_fixtures.py`.
+pub fn test_vit_dir() -> PathBuf {
+    fixture("vit/reg")
+}
+
+/// `n` deterministic values in `[-scale, scale)` from `seed` (a 64-bit
+/// LCG): test weights and inputs that are the same on every machine.
+pub fn noise(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut state = seed;
+    (0..n)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
 /// A case of the hostile-input corpus, `tests/fixtures/hostile/<rel>`
 /// (made by `scripts/make_hostile_fixtures.py`).
 pub fn hostile(rel: &str) -> PathBuf {

@@ -13,7 +13,7 @@ use sae_steer_vit::Preprocess;
 use safetensors::SafeTensors;
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+    sae_steer_testkit::fixtures_dir()
 }
 
 fn reference() -> Vec<u8> {

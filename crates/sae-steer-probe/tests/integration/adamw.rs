@@ -12,7 +12,7 @@ use sae_steer_vit::{SafetensorsFile, TensorSource};
 type B = NdArray<f32>;
 
 fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/probe/adamw.safetensors")
+    sae_steer_testkit::fixture("probe/adamw.safetensors")
 }
 
 /// int64 labels, which `TensorSource` (floats only) does not read.

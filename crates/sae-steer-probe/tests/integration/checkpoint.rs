@@ -17,9 +17,7 @@ use sae_steer_vit::{SafetensorsFile, TensorSource};
 type B = NdArray<f32>;
 
 fn fixture(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/probe")
-        .join(rel)
+    sae_steer_testkit::fixture("probe").join(rel)
 }
 
 #[test]

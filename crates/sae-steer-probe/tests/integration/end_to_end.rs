@@ -2,8 +2,6 @@
 //! a small sweep, validation and reports: the whole pipeline of the
 //! train_probe and validate examples.
 
-use std::path::PathBuf;
-
 use burn::backend::NdArray;
 use sae_steer_ade20k::ActivationCache;
 use sae_steer_ade20k::synth::{SynthOptions, synthesize};
@@ -20,8 +18,7 @@ use sae_steer_probe::{
 type B = NdArray<f32>;
 
 fn test_vit() -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/vit/reg")
+    sae_steer_testkit::test_vit_dir()
         .to_string_lossy()
         .into_owned()
 }

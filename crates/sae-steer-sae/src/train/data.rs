@@ -65,7 +65,7 @@ impl Normalization {
     /// estimator as [`estimate_start`]'s, on all of them): `mean` of the
     /// clamped rows and `scalar = mean ||clamp(x) - mean||_2 / sqrt(d)`.
     pub fn estimate(rows: &[f32], d: usize) -> Result<Self> {
-        if d == 0 || rows.is_empty() || rows.len() % d != 0 {
+        if d == 0 || rows.is_empty() || !rows.len().is_multiple_of(d) {
             return Err(SaeError::Data(format!(
                 "{} values are no whole number of {d}-wide rows",
                 rows.len()

@@ -8,7 +8,7 @@ use sae_steer_vit::{Dinov2, VitError};
 type B = NdArray<f32>;
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/vit")
+    sae_steer_testkit::fixture("vit")
 }
 
 fn copy_folder(to: &std::path::Path) {

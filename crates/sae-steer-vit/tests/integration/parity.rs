@@ -12,7 +12,7 @@ use sae_steer_vit::{
 type B = NdArray<f32>;
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/vit")
+    sae_steer_testkit::fixture("vit")
 }
 
 fn expected(name: &str) -> HostTensor {

@@ -7,7 +7,7 @@ use sae_steer::vit::{SafetensorsFile, TensorSource, write_safetensors};
 use sae_steer::{Dinov2, PixelValues, layer_activations};
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/vit")
+    sae_steer_testkit::fixture("vit")
 }
 
 #[test]
@@ -78,15 +78,7 @@ mod with_sae {
     const S: usize = 64;
 
     fn noise(seed: u64, n: usize, scale: f32) -> Vec<f32> {
-        let mut state = seed;
-        (0..n)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0 * scale
-            })
-            .collect()
+        sae_steer_testkit::noise(n, seed, scale)
     }
 
     fn sae(d: usize, norm: bool) -> Sae<Cpu> {

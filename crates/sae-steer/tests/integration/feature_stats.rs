@@ -4,7 +4,7 @@
 //! left alone, a file from another run is refused, and the SAE's input
 //! normalization comes from the file, the checkpoint or an estimate.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::backend::NdArray;
 use sae_steer::NormalizationSource;
@@ -41,7 +41,7 @@ fn cache(root: &Path) -> ActivationCache {
     let ade = Ade20k::open(&report.root).unwrap();
     let mut spec = sae_layer_cache_spec("fixture/reg", LAYER);
     spec.progress = false;
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/vit/reg");
+    let dir = sae_steer_testkit::test_vit_dir();
     ensure_cache(
         &root.join("cache"),
         &ade.split(Split::Training).unwrap(),

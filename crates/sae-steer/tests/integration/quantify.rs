@@ -5,7 +5,7 @@
 //! predictions far more than random directions do.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::backend::NdArray;
 use burn::prelude::*;
@@ -30,8 +30,7 @@ const CLASSES: [u8; 4] = [8, 21, 23, 66];
 const FILLERS: usize = 28;
 
 fn vit() -> Dinov2<B> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/vit/reg");
-    Dinov2::<B>::from_hf_folder(&dir, &Default::default()).unwrap()
+    Dinov2::<B>::from_hf_folder(&sae_steer_testkit::test_vit_dir(), &Default::default()).unwrap()
 }
 
 fn caches(root: &Path) -> (ActivationCache, ActivationCache) {

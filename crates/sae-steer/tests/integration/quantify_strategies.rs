@@ -6,7 +6,6 @@
 //! classes in one batch what each class alone does.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use burn::backend::NdArray;
 use burn::tensor::Tensor;
@@ -29,21 +28,12 @@ const LAYER: usize = 1;
 const D_SAE: usize = 64;
 
 fn vit() -> Dinov2<B> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/vit/reg");
-    Dinov2::<B>::from_hf_folder(&dir, &Default::default()).unwrap()
+    Dinov2::<B>::from_hf_folder(&sae_steer_testkit::test_vit_dir(), &Default::default()).unwrap()
 }
 
 /// Uniform values in [-scale, scale) from a fixed LCG.
 fn noise(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
+    sae_steer_testkit::noise(n, seed, scale)
 }
 
 fn random_sae(d: usize) -> Sae<B> {

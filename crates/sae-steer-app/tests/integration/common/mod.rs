@@ -19,7 +19,7 @@ use serde_json::Value;
 pub type B = NdArray<f32>;
 
 pub fn vit_fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/vit/reg")
+    sae_steer_testkit::test_vit_dir()
 }
 
 /// The toy setup on the CPU, data written under `dir`.

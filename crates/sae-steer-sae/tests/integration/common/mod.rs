@@ -9,9 +9,7 @@ use sae_steer_vit::{HostTensor, SafetensorsFile, TensorSource};
 pub type B = NdArray<f32>;
 
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/sae")
-        .join(name)
+    sae_steer_testkit::fixture("sae").join(name)
 }
 
 /// The torch reference computations for one fixture SAE.

@@ -114,7 +114,7 @@ impl SaeWeights {
         };
         let path = path.as_path();
         if crate::saev::looks_like_saev(path)? {
-            crate::saev::load_saev(path)
+            crate::saev::read(path)
         } else {
             Self::load_safetensors(path)
         }
@@ -217,7 +217,7 @@ pub fn convert_saev(
     layer: Option<usize>,
     out: impl AsRef<Path>,
 ) -> Result<SaeWeights> {
-    let mut weights = crate::saev::load_saev(sae_pt)?;
+    let mut weights = crate::saev::read(sae_pt)?;
     if let Some(norm) = norm {
         weights.norm = Some(Normalization::load(norm, weights.config.d_model)?);
     }

@@ -20,7 +20,7 @@ pub use error::{Result, SaeError};
 pub use hub::{DEFAULT_SAE_FILE, PUBLISHED_DINOV2_SAE, SaeSource, resolve_sae};
 pub use load::{NormalizationSource, NormalizeWith, SaeFile};
 pub use sae::{CLAMP, DeviceNorm, Sae};
-pub use saev::{SaevHeader, load_saev, parse_saev_header, read_saev_header};
+pub use saev::{SaevHeader, parse_saev_header, read_saev_header};
 pub use stats::{
     DEFAULT_TOP_K, Exemplar, FREQUENT, FeatureStats, NO_IMAGE, STATS_FORMAT_TAG, StatsInfo,
 };

@@ -138,8 +138,9 @@ pub fn parse_saev_header(path: &Path, line: &[u8]) -> Result<SaevHeader> {
     })
 }
 
-/// Loads a saev checkpoint: header, then the four tensors, checked against it.
-pub fn load_saev(path: impl AsRef<Path>) -> Result<SaeWeights> {
+/// Reads a saev checkpoint file: header, then the four tensors, checked
+/// against it ([`SaeWeights::load`] takes either format, and hub ids).
+pub fn read(path: impl AsRef<Path>) -> Result<SaeWeights> {
     let path = path.as_ref();
     let header = read_saev_header(path)?;
     check_zip_tail(path)?;
@@ -289,7 +290,7 @@ fn activation_from(
     match cls {
         "Relu" => Ok((Activation::Relu, false)),
         "TopK" => Ok((Activation::Topk { k: top_k()? }, false)),
-        // The threshold is filled in from the state dict by `load_saev`.
+        // The threshold is filled in from the state dict by `read`.
         "BatchTopK" => Ok((Activation::JumpRelu { threshold: 0.0 }, true)),
         other => Err(SaeError::Activation {
             path: path.to_path_buf(),

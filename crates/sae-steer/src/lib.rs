@@ -1,17 +1,45 @@
 //! sae-steer: find interpretable features inside vision transformers with
 //! sparse autoencoders, and steer them.
 //!
-//! This facade re-exports what an experiment needs, so downstream code writes
-//! `use sae_steer::...`:
+//! This facade is the public API: it re-exports what an experiment needs,
+//! so downstream code writes `use sae_steer::...` and `sae_steer::Result`.
+//! The member crates are reachable as modules (`vit`, `sae`, `probe`,
+//! `ade20k`, `metrics`) for the rest.
+//!
+//! Load DINOv2 and an SAE with its normalization (saev's files carry none,
+//! so the choice is explicit), then steer one latent on an image's patches
+//! and segment it with a probe:
 //!
 //! ```no_run
-//! use sae_steer::{Dinov2, backend::Cpu, preprocess_path};
-//! # fn main() -> Result<(), sae_steer::VitError> {
+//! use sae_steer::{Dinov2, Edit, NormalizeWith, Probe, Sae, Steerer, backend::Cpu, preprocess_path};
+//! # fn main() -> sae_steer::Result<()> {
 //! let device = Default::default();
 //! let vit = Dinov2::<Cpu>::load("facebook/dinov2-with-registers-base", &device)?;
-//! let pixels = preprocess_path("photo.jpg")?.to_tensor::<Cpu>(&device);
-//! let layer10 = vit.forward_until(pixels, 10)?; // [1, 261, 768]
-//! let patches = vit.split_tokens(layer10).patches; // [1, 256, 768]
+//! let (sae, _) = Sae::<Cpu>::load("osunlp/SAE_DINOv2_24K_ViT-B-14_IN1K", &device)?
+//!     .resolve(NormalizeWith::File("normalization.safetensors".into()))?;
+//! let probe = Probe::<Cpu>::load("checkpoints/contrib/semseg/lr_0_001__wd_0_1", &device)?;
+//! let steerer = Steerer::new(vit, sae, probe, 10)?;
+//! let image = preprocess_path("photo.jpg")?;
+//! let labels = steerer.steer_and_segment(&image, &Edit::new().set(7235, -12.0))?; // 256 labels
+//! # Ok(()) }
+//! ```
+//!
+//! Feature statistics (max_obs, frequency, top images) over a folder of
+//! images, through an activation cache the ViT fills once:
+//!
+//! ```no_run
+//! use sae_steer::ade20k::{cache::LabelKind, image_folder};
+//! use sae_steer::pipeline::{LazyVit, ensure_cache, feature_stats, sae_layer_cache_spec};
+//! use sae_steer::{NormalizeWith, Sae, backend::Cpu, sae::StatsInfo};
+//! # fn main() -> sae_steer::Result<()> {
+//! # let device = Default::default();
+//! # let (sae, _) = Sae::<Cpu>::load("sae.safetensors", &device)?.resolve(NormalizeWith::Checkpoint)?;
+//! let vit = "facebook/dinov2-with-registers-base";
+//! let images = image_folder("photos/")?;
+//! let mut spec = sae_layer_cache_spec(vit, 10);
+//! spec.labels = LabelKind::None;
+//! let (cache, _) = ensure_cache("caches/photos".as_ref(), &images, &spec, &mut LazyVit::new(vit, &device))?;
+//! let stats = feature_stats(&sae, &cache, "layer10", 256, None, StatsInfo::default())?;
 //! # Ok(()) }
 //! ```
 

@@ -5,7 +5,8 @@ use crate::common;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use sae_steer_sae::{Edit, Normalization, Sae, SaeError, SaeWeights, load_saev};
+use sae_steer_sae::saev;
+use sae_steer_sae::{Edit, Normalization, Sae, SaeError, SaeWeights};
 
 /// The fixture's bytes after its header line.
 fn archive_of(name: &str) -> Vec<u8> {
@@ -38,7 +39,7 @@ fn bad_header_json_is_a_header_error() {
         "bad.pt",
         &with_header("{\"d_vit\": 16,", &archive_of("pre_schema.pt")),
     );
-    let err = load_saev(&path).unwrap_err();
+    let err = saev::read(&path).unwrap_err();
     assert!(matches!(err, SaeError::Header { .. }), "{err:?}");
     let msg = message(err);
     assert!(msg.contains("bad.pt") && msg.contains("not JSON"), "{msg}");
@@ -48,7 +49,7 @@ fn bad_header_json_is_a_header_error() {
         "nosize.pt",
         &with_header("{\"seed\": 0}", &archive_of("pre_schema.pt")),
     );
-    let msg = message(load_saev(&path).unwrap_err());
+    let msg = message(saev::read(&path).unwrap_err());
     assert!(
         msg.contains("d_model") && msg.contains("nosize.pt"),
         "{msg}"
@@ -56,7 +57,7 @@ fn bad_header_json_is_a_header_error() {
     // No newline at all (e.g. a random binary file).
     let path = write(dir.path(), "noline.pt", b"{\"d_vit\": 16");
     assert!(matches!(
-        load_saev(&path).unwrap_err(),
+        saev::read(&path).unwrap_err(),
         SaeError::Header { .. }
     ));
 }
@@ -70,7 +71,7 @@ fn unknown_schema_is_named() {
         "future.pt",
         &with_header(header, &archive_of("pre_schema.pt")),
     );
-    let err = load_saev(&path).unwrap_err();
+    let err = saev::read(&path).unwrap_err();
     assert!(
         matches!(err, SaeError::UnknownSchema { schema: 6, .. }),
         "{err:?}"
@@ -87,13 +88,13 @@ fn unknown_activation_is_named() {
         "gelu.pt",
         &with_header(header, &archive_of("pre_schema.pt")),
     );
-    let msg = message(load_saev(&path).unwrap_err());
+    let msg = message(saev::read(&path).unwrap_err());
     assert!(msg.contains("Gelu") && msg.contains("gelu.pt"), "{msg}");
 }
 
 #[test]
 fn missing_tensor_is_named() {
-    let err = load_saev(fixture("missing_w_dec.pt")).unwrap_err();
+    let err = saev::read(fixture("missing_w_dec.pt")).unwrap_err();
     assert!(
         matches!(&err, SaeError::MissingTensor { name, .. } if name == "W_dec"),
         "{err:?}"
@@ -111,7 +112,7 @@ fn header_tensor_shape_disagreement_names_both() {
         "wide.pt",
         &with_header(header, &archive_of("pre_schema.pt")),
     );
-    let err = load_saev(&path).unwrap_err();
+    let err = saev::read(&path).unwrap_err();
     let msg = message(err);
     assert!(
         msg.contains("W_enc") && msg.contains("[16, 64]") && msg.contains("[16, 128]"),
@@ -126,7 +127,7 @@ fn truncated_archive_is_an_error() {
     let full = std::fs::read(fixture("schema1.pt")).unwrap();
     for keep in [full.len() / 2, full.len() - 10, 400] {
         let path = write(dir.path(), "cut.pt", &full[..keep]);
-        match load_saev(&path) {
+        match saev::read(&path) {
             Err(err) => {
                 let msg = message(err);
                 assert!(msg.contains("cut.pt") && msg.contains("truncated"), "{msg}");
@@ -143,7 +144,7 @@ fn bad_own_files_are_errors() {
     let err = SaeWeights::load(fixture("norm.safetensors")).unwrap_err();
     assert!(matches!(err, SaeError::Format { .. }), "{err:?}");
     // A config that disagrees with the tensors.
-    let mut w = load_saev(fixture("pre_schema.pt")).unwrap();
+    let mut w = saev::read(fixture("pre_schema.pt")).unwrap();
     w.config.d_sae = 65;
     let path = dir.path().join("bad.safetensors");
     w.save(&path).unwrap();

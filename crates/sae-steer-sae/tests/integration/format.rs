@@ -4,7 +4,7 @@ use crate::common;
 
 use common::*;
 use sae_steer_sae::{
-    Activation, FORMAT_TAG, Normalization, Sae, SaeWeights, convert_saev, load_saev,
+    Activation, FORMAT_TAG, Normalization, Sae, SaeWeights, convert_saev, saev,
 };
 use sae_steer_vit::SafetensorsFile;
 
@@ -21,7 +21,7 @@ fn round_trip_is_lossless_for_every_activation() {
             },
         ),
     ] {
-        let mut w = load_saev(fixture(&format!("{name}.pt"))).unwrap();
+        let mut w = saev::read(fixture(&format!("{name}.pt"))).unwrap();
         w.config.activation = activation;
         w.config.vit = Some("dinov2_vitb14_reg".into());
         w.config.layer = Some(10);
@@ -56,7 +56,7 @@ fn conversion_keeps_weights_config_and_normalization() {
     .unwrap();
     let loaded = SaeWeights::load(&out).unwrap();
     assert_eq!(loaded, converted);
-    let original = load_saev(fixture("schema1.pt")).unwrap();
+    let original = saev::read(fixture("schema1.pt")).unwrap();
     assert_eq!(loaded.w_enc, original.w_enc);
     assert_eq!(loaded.w_dec, original.w_dec);
     assert_eq!(loaded.config.encode, original.config.encode);
@@ -95,7 +95,7 @@ fn converted_sae_computes_like_the_saev_file_with_its_norm() {
 
 #[test]
 fn device_round_trip_returns_the_same_weights() {
-    let mut w = load_saev(fixture("schema5_topk.pt")).unwrap();
+    let mut w = saev::read(fixture("schema5_topk.pt")).unwrap();
     w.norm = Some(Normalization {
         mean: vec![0.5; 32],
         scalar: 2.0,

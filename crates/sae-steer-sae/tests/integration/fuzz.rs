@@ -18,7 +18,7 @@ fn fuzz_sae_checkpoints() {
     // saev files of every header form, and one of our safetensors files.
     let dir = tempfile::tempdir().unwrap();
     let ours = dir.path().join("ours.safetensors");
-    sae_steer_sae::load_saev(fixture("sae/schema5_topk.pt"))
+    sae_steer_sae::saev::read(fixture("sae/schema5_topk.pt"))
         .unwrap()
         .save(&ours)
         .unwrap();

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use sae_steer_sae::{FeatureStats, Normalization, SaeError, SaeWeights, StatsInfo, load_saev};
+use sae_steer_sae::{FeatureStats, Normalization, SaeError, SaeWeights, StatsInfo, saev};
 use sae_steer_testkit::hostile;
 use sae_steer_vit::{SafetensorsFile, TensorSource};
 
@@ -54,10 +54,10 @@ fn sae_zip_bombs_and_hostile_pickles_are_refused() {
 
 #[test]
 fn bad_header_lines_are_header_errors() {
-    let err = load_saev(case("header_not_json.pt")).unwrap_err();
+    let err = saev::read(case("header_not_json.pt")).unwrap_err();
     assert!(matches!(err, SaeError::Header { .. }), "{err:?}");
     assert!(err.to_string().contains("header_not_json.pt"));
-    let err = load_saev(case("header_no_newline.pt")).unwrap_err();
+    let err = saev::read(case("header_no_newline.pt")).unwrap_err();
     assert!(matches!(err, SaeError::Header { .. }), "{err:?}");
     let msg = err.to_string();
     assert!(
@@ -73,7 +73,7 @@ fn bad_header_lines_are_header_errors() {
     bytes.extend(b"\"}\n");
     bytes.extend(std::fs::read(case("valid.pt")).unwrap());
     std::fs::write(&path, bytes).unwrap();
-    let msg = load_saev(&path).unwrap_err().to_string();
+    let msg = saev::read(&path).unwrap_err().to_string();
     assert!(
         msg.contains("huge_header.pt") && msg.contains("within the first 1048576 bytes"),
         "{msg}"
@@ -82,11 +82,11 @@ fn bad_header_lines_are_header_errors() {
 
 #[test]
 fn unusual_but_valid_sae_archives_load_exactly() {
-    let valid = load_saev(case("valid.pt")).unwrap();
-    let deflated = load_saev(case("deflated_ok.pt")).unwrap();
+    let valid = saev::read(case("valid.pt")).unwrap();
+    let deflated = saev::read(case("deflated_ok.pt")).unwrap();
     assert_eq!(valid, deflated);
     // A transposed W_dec view and b_enc at a storage offset.
-    let strided = load_saev(case("strided_ok.pt")).unwrap();
+    let strided = saev::read(case("strided_ok.pt")).unwrap();
     let expected = SafetensorsFile::open(case("strided_ok.expected.safetensors")).unwrap();
     assert_eq!(strided.w_dec, expected.read("W_dec").unwrap());
     assert_eq!(strided.b_enc, expected.read("b_enc").unwrap());
@@ -95,7 +95,7 @@ fn unusual_but_valid_sae_archives_load_exactly() {
 
 #[test]
 fn saev_visuals_with_a_short_storage_are_an_error() {
-    let err = FeatureStats::load_saev(case("visuals_short_storage"), StatsInfo::default())
+    let err = FeatureStats::saev::read(case("visuals_short_storage"), StatsInfo::default())
         .expect_err("must be refused");
     let msg = err.to_string();
     assert!(

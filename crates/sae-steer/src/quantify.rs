@@ -94,7 +94,7 @@ impl FromStr for Method {
         match s.trim().to_ascii_lowercase().replace('_', "-").as_str() {
             "random-vector" | "random" | "vector" | "1" => Ok(Self::RandomVector),
             "random-latent" | "random-feature" | "2" => Ok(Self::RandomLatent),
-            "auto" | "automatic" | "3" => Ok(Self::Auto),
+            "auto" | "automatic" | "automatic-feature" | "3" => Ok(Self::Auto),
             "manual" | "4" => Ok(Self::Manual),
             other => Err(format!(
                 "unknown method `{other}`: expected random-vector, random-latent, auto or manual"

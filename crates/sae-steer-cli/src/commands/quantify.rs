@@ -286,6 +286,7 @@ impl BackendTask for Run {
             Default::default()
         };
         let probe = Probe::<B>::load(&args.seg_ckpt, &device)?;
+        notes.push(format!("Probe: {}.", args.seg_ckpt.display()));
         let steerer = Steerer::new(vit.into_vit()?, sae, probe, args.layer)?;
         let options = QuantifyOptions {
             layer: args.layer,

@@ -95,7 +95,7 @@ fn unusual_but_valid_sae_archives_load_exactly() {
 
 #[test]
 fn saev_visuals_with_a_short_storage_are_an_error() {
-    let err = FeatureStats::saev::read(case("visuals_short_storage"), StatsInfo::default())
+    let err = FeatureStats::load_saev(case("visuals_short_storage"), StatsInfo::default())
         .expect_err("must be refused");
     let msg = err.to_string();
     assert!(

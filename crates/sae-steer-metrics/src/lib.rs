@@ -28,12 +28,12 @@ pub use files::write_atomic;
 pub use python::python_float_repr;
 pub use quantify::{
     ChangeCounts, ChangeMatrix, ClassPass, MethodSummary, write_change_csv, write_class_csv,
-    write_summary_csv,
+    write_summary_csv, write_summary_md,
 };
 pub use segmentation::{
     BilinearUpsampler, SegmentationScores, argmax_rows, upsample_argmax, upsample_bilinear,
 };
-pub use selection::{F1Selector, FeatureChoice};
+pub use selection::{F1Selector, FeatureChoice, write_selection_csv};
 pub use sweep::{
     BestProbe, SweepRow, best_by_mean_iou, plot_hparam_sweeps, write_best_json, write_results_csv,
 };

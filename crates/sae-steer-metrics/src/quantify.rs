@@ -22,12 +22,13 @@
 //! assert_eq!(summary[0].n_classes, 1);
 //! ```
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{MetricsError, Result};
-use crate::files::{fmt_opt, write_csv};
+use crate::files::{class_name, fmt_opt, write_atomic, write_csv};
 
 fn check_class(what: &str, class: usize, classes: usize) -> Result<()> {
     if classes == 0 || classes > 256 {
@@ -63,17 +64,6 @@ fn check_predictions(original: &[u8], edited: &[u8], classes: usize) -> Result<(
         }
     }
     Ok(())
-}
-
-/// A class's name for reports: `class_names[c - 1]`, "other" for class 0.
-fn class_name(class_names: &[String], class: usize) -> String {
-    match class {
-        0 => "other".to_string(),
-        c => class_names
-            .get(c - 1)
-            .cloned()
-            .unwrap_or_else(|| format!("class {c}")),
-    }
 }
 
 /// The outcomes of one pass for its target class `c`, over all patches.
@@ -454,6 +444,62 @@ pub fn write_summary_csv(path: impl AsRef<Path>, summaries: &[MethodSummary]) ->
         }
         Ok(())
     })
+}
+
+/// Writes quantify's `summary.md`: the images and patches counted, one
+/// bullet per note, a table of `summaries` (rates to two decimals, "–" when
+/// undefined) and the classes each method skipped. `skipped` holds
+/// `(method, class, reason)`; the reasons are not written.
+pub fn write_summary_md(
+    path: impl AsRef<Path>,
+    images: usize,
+    patches: usize,
+    summaries: &[MethodSummary],
+    skipped: &[(String, usize, String)],
+    notes: &[String],
+) -> Result<()> {
+    let mut md = String::from("# Quantify: pseudo-orthogonality of steering directions\n\n");
+    md.push_str(&format!(
+        "{images} validation images, {patches} patches; rates in percent, macro mean and \
+         population std over classes with at least one originally predicted patch; pooled = \
+         sum changed / sum original.\n\n"
+    ));
+    for n in notes {
+        md.push_str(&format!("- {n}\n"));
+    }
+    if !notes.is_empty() {
+        md.push('\n');
+    }
+    md.push_str(
+        "| method | target change | ± std | other change | ± std | target pooled | other pooled \
+         | classes |\n",
+    );
+    md.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    let f = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.2}"));
+    for s in summaries {
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            s.method,
+            f(s.target_change),
+            f(s.target_std),
+            f(s.other_change),
+            f(s.other_std),
+            f(s.target_pooled),
+            f(s.other_pooled),
+            s.n_classes
+        ));
+    }
+    if !skipped.is_empty() {
+        let mut by_method: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (m, c, _) in skipped {
+            by_method.entry(m).or_default().push(*c);
+        }
+        md.push_str("\nSkipped classes:\n");
+        for (m, cs) in by_method {
+            md.push_str(&format!("- {m}: {} classes ({cs:?})\n", cs.len()));
+        }
+    }
+    write_atomic(path.as_ref(), md.as_bytes())
 }
 
 /// Column headers of the per-class CSV.

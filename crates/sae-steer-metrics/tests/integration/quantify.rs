@@ -1,13 +1,17 @@
 //! Change counting against a brute-force implementation on random
-//! predictions, summaries against hand-computed values, CSV headers.
+//! predictions, summaries against hand-computed values, the report files
+//! byte for byte.
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sae_steer_metrics::quantify::{
     CHANGE_COLUMNS, CLASS_COLUMNS, SUMMARY_COLUMNS, write_change_csv, write_class_csv,
-    write_summary_csv,
+    write_summary_csv, write_summary_md,
 };
-use sae_steer_metrics::{ChangeCounts, ChangeMatrix, ClassPass, MethodSummary};
+use sae_steer_metrics::selection::SELECTION_COLUMNS;
+use sae_steer_metrics::{
+    ChangeCounts, ChangeMatrix, ClassPass, FeatureChoice, MethodSummary, write_selection_csv,
+};
 
 const CLASSES: usize = 12;
 
@@ -218,4 +222,92 @@ fn invalid_input_is_an_error_and_changes_nothing() {
     assert!(ChangeMatrix::new(300).is_err());
     let mut a = ChangeCounts::new(1);
     assert!(a.merge(&ChangeCounts::new(2)).is_err());
+}
+
+fn choice(class: usize, latent: usize, threshold: f32, f1: f64) -> FeatureChoice {
+    FeatureChoice {
+        class,
+        latent,
+        threshold,
+        f1,
+        true_positives: 3,
+        fires: 5,
+        positives: 7,
+    }
+}
+
+#[test]
+fn selection_csv_quotes_names_and_ranks_choices() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("selection.csv");
+    let names: Vec<String> = ["wall", "building, edifice", "say \"hi\""]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let two = [choice(2, 17, 0.1, 2.0 / 3.0), choice(2, 4, 0.0, 0.25)];
+    let three = [choice(3, 9, 1.0, 1.0)];
+    // Class 7 has no name: "class 7", as in the other quantify files.
+    let seven = [choice(7, 0, 0.3, 0.0)];
+    let ranked = [
+        (2, &two[..]),
+        (3, &three[..]),
+        (7, &seven[..]),
+        (1, &[][..]),
+    ];
+    write_selection_csv(&path, ranked, &names).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "class,name,rank,latent,threshold,f1,true_positives,fires,positives\n\
+         2,\"building, edifice\",1,17,0.1,0.666667,3,5,7\n\
+         2,\"building, edifice\",2,4,0,0.250000,3,5,7\n\
+         3,\"say \"\"hi\"\"\",1,9,1,1.000000,3,5,7\n\
+         7,class 7,1,0,0.3,0.000000,3,5,7\n"
+    );
+    assert_eq!(
+        SELECTION_COLUMNS.join(","),
+        "class,name,rank,latent,threshold,f1,true_positives,fires,positives"
+    );
+    // Nothing but the final file is left in the folder.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn summary_md_is_written_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("summary.md");
+    let mut pass = ClassPass::new("auto", 2, 3).unwrap();
+    pass.add(&[2, 2, 1, 0], &[1, 2, 1, 2]).unwrap();
+    let passes = vec![pass, ClassPass::new("random-vector", 1, 3).unwrap()];
+    let summaries = MethodSummary::from_passes(&passes);
+    let skipped = [
+        ("manual".to_string(), 3, "no entry".to_string()),
+        ("auto".to_string(), 5, "no latent fires".to_string()),
+        ("manual".to_string(), 1, "no entry".to_string()),
+    ];
+    let notes = ["probe: best validated".to_string()];
+    write_summary_md(&path, 2, 8, &summaries, &skipped, &notes).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "# Quantify: pseudo-orthogonality of steering directions\n\
+         \n\
+         2 validation images, 8 patches; rates in percent, macro mean and population std over \
+         classes with at least one originally predicted patch; pooled = sum changed / sum \
+         original.\n\
+         \n\
+         - probe: best validated\n\
+         \n\
+         | method | target change | ± std | other change | ± std | target pooled | other pooled | classes |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|\n\
+         | auto | 50.00 | 0.00 | 50.00 | 0.00 | 50.00 | 50.00 | 1 |\n\
+         | random-vector | – | – | – | – | – | – | 0 |\n\
+         \n\
+         Skipped classes:\n\
+         - auto: 1 classes ([5])\n\
+         - manual: 2 classes ([3, 1])\n"
+    );
+    // Without notes or skipped classes, neither section appears.
+    write_summary_md(&path, 2, 8, &summaries[..1], &[], &[]).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("sum original.\n\n| method |"), "{text}");
+    assert!(text.ends_with("| 1 |\n"), "{text}");
 }

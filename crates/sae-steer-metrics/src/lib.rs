@@ -6,9 +6,11 @@
 //! - [`sweep`]: the probe sweep's `results.csv`, `best.json` and
 //!   `hparam-sweeps.png`.
 //! - [`quantify`]: change counts and rates of the steering experiment, their
-//!   summaries and CSV files (SPEC section 8).
+//!   summaries (ours and the reference's) and quantify's report files:
+//!   `results.csv`, `per_class.csv`, `changes.csv`, `summary.md`
+//!   (SPEC section 8).
 //! - [`selection`]: F1 feature selection (the "automatic" method of SPEC
-//!   section 8).
+//!   section 8) and quantify's `selection.csv`.
 //!
 //! Class ids are `u8` (ADE20K: 0 = unlabelled, 1..=150). Functions that name
 //! classes take `class_names: &[String]` for classes `1..=N` (index 0 =

@@ -15,6 +15,10 @@
 //! `--max-images`. Results go to `--out` (default `logs/contrib/semseg/quantify`):
 //! `results.csv`, `per_class.csv`, `changes.csv`, `selection.csv`, `summary.md`,
 //! and `passes.jsonl`, which lets an interrupted run resume at the next class.
+//! In `results.csv`, `target_change`, `target_std`, `other_change` and
+//! `other_std` mean what the reference's columns of those names mean (pooled
+//! fractions, std over all 150 classes with 0 for a class without patches);
+//! our macro means and stds in percent are the `*_macro_pct` columns.
 //! The files hold results only (the time per pass is printed, not written),
 //! so a run resumed after a `kill -9` writes exactly the bytes of an
 //! uninterrupted one.

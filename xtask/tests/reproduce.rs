@@ -90,24 +90,48 @@ fn demo_writes_every_artifact_and_resumes() {
     assert!(is_png(&out.join("validate/hparam-sweeps.png")));
 
     // Quantify: the three methods a fresh SAE allows, over the demo classes.
+    // The reference's columns first (pooled fractions, std over all 150
+    // classes), then ours (percent, over the classes with patches).
     let (header, rows) = csv(&out.join("quantify/results.csv"));
     assert_eq!(
-        &header[..5],
+        header,
         [
             "method",
             "target_change",
             "target_std",
             "other_change",
-            "other_std"
+            "other_std",
+            "target_change_macro_pct",
+            "target_std_macro_pct",
+            "other_change_macro_pct",
+            "other_std_macro_pct",
+            "target_pooled_pct",
+            "other_pooled_pct",
+            "n_classes_macro",
+            "n_classes_all"
         ]
     );
     let methods: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
     assert_eq!(methods, ["random-vector", "random-latent", "auto"]);
+    let number = |row: &Vec<String>, i: usize| -> f64 {
+        row[i]
+            .parse()
+            .unwrap_or_else(|_| panic!("column {i}: {row:?}"))
+    };
     for row in &rows {
-        for v in &row[1..5] {
-            let v: f64 = v.parse().unwrap_or_else(|_| panic!("{row:?}"));
-            assert!((0.0..=100.0).contains(&v), "{row:?}");
+        for i in 1..5 {
+            assert!((0.0..=1.0).contains(&number(row, i)), "{row:?}");
         }
+        for i in 5..11 {
+            assert!((0.0..=100.0).contains(&number(row, i)), "{row:?}");
+        }
+        assert_eq!(&row[12], "150", "{row:?}");
+        // The target rate pooled over the classes with patches is the
+        // reference's pooled fraction in percent.
+        assert!(
+            (number(row, 9) - 100.0 * number(row, 1)).abs() < 1e-9,
+            "{row:?}"
+        );
     }
     for file in ["per_class.csv", "changes.csv", "selection.csv"] {
         let (_, rows) = csv(&out.join("quantify").join(file));

@@ -1304,6 +1304,15 @@ fn report_markdown(
     writeln!(md, "{}", csv_table(&results)?)?;
     writeln!(
         md,
+        "`target_change`, `target_std`, `other_change`, `other_std` are the reference's \
+         columns and mean what its do: pooled fractions (not percent), std over all \
+         `n_classes_all` classes with 0 for a class without patches. Ours, in percent: \
+         `*_macro_pct` (macro mean and population std over the `n_classes_macro` classes with \
+         at least one originally predicted patch) and `*_pooled_pct` (sum changed / sum \
+         original over those classes).\n"
+    )?;
+    writeln!(
+        md,
         "Per class: `quantify/per_class.csv`; change matrices: `quantify/changes.csv`; \
          selected features: `quantify/selection.csv`; notes: `quantify/summary.md`.\n"
     )?;
@@ -1370,24 +1379,34 @@ fn report_markdown(
 fn csv_table(path: &Path) -> Result<String> {
     let mut reader =
         csv::Reader::from_path(path).with_context(|| format!("cannot read {}", path.display()))?;
-    // Rates to two decimals; counts and names as written.
-    let cell = |c: &str| match c.parse::<f64>() {
-        Ok(v) if c.contains('.') => format!("{v:.2}"),
-        _ => c.to_string(),
-    };
-    let row = |r: &csv::StringRecord| {
-        format!(
-            "| {} |\n",
-            r.iter().map(cell).collect::<Vec<_>>().join(" | ")
-        )
-    };
     let header = reader
         .headers()
         .with_context(|| format!("{}: no header", path.display()))?
         .clone();
-    let mut md = row(&header) + &format!("|{}\n", "---|".repeat(header.len()));
+    // Percentages (`*_pct` columns) to two decimals, other numbers with a
+    // fraction (the reference's fractions) to four; counts and names as written.
+    let cell = |(c, name): (&str, &str)| match c.parse::<f64>() {
+        Ok(v) if name.ends_with("_pct") => format!("{v:.2}"),
+        Ok(v) if c.contains('.') || c.contains('e') => format!("{v:.4}"),
+        _ => c.to_string(),
+    };
+    let row = |r: &csv::StringRecord, names: &csv::StringRecord| {
+        format!(
+            "| {} |\n",
+            r.iter()
+                .zip(names.iter().chain(std::iter::repeat("")))
+                .map(cell)
+                .collect::<Vec<_>>()
+                .join(" | ")
+        )
+    };
+    let plain = csv::StringRecord::new();
+    let mut md = row(&header, &plain) + &format!("|{}\n", "---|".repeat(header.len()));
     for record in reader.records() {
-        md += &row(&record.with_context(|| format!("{}: bad row", path.display()))?);
+        md += &row(
+            &record.with_context(|| format!("{}: bad row", path.display()))?,
+            &header,
+        );
     }
     Ok(md)
 }

@@ -32,3 +32,15 @@ pub(crate) fn fmt_opt(value: Option<f64>) -> String {
         _ => "nan".to_string(),
     }
 }
+
+/// A class's name for reports: `class_names[c - 1]`, "other" for class 0,
+/// "class c" past the end of the names.
+pub(crate) fn class_name(class_names: &[String], class: usize) -> String {
+    match class {
+        0 => "other".to_string(),
+        c => class_names
+            .get(c - 1)
+            .cloned()
+            .unwrap_or_else(|| format!("class {c}")),
+    }
+}

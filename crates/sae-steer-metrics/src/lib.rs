@@ -6,9 +6,11 @@
 //! - [`sweep`]: the probe sweep's `results.csv`, `best.json` and
 //!   `hparam-sweeps.png`.
 //! - [`quantify`]: change counts and rates of the steering experiment, their
-//!   summaries and CSV files (SPEC section 8).
+//!   summaries (ours and the reference's) and quantify's report files:
+//!   `results.csv`, `per_class.csv`, `changes.csv`, `summary.md`
+//!   (SPEC section 8).
 //! - [`selection`]: F1 feature selection (the "automatic" method of SPEC
-//!   section 8).
+//!   section 8) and quantify's `selection.csv`.
 //!
 //! Class ids are `u8` (ADE20K: 0 = unlabelled, 1..=150). Functions that name
 //! classes take `class_names: &[String]` for classes `1..=N` (index 0 =
@@ -28,12 +30,12 @@ pub use files::write_atomic;
 pub use python::python_float_repr;
 pub use quantify::{
     ChangeCounts, ChangeMatrix, ClassPass, MethodSummary, write_change_csv, write_class_csv,
-    write_summary_csv,
+    write_summary_csv, write_summary_md,
 };
 pub use segmentation::{
     BilinearUpsampler, SegmentationScores, argmax_rows, upsample_argmax, upsample_bilinear,
 };
-pub use selection::{F1Selector, FeatureChoice};
+pub use selection::{F1Selector, FeatureChoice, write_selection_csv};
 pub use sweep::{
     BestProbe, SweepRow, best_by_mean_iou, plot_hparam_sweeps, write_best_json, write_results_csv,
 };

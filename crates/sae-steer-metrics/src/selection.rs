@@ -25,9 +25,12 @@
 //! assert_eq!((best.latent, best.threshold, best.f1), (1, 0.0, 1.0));
 //! ```
 
+use std::path::Path;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::{MetricsError, Result};
+use crate::files::{class_name, write_csv};
 
 /// One latent chosen for one class.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -372,4 +375,64 @@ impl F1Selector {
         (threshold < self.thresholds.len() && latent < self.d_sae && class < self.classes)
             .then(|| self.choice(class, latent, threshold).1.f1)
     }
+}
+
+/// Column headers of quantify's `selection.csv`.
+pub const SELECTION_COLUMNS: [&str; 9] = [
+    "class",
+    "name",
+    "rank",
+    "latent",
+    "threshold",
+    "f1",
+    "true_positives",
+    "fires",
+    "positives",
+];
+
+/// Writes quantify's `selection.csv` (columns [`SELECTION_COLUMNS`]): for
+/// each `(class, choices)` of `ranked`, in the order given, one row per
+/// choice with its rank (1 = best, the order of `choices`), F1 to six
+/// decimals. `class_names` names classes `1..=N`.
+///
+/// ```
+/// use sae_steer_metrics::{FeatureChoice, write_selection_csv};
+/// let best = FeatureChoice {
+///     class: 2, latent: 7235, threshold: 0.1, f1: 0.5,
+///     true_positives: 3, fires: 4, positives: 8,
+/// };
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("selection.csv");
+/// let names = ["wall".to_string(), "building, edifice".to_string()];
+/// write_selection_csv(&path, [(2, &[best][..])], &names).unwrap();
+/// assert_eq!(
+///     std::fs::read_to_string(&path).unwrap(),
+///     "class,name,rank,latent,threshold,f1,true_positives,fires,positives\n\
+///      2,\"building, edifice\",1,7235,0.1,0.500000,3,4,8\n"
+/// );
+/// ```
+pub fn write_selection_csv<'a>(
+    path: impl AsRef<Path>,
+    ranked: impl IntoIterator<Item = (usize, &'a [FeatureChoice])>,
+    class_names: &[String],
+) -> Result<()> {
+    write_csv(path.as_ref(), |w| {
+        w.write_record(SELECTION_COLUMNS)?;
+        for (class, choices) in ranked {
+            for (rank, c) in choices.iter().enumerate() {
+                w.write_record([
+                    class.to_string(),
+                    class_name(class_names, class),
+                    (rank + 1).to_string(),
+                    c.latent.to_string(),
+                    c.threshold.to_string(),
+                    format!("{:.6}", c.f1),
+                    c.true_positives.to_string(),
+                    c.fires.to_string(),
+                    c.positives.to_string(),
+                ])?;
+            }
+        }
+        Ok(())
+    })
 }

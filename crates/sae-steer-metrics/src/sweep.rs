@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{MetricsError, Result};
@@ -208,9 +209,10 @@ fn distinct_sorted(values: impl Iterator<Item = f64>) -> Vec<f64> {
     out
 }
 
-/// One panel's data: points `(x, y, group)`.
+/// One panel's data: points `(x, y, group)` and the x axis's ticks.
 struct Panel<'a> {
     x_name: &'a str,
+    ticks: Vec<AxisTick>,
     y_name: &'a str,
     y_decimals: usize,
     group_name: &'a str,
@@ -221,7 +223,10 @@ struct Panel<'a> {
 
 /// Draws `hparam-sweeps.png`: a 2x2 grid of scatter plots, rows = pixel
 /// accuracy (%) and mean IoU, columns = learning rate and weight decay on log
-/// x axes; points of one panel are coloured by the other hyper-parameter.
+/// x axes ticked and labelled at exactly the values swept
+/// ([`log_axis_ticks`]; labels that would overlap go a row lower,
+/// [`label_rows`]); points of one panel are coloured by the other
+/// hyper-parameter.
 /// Image size [`SWEEP_PLOT_SIZE`]. Rows with a missing score, or a
 /// hyper-parameter `<= 0` (no place on a log axis), are left out of that panel,
 /// which says how many it left out.
@@ -272,6 +277,8 @@ fn draw_sweeps(buffer: &mut [u8], rows: &[SweepRow]) -> std::result::Result<(), 
         let (y_name, y_decimals, metric) = metrics[i / 2];
         let (x_name, param, group_name, group) = params[i % 2];
         let groups = distinct_sorted(rows.iter().map(group));
+        // Every value swept gets its tick, shown points or not.
+        let ticks = log_axis_ticks(rows.iter().map(param));
         let mut points = Vec::new();
         let mut hidden = 0;
         for row in rows {
@@ -289,6 +296,7 @@ fn draw_sweeps(buffer: &mut [u8], rows: &[SweepRow]) -> std::result::Result<(), 
         }
         let panel = Panel {
             x_name,
+            ticks,
             y_name,
             y_decimals,
             group_name,
@@ -310,29 +318,65 @@ fn draw_panel<DB: DrawingBackend>(
     let legend_width = 120;
     let (chart_area, legend_area) =
         area.split_horizontally(area.dim_in_pixel().0.saturating_sub(legend_width));
-    let (x_lo, x_hi) = log_range(panel.points.iter().map(|p| p.0));
+    let (x_lo, x_hi) = log_range(panel.ticks.iter().map(|t| t.value));
     let (y_lo, y_hi) = linear_range(panel.points.iter().map(|p| p.1));
     let mut caption = format!("{} vs {}", panel.y_name, panel.x_name);
     if panel.hidden > 0 {
         caption.push_str(&format!(" ({} not shown)", panel.hidden));
     }
+
+    // The x labels are the values swept, drawn here rather than by the mesh
+    // (which draws one row): where two would overlap, the later one goes a
+    // row lower. The plotting area spans `MARGIN + Y_LABEL_AREA` to
+    // `width - MARGIN` of the chart area whatever the label area's height,
+    // so the ticks' pixels are known before the chart is built: plotters'
+    // own mapping of the log axis over that span.
+    const MARGIN: i32 = 12;
+    const Y_LABEL_AREA: i32 = 70;
+    const LABEL_GAP: i32 = 8;
+    const ROW_HEIGHT: i32 = 18;
+    let label_style: TextStyle = (FONT_FAMILY, 15).into();
+    let x_axis: LogCoord<f64> = (x_lo..x_hi).log_scale().into();
+    let span = (
+        MARGIN + Y_LABEL_AREA,
+        chart_area.dim_in_pixel().0 as i32 - MARGIN,
+    );
+    let mut labels = Vec::with_capacity(panel.ticks.len());
+    for tick in &panel.ticks {
+        let (width, _) = chart_area.estimate_text_size(&tick.label, &label_style)?;
+        labels.push((x_axis.map(&tick.value, span), width));
+    }
+    let rows = label_rows(&labels, LABEL_GAP);
+    let n_rows = rows.iter().max().map_or(1, |r| r + 1) as i32;
+
+    let x_spec = (x_lo..x_hi)
+        .log_scale()
+        .with_key_points(panel.ticks.iter().map(|t| t.value).collect());
     let mut chart = ChartBuilder::on(&chart_area)
         .caption(caption, (FONT_FAMILY, 22))
-        .margin(12)
-        .x_label_area_size(45)
-        .y_label_area_size(70)
-        .build_cartesian_2d((x_lo..x_hi).log_scale(), y_lo..y_hi)?;
+        .margin(MARGIN)
+        .x_label_area_size(27 + ROW_HEIGHT * n_rows)
+        .y_label_area_size(Y_LABEL_AREA)
+        .build_cartesian_2d(x_spec, y_lo..y_hi)?;
     let y_decimals = panel.y_decimals;
     chart
         .configure_mesh()
         .x_desc(panel.x_name)
         .y_desc(panel.y_name)
-        .x_label_formatter(&|v| format_param(*v))
+        // Tick marks and grid lines at the values swept; their labels below.
+        .x_label_formatter(&|_| String::new())
         .y_label_formatter(&|v| format!("{v:.y_decimals$}"))
         .label_style((FONT_FAMILY, 15))
         .axis_desc_style((FONT_FAMILY, 17))
         .light_line_style(BLACK.mix(0.04))
         .draw()?;
+    let base = chart_area.get_base_pixel();
+    let axis_y = chart.plotting_area().get_pixel_range().1.end - base.1;
+    let centered = label_style.pos(Pos::new(HPos::Center, VPos::Top));
+    for ((tick, (x, _)), row) in panel.ticks.iter().zip(&labels).zip(&rows) {
+        let y = axis_y + 10 + ROW_HEIGHT * *row as i32;
+        chart_area.draw_text(&tick.label, &centered, (*x, y))?;
+    }
     for (g, _) in panel.groups.iter().enumerate() {
         let color = PALETTE[g % PALETTE.len()];
         let series = panel
@@ -353,6 +397,72 @@ fn draw_panel<DB: DrawingBackend>(
         legend_area.draw(&text(format_param(*value), 26, y))?;
     }
     Ok(())
+}
+
+/// A labelled tick of a hyper-parameter axis of `hparam-sweeps.png`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AxisTick {
+    /// A value swept.
+    pub value: f64,
+    /// Its label, compact: `1e-4`, `3e-3`, `2.5e-4`.
+    pub label: String,
+}
+
+/// The ticks of a log hyper-parameter axis: exactly the distinct values
+/// swept that a log axis can place (finite and > 0), ascending, one tick
+/// each, labelled compactly in the shortest digits that read back as the
+/// value (`3e-5`, `1e-3`, `2.5e-4`), so two values never share a label. No
+/// other ticks: plotters' own for a log axis (`4e-2`, `5e-2`, ... in one
+/// run of text) overlapped and could miss a value swept.
+///
+/// ```
+/// use sae_steer_metrics::sweep::log_axis_ticks;
+/// let labels: Vec<String> = log_axis_ticks([1e-3, 3e-4, 1e-3, 0.0, f64::NAN])
+///     .into_iter()
+///     .map(|t| t.label)
+///     .collect();
+/// assert_eq!(labels, ["3e-4", "1e-3"]);
+/// ```
+pub fn log_axis_ticks(values: impl IntoIterator<Item = f64>) -> Vec<AxisTick> {
+    distinct_sorted(values.into_iter().filter(|v| v.is_finite() && *v > 0.0))
+        .into_iter()
+        .map(|value| AxisTick {
+            value,
+            label: format_param(value),
+        })
+        .collect()
+}
+
+/// Rows for axis labels so that none overlaps another: label `i` is centred
+/// at pixel `spans[i].0` and `spans[i].1` pixels wide, the labels in
+/// ascending order of centre. Each goes to the first row (0 = next to the
+/// axis) where it starts at least `gap` pixels after the last label there
+/// ends; labels that fit side by side all get row 0.
+///
+/// ```
+/// use sae_steer_metrics::sweep::label_rows;
+/// // Two labels 30 px wide, 20 px apart, then one far away.
+/// assert_eq!(label_rows(&[(100, 30), (120, 30), (300, 30)], 8), [0, 1, 0]);
+/// ```
+pub fn label_rows(spans: &[(i32, u32)], gap: i32) -> Vec<usize> {
+    // The right edge of the last label in each row.
+    let mut ends: Vec<i32> = Vec::new();
+    spans
+        .iter()
+        .map(|&(centre, width)| {
+            let left = centre - width as i32 / 2;
+            let right = left + width as i32;
+            let row = ends
+                .iter()
+                .position(|&end| left >= end + gap)
+                .unwrap_or(ends.len());
+            match ends.get_mut(row) {
+                Some(end) => *end = right,
+                None => ends.push(right),
+            }
+            row
+        })
+        .collect()
 }
 
 /// Hyper-parameters as the sweep writes them: `3e-5`, `1e-1`, `0`.

@@ -31,7 +31,7 @@ use sae_steer_ade20k::ActivationCache;
 use sae_steer_files::{AppendLog, FolderLock};
 use sae_steer_metrics::{
     ClassPass, F1Selector, FeatureChoice, MethodSummary, write_change_csv, write_class_csv,
-    write_summary_csv,
+    write_selection_csv, write_summary_csv, write_summary_md,
 };
 use sae_steer_sae::{Edit, FeatureStats, Sae};
 
@@ -736,7 +736,8 @@ impl<'a, B: Backend> Quantify<'a, B> {
                 p.class(),
             )
         });
-        let summaries = MethodSummary::from_passes(&passes);
+        // Classes 1..=150: the reference's stds run over all of them.
+        let summaries = MethodSummary::from_passes(&passes, OUTPUTS - 1)?;
         Ok(QuantifyReport {
             summaries,
             skipped: state.skipped.clone(),
@@ -803,7 +804,10 @@ impl<'a, B: Backend> Quantify<'a, B> {
 }
 
 /// Writes `results.csv`, `per_class.csv`, `changes.csv`, `selection.csv`
-/// and `summary.md` for a finished run.
+/// (when there is a selection) and `summary.md` for a finished run, under
+/// the output folder's lock; the files are written by the metrics crate
+/// ([`write_summary_csv`], [`write_class_csv`], [`write_change_csv`],
+/// [`write_selection_csv`], [`write_summary_md`]).
 pub fn write_reports(
     out_dir: &Path,
     report: &QuantifyReport,
@@ -817,86 +821,19 @@ pub fn write_reports(
     write_summary_csv(out_dir.join("results.csv"), &report.summaries)?;
     write_class_csv(out_dir.join("per_class.csv"), &report.passes, class_names)?;
     write_change_csv(out_dir.join("changes.csv"), &report.passes, class_names)?;
-    let name = |c: usize| {
-        class_names
-            .get(c.wrapping_sub(1))
-            .cloned()
-            .unwrap_or_else(|| format!("class {c}"))
-    };
     if let Some(sel) = selection {
-        let mut csv =
-            String::from("class,name,rank,latent,threshold,f1,true_positives,fires,positives\n");
-        for (class, top) in &sel.top {
-            for (rank, c) in top.iter().enumerate() {
-                csv.push_str(&format!(
-                    "{class},{},{},{},{},{:.6},{},{},{}\n",
-                    csv_field(&name(*class)),
-                    rank + 1,
-                    c.latent,
-                    c.threshold,
-                    c.f1,
-                    c.true_positives,
-                    c.fires,
-                    c.positives
-                ));
-            }
-        }
-        write_file(&out_dir.join("selection.csv"), csv.as_bytes())?;
+        let ranked = sel.top.iter().map(|(c, top)| (*c, top.as_slice()));
+        write_selection_csv(out_dir.join("selection.csv"), ranked, class_names)?;
     }
-    let mut md = String::from("# Quantify: pseudo-orthogonality of steering directions\n\n");
-    md.push_str(&format!(
-        "{} validation images, {} patches; rates in percent, macro mean and population std over \
-         classes with at least one originally predicted patch; pooled = sum changed / sum original.\n\n",
-        report.images, report.patches
-    ));
-    for n in notes {
-        md.push_str(&format!("- {n}\n"));
-    }
-    if !notes.is_empty() {
-        md.push('\n');
-    }
-    md.push_str("| method | target change | ± std | other change | ± std | target pooled | other pooled | classes |\n");
-    md.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
-    let f = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.2}"));
-    for s in &report.summaries {
-        md.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
-            s.method,
-            f(s.target_change),
-            f(s.target_std),
-            f(s.other_change),
-            f(s.other_std),
-            f(s.target_pooled),
-            f(s.other_pooled),
-            s.n_classes
-        ));
-    }
-    if !report.skipped.is_empty() {
-        let mut by_method: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-        for (m, c, _) in &report.skipped {
-            by_method.entry(m).or_default().push(*c);
-        }
-        md.push_str("\nSkipped classes:\n");
-        for (m, cs) in by_method {
-            md.push_str(&format!("- {m}: {} classes ({cs:?})\n", cs.len()));
-        }
-    }
-    write_file(&out_dir.join("summary.md"), md.as_bytes())
-}
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
-fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    sae_steer_files::write_atomic(path, bytes).map_err(|e| Error::File {
-        path: path.to_path_buf(),
-        message: format!("cannot write: {e}"),
-    })
+    write_summary_md(
+        out_dir.join("summary.md"),
+        report.images,
+        report.patches,
+        &report.summaries,
+        &report.skipped,
+        notes,
+    )?;
+    Ok(())
 }
 
 /// Takes the output folder's lock (creating the folder) and removes the

@@ -323,13 +323,20 @@ impl BackendTask for Run {
         for s in &report.summaries {
             let f = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.2}"));
             println!(
-                "{:>14}: target change {}% (± {}), other change {}% (± {}) over {} classes",
+                "{:>14}: target change {}% (± {}), other change {}% (± {}), macro over {} \
+                 classes; the reference's pooled fractions: target {:.4} (± {:.4}), other \
+                 {:.4} (± {:.4}), std over {} classes",
                 s.method,
-                f(s.target_change),
-                f(s.target_std),
-                f(s.other_change),
-                f(s.other_std),
-                s.n_classes
+                f(s.target_change_macro_pct),
+                f(s.target_std_macro_pct),
+                f(s.other_change_macro_pct),
+                f(s.other_std_macro_pct),
+                s.n_classes_macro,
+                s.reference_target_pooled_fraction,
+                s.reference_target_std_fraction,
+                s.reference_other_pooled_fraction,
+                s.reference_other_std_fraction,
+                s.n_classes_all
             );
         }
         // Timings go to the console only: the files depend on the inputs alone.

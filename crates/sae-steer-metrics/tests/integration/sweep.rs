@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use sae_steer_metrics::sweep::SWEEP_PLOT_SIZE;
+use sae_steer_metrics::sweep::{SWEEP_PLOT_SIZE, label_rows, log_axis_ticks};
 use sae_steer_metrics::{
     BestProbe, SegmentationScores, SweepRow, best_by_mean_iou, plot_hparam_sweeps, write_best_json,
     write_results_csv,
@@ -161,4 +161,109 @@ fn plot_is_a_png_of_the_documented_size() {
 
     // An empty sweep still draws four empty panels.
     plot_hparam_sweeps(&path, &[]).unwrap();
+
+    // Learning rates too close for one row of labels: drawn on two.
+    let mut dense = sweep_rows();
+    for (row, lr) in dense
+        .iter_mut()
+        .zip([1e-4, 1.1e-4, 1.2e-4, 1.3e-4].iter().cycle())
+    {
+        row.learning_rate = *lr;
+    }
+    plot_hparam_sweeps(&path, &dense).unwrap();
+    if let Ok(keep) = std::env::var("SAE_STEER_KEEP_DENSE_PLOT") {
+        std::fs::copy(&path, keep).unwrap();
+    }
+}
+
+#[test]
+fn axis_ticks_are_exactly_the_values_swept() {
+    let rows = sweep_rows();
+    let labels = |values: Vec<f64>| -> Vec<String> {
+        log_axis_ticks(values)
+            .into_iter()
+            .map(|t| t.label)
+            .collect()
+    };
+    // The reference's grid: each value once, ascending, nothing else (the
+    // log axis's own ticks were 4e-2, 5e-2, ... and could skip 3e-5).
+    let lr = log_axis_ticks(rows.iter().map(|r| r.learning_rate));
+    assert_eq!(
+        lr.iter().map(|t| t.value).collect::<Vec<_>>(),
+        [3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2]
+    );
+    assert_eq!(
+        labels(rows.iter().map(|r| r.learning_rate).collect()),
+        ["3e-5", "1e-4", "3e-4", "1e-3", "3e-3", "1e-2"]
+    );
+    assert_eq!(
+        labels(rows.iter().map(|r| r.weight_decay).collect()),
+        ["1e-5", "1e-3", "1e-1"]
+    );
+    // Values a log axis cannot place get no tick; close values keep their
+    // own labels, which read back as the values.
+    let ticks = log_axis_ticks([
+        2.5e-4,
+        0.0,
+        -1e-3,
+        f64::NAN,
+        f64::INFINITY,
+        1e-4,
+        1.0000001e-4,
+        2.5e-4,
+        1.0,
+    ]);
+    assert_eq!(
+        ticks.iter().map(|t| t.label.as_str()).collect::<Vec<_>>(),
+        ["1e-4", "1.0000001e-4", "2.5e-4", "1e0"]
+    );
+    for t in &ticks {
+        assert_eq!(t.label.parse::<f64>().unwrap(), t.value);
+    }
+    assert!(log_axis_ticks([]).is_empty());
+}
+
+#[test]
+fn label_rows_never_overlap() {
+    // Labels that fit side by side stay in one row.
+    assert_eq!(label_rows(&[(50, 30), (100, 30), (150, 30)], 8), [0, 0, 0]);
+    // 8 px apart exactly fits; 7 does not.
+    assert_eq!(label_rows(&[(50, 30), (88, 30)], 8), [0, 0]);
+    assert_eq!(label_rows(&[(50, 30), (87, 30)], 8), [0, 1]);
+    // A third label goes back to row 0 once it clears the first.
+    assert_eq!(
+        label_rows(&[(50, 30), (60, 30), (70, 30), (90, 30)], 8),
+        [0, 1, 2, 0]
+    );
+    assert!(label_rows(&[], 8).is_empty());
+
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(5);
+    for _ in 0..200 {
+        let n = rand::Rng::random_range(&mut rng, 1..12);
+        let mut spans: Vec<(i32, u32)> = (0..n)
+            .map(|_| {
+                (
+                    rand::Rng::random_range(&mut rng, 0..400),
+                    rand::Rng::random_range(&mut rng, 10..60),
+                )
+            })
+            .collect();
+        spans.sort();
+        let rows = label_rows(&spans, 8);
+        assert_eq!(rows.len(), spans.len());
+        let edges = |(c, w): (i32, u32)| (c - w as i32 / 2, c - w as i32 / 2 + w as i32);
+        for i in 0..n {
+            for k in i + 1..n {
+                if rows[i] == rows[k] {
+                    let (a, b) = (edges(spans[i]), edges(spans[k]));
+                    assert!(b.0 >= a.1 + 8, "{spans:?} -> {rows:?}: {i} and {k} overlap");
+                }
+            }
+            // Row r > 0 only when every lower row is blocked.
+            for r in 0..rows[i] {
+                let last = (0..i).rev().find(|&j| rows[j] == r).unwrap();
+                assert!(edges(spans[i]).0 < edges(spans[last]).1 + 8);
+            }
+        }
+    }
 }

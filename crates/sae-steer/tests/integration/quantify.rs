@@ -279,12 +279,15 @@ fn automatic_latents_steer_their_class_and_random_directions_do_not() {
     let auto = summary("auto");
     let random_latent = summary("random-latent");
     let random_vector = summary("random-vector");
-    let (at, ao) = (auto.target_change.unwrap(), auto.other_change.unwrap());
+    let (at, ao) = (
+        auto.target_change_macro_pct.unwrap(),
+        auto.other_change_macro_pct.unwrap(),
+    );
     eprintln!("auto {auto:?}\nrandom latent {random_latent:?}\nrandom vector {random_vector:?}");
     assert!(at > 90.0, "auto target change {at}%");
     assert!(ao < at / 3.0, "auto: target {at}% vs other {ao}%");
-    assert!(at > random_latent.target_change.unwrap_or(0.0) + 25.0);
-    assert!(at > random_vector.target_change.unwrap_or(0.0) + 25.0);
+    assert!(at > random_latent.target_change_macro_pct.unwrap_or(0.0) + 25.0);
+    assert!(at > random_vector.target_change_macro_pct.unwrap_or(0.0) + 25.0);
 
     // Resuming finds every pass done and recomputes nothing.
     let again = run.run(&out).unwrap();

@@ -184,7 +184,7 @@ pub fn read_manual_table(path: &Path) -> Result<BTreeMap<usize, usize>> {
         path: path.to_path_buf(),
         message,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?;
     let table: Table =
         toml::from_str(&text).map_err(|e| err(format!("not a feature table: {e}")))?;
     let mut out = BTreeMap::new();
@@ -893,22 +893,16 @@ fn csv_field(s: &str) -> String {
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    sae_steer_files::write_atomic(path, bytes).map_err(|e| Error::File {
-        path: path.to_path_buf(),
-        message: format!("cannot write: {e}"),
-    })
+    sae_steer_files::write_atomic(path, bytes).map_err(|e| Error::io("write", path, e))
 }
 
 /// Takes the output folder's lock (creating the folder) and removes the
 /// temporaries of writes an interrupted run left: with the lock held, no
 /// other process is writing them.
 fn lock_output(out_dir: &Path) -> Result<FolderLock> {
-    let fail = |e: std::io::Error| Error::File {
-        path: out_dir.to_path_buf(),
-        message: e.to_string(),
-    };
-    let lock = FolderLock::acquire(out_dir).map_err(fail)?;
-    sae_steer_files::remove_temporaries(out_dir).map_err(fail)?;
+    // The lock's error names the process holding the folder.
+    let lock = FolderLock::acquire(out_dir).map_err(|e| Error::io("lock", out_dir, e))?;
+    sae_steer_files::remove_temporaries(out_dir).map_err(|e| Error::io("clean up", out_dir, e))?;
     Ok(lock)
 }
 
@@ -921,7 +915,8 @@ fn open_progress(path: &Path, key: &str) -> Result<(AppendLog, Progress)> {
     };
     // A chunk's line is a few MB at most; 600 passes are far below this.
     const MAX_LOG_BYTES: u64 = 4 << 30;
-    let (mut log, lines) = AppendLog::open(path, MAX_LOG_BYTES).map_err(|e| fail(e.to_string()))?;
+    let (mut log, lines) =
+        AppendLog::open(path, MAX_LOG_BYTES).map_err(|e| Error::io("open", path, e))?;
     let mut lines = lines.iter();
     let Some(first) = lines.next() else {
         let header = ProgressHeader {
@@ -950,16 +945,12 @@ fn open_progress(path: &Path, key: &str) -> Result<(AppendLog, Progress)> {
 }
 
 fn append_progress<T: Serialize>(log: &mut AppendLog, line: &T) -> Result<()> {
-    serde_json::to_vec(line)
-        .map_err(|e| e.to_string())
-        .and_then(|bytes| {
-            log.append(&bytes)
-                .map_err(|e| format!("cannot append: {e}"))
-        })
-        .map_err(|message| Error::File {
-            path: log.path().to_path_buf(),
-            message,
-        })
+    let bytes = serde_json::to_vec(line).map_err(|e| Error::File {
+        path: log.path().to_path_buf(),
+        message: e.to_string(),
+    })?;
+    log.append(&bytes)
+        .map_err(|e| Error::io("append to", log.path(), e))
 }
 
 fn progress(len: u64, what: &str) -> ProgressBar {

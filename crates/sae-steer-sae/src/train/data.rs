@@ -65,7 +65,7 @@ impl Normalization {
     /// estimator as [`estimate_start`]'s, on all of them): `mean` of the
     /// clamped rows and `scalar = mean ||clamp(x) - mean||_2 / sqrt(d)`.
     pub fn estimate(rows: &[f32], d: usize) -> Result<Self> {
-        if d == 0 || rows.is_empty() || rows.len() % d != 0 {
+        if d == 0 || rows.is_empty() || !rows.len().is_multiple_of(d) {
             return Err(SaeError::Data(format!(
                 "{} values are no whole number of {d}-wide rows",
                 rows.len()
@@ -189,7 +189,9 @@ fn for_sample<'d>(
 }
 
 pub(crate) fn data_error(e: BoxError) -> SaeError {
-    SaeError::Data(e.to_string())
+    // The source's causes (an I/O error under a cache error, say) go into
+    // the message: `Data` holds text, not the error.
+    SaeError::Data(sae_steer_files::ErrorChain(&*e).to_string())
 }
 
 pub(crate) fn check_width(batch: &[f32], d: usize) -> Result<()> {

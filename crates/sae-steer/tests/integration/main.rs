@@ -3,6 +3,7 @@
 //! was most of CI's build time and disk.
 
 mod activations;
+mod errors;
 mod feature_stats;
 mod quantify;
 mod quantify_strategies;

@@ -614,7 +614,8 @@ impl<'a, B: Backend> Quantify<'a, B> {
         let selection = self.inputs.selection.ok_or_else(|| {
             Error::Input(
                 "the random-vector method scales to the automatic method's edits, which needs \
-                 the feature selection; give a fixed --vector-scale instead"
+                 the feature selection; give a fixed scale instead \
+                 (`QuantifyOptions::vector_scale`)"
                     .into(),
             )
         })?;
@@ -634,7 +635,7 @@ impl<'a, B: Backend> Quantify<'a, B> {
         if norms.is_empty() {
             return Err(Error::Input(
                 "no class has an automatic choice to match the random vector's scale to; give \
-                 --vector-scale"
+                 a fixed scale (`QuantifyOptions::vector_scale`)"
                     .into(),
             ));
         }
@@ -930,7 +931,7 @@ fn open_progress(path: &Path, key: &str) -> Result<(AppendLog, Progress)> {
     if header.key != key {
         return Err(fail(format!(
             "these results were made with other settings ({}); this run has ({key}). Use \
-             another --out folder or delete the file",
+             another output folder or delete the file",
             header.key
         )));
     }

@@ -425,8 +425,8 @@ fn open_or_create(dir: &Path, wanted: CacheManifest) -> Result<CacheManifest, Ca
         }
     } else if let Some((i, n, path)) = parts.first() {
         return Err(refuse(format!(
-            "it holds part {i} of {n} of a sharded build ({}); build with the same \
-             `--shard I/{n}` flags or use another folder",
+            "it holds part {i} of {n} of a sharded build ({}); build its parts (the same \
+             settings, `CacheSpec::part` I/{n}) or use another folder",
             path.display()
         )));
     }

@@ -33,7 +33,8 @@ pub enum CacheError {
         dir: PathBuf,
         differences: Vec<String>,
     },
-    /// A sharded cache (`--shard I/N`) whose parts do not make one cache yet.
+    /// A sharded cache (built in parts, `CacheSpec::part`) whose parts do not
+    /// make one cache yet.
     #[error("{dir} is not a complete sharded cache: {message}")]
     Parts { dir: PathBuf, message: String },
     #[error("invalid cache request: {0}")]

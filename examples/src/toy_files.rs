@@ -26,7 +26,7 @@ struct Args {
 
 pub fn main() -> ExitCode {
     let args = Args::parse();
-    let run = || -> Result<(), Box<dyn std::error::Error>> {
+    let run = || -> anyhow::Result<()> {
         let device = Default::default();
         let vit = Dinov2::<Cpu>::load(&args.vit, &device)?;
         let opts = ToyOptions {
@@ -51,11 +51,6 @@ pub fn main() -> ExitCode {
         );
         Ok(())
     };
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    // The error with its causes (the I/O error under "cannot access ...").
+    crate::report(run())
 }

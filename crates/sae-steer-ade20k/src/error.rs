@@ -9,10 +9,12 @@ use sae_steer_vit::VitError;
 /// fix the input without reading the source.
 #[derive(Debug, thiserror::Error)]
 pub enum Ade20kError {
-    /// A file or folder could not be read.
-    #[error("cannot read {path}: {error}")]
+    /// A file or folder could not be read or written; the I/O error is the
+    /// `source`.
+    #[error("cannot access {path}")]
     Io {
         path: PathBuf,
+        #[source]
         error: std::io::Error,
     },
     /// A folder or file the layout requires is not there.
@@ -59,7 +61,8 @@ pub enum Ade20kError {
     /// An image could not be opened or decoded (the message names the file).
     #[error(transparent)]
     Image(#[from] VitError),
-    /// Bad synthesis options, a foreign output folder, or a failed write.
+    /// Bad synthesis options, a foreign output folder, or an image that cannot
+    /// be encoded (a failed write is [`Ade20kError::Io`]).
     #[error("cannot write the synthetic dataset to {path}: {message}")]
     Synth { path: PathBuf, message: String },
     /// A split name other than train/training/val/validation.

@@ -284,10 +284,7 @@ fn write_marker(path: &Path, opts: &SynthOptions, complete: bool, pixels: &[u64]
 /// Every file through the toolkit's one atomic write (exclusive temporary,
 /// fsync, rename, folder fsync).
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    sae_steer_files::write_atomic(path, bytes).map_err(|e| Ade20kError::Synth {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })
+    sae_steer_files::write_atomic(path, bytes).map_err(|e| Ade20kError::io(path, e))
 }
 
 fn file_stem(split: Split, index: usize) -> String {
@@ -333,10 +330,7 @@ fn remove_stale(dir: &Path, split: Split, n: usize) -> Result<usize> {
             && sae_steer_files::is_temp_name(&name);
         if stale_tmp || number.is_some_and(|k| k == 0 || k > n) {
             let path = entry.path();
-            std::fs::remove_file(&path).map_err(|e| Ade20kError::Synth {
-                path: path.clone(),
-                message: format!("cannot remove a stale file: {e}"),
-            })?;
+            std::fs::remove_file(&path).map_err(|e| Ade20kError::io(&path, e))?;
             removed += 1;
         }
     }

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 /// Request errors carry the HTTP status they are answered with
 /// ([`AppError::status`]); the message of a 4xx is what the client sees,
 /// that of a 500 (which may name files of the machine) goes to the server's
-/// log and the client gets a generic one.
+/// log and the client gets a generic one. A wrapped error (an I/O error, a
+/// member crate's error down to its I/O error) is the `source`, not part of
+/// the message: the log prints the chain ([`sae_steer::ErrorChain`]).
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error(transparent)]
@@ -44,13 +46,18 @@ pub enum AppError {
     /// A bug or a dead worker (500).
     #[error("{0}")]
     Internal(String),
-    #[error("cannot listen on {addr}: {error}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
+        #[source]
         error: std::io::Error,
     },
-    #[error("cannot write {path}: {message}")]
-    Write { path: PathBuf, message: String },
+    #[error("cannot write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        error: std::io::Error,
+    },
 }
 
 pub type Result<T, E = AppError> = std::result::Result<T, E>;

@@ -142,10 +142,8 @@ pub fn render_panel(panel: &Panel<'_>, classes: &ClassNames) -> Result<RgbImage>
 /// Writes an image as PNG, atomically.
 pub fn save_png(path: &Path, image: &RgbImage) -> Result<()> {
     let png = png_bytes(image)?;
-    sae_steer_vit::write_atomic(path, &png).map_err(|e| AppError::Write {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })
+    // The ViT crate's error names the path; the I/O error is its source.
+    Ok(sae_steer_vit::write_atomic(path, &png)?)
 }
 
 #[cfg(test)]

@@ -68,6 +68,7 @@ use burn::tensor::backend::Backend;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use sae_steer::ErrorChain;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
@@ -763,13 +764,14 @@ impl From<AppError> for ApiError {
         if status == StatusCode::INTERNAL_SERVER_ERROR {
             // A dataset file that fails to read, a model failure: the message
             // names files of this machine, which are no business of a page.
-            eprintln!("sae-steer-app: a request failed: {e}");
+            // The whole chain: "cannot access x.png: No such file ...".
+            eprintln!("sae-steer-app: a request failed: {}", ErrorChain(&e));
             return Self::new(
                 status,
                 "internal server error (the details are in the server's log)",
             );
         }
-        Self::new(status, e.to_string())
+        Self::new(status, ErrorChain(&e).to_string())
     }
 }
 

@@ -213,9 +213,9 @@ impl<B: Backend> Toy<B> {
     /// `manipulate` and `figures` examples read, so that the app can be
     /// tried without downloads.
     pub fn save(&self, dir: &Path) -> Result<ToyFiles> {
-        let io = |path: &Path, e: std::io::Error| AppError::Write {
+        let io = |path: &Path, error: std::io::Error| AppError::Write {
             path: path.to_path_buf(),
-            message: e.to_string(),
+            error,
         };
         let probe_dir = dir.join("probe");
         std::fs::create_dir_all(&probe_dir).map_err(|e| io(&probe_dir, e))?;

@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use sae_steer::backend::{BackendTask, DeviceChoice, run_on};
 use sae_steer::burn::prelude::Backend;
 use sae_steer::pipeline::{LazyVit, ensure_cache};
-use sae_steer_ade20k::cache::ActivationCache;
+use sae_steer_ade20k::cache::{ActivationCache, CacheError};
 use sae_steer_ade20k::{ImageList, Split};
 use sae_steer_app::setup::{DEFAULT_NORM_IMAGES, LoadOptions, Loaded, load};
 use sae_steer_probe::activations::probe_cache_spec;
@@ -25,6 +25,12 @@ pub fn report(result: anyhow::Result<()>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line, `outer: cause: root cause`, for the
+/// places that keep an error as text.
+pub fn error_text(error: impl Into<anyhow::Error>) -> String {
+    format!("{:#}", error.into())
 }
 
 /// Runs `task` on the chosen backend and turns the outcome (an unusable
@@ -112,23 +118,45 @@ impl SessionArgs {
     }
 }
 
-/// Adds the command-line way past an image the cache builder cannot decode,
-/// for the programs that have `--skip-bad` (the library's message names no
-/// flag).
-pub fn skip_bad_hint<T>(result: anyhow::Result<T>) -> anyhow::Result<T> {
+/// Puts `hint` (the command-line way around a library refusal, whose own
+/// message names the library's option, not a flag) above the error when a
+/// cause in its chain is a `CacheError` that `applies` picks.
+fn cache_hint<T>(
+    result: anyhow::Result<T>,
+    applies: impl Fn(&CacheError) -> bool,
+    hint: &'static str,
+) -> anyhow::Result<T> {
     result.map_err(|e| {
-        let bad_image = e.chain().any(|c| {
-            matches!(
-                c.downcast_ref::<sae_steer_ade20k::cache::CacheError>(),
-                Some(sae_steer_ade20k::cache::CacheError::BadImage { .. })
-            )
-        });
-        if bad_image {
-            e.context("an image cannot be decoded (--skip-bad skips and lists such images)")
+        if e.chain()
+            .any(|c| c.downcast_ref::<CacheError>().is_some_and(&applies))
+        {
+            e.context(hint)
         } else {
             e
         }
     })
+}
+
+/// Adds the command-line way past an image the cache builder cannot decode,
+/// for the programs that have `--skip-bad` (the library's message names no
+/// flag).
+pub fn skip_bad_hint<T>(result: anyhow::Result<T>) -> anyhow::Result<T> {
+    cache_hint(
+        result,
+        |e| matches!(e, CacheError::BadImage { .. }),
+        "an image cannot be decoded (--skip-bad skips and lists such images)",
+    )
+}
+
+/// Adds the command-line way to build the missing or other parts of a
+/// sharded cache (the library's message names `CacheSpec::part`).
+pub fn shard_hint<T>(result: anyhow::Result<T>) -> anyhow::Result<T> {
+    cache_hint(
+        result,
+        |e| matches!(e, CacheError::Parts { .. }),
+        "the parts of a sharded cache are built by `cache --shard I/N`, every part with the \
+         same flags besides --shard",
+    )
 }
 
 /// How the probe's activation cache is built when it is missing or partial;
@@ -163,10 +191,10 @@ impl CacheBuildArgs {
         spec.workers = self.n_workers;
         spec.batch = self.cache_batch;
         spec.skip_bad = self.skip_bad;
-        let (cache, built) = skip_bad_hint(
+        let (cache, built) = shard_hint(skip_bad_hint(
             ensure_cache(dir, images, &spec, &mut LazyVit::<B>::new(vit, device))
                 .with_context(|| format!("preparing the activation cache {}", dir.display())),
-        )?;
+        ))?;
         if let Some(r) = built {
             eprintln!(
                 "cached {} images in {:.0} s ({:.2} images/s)",

@@ -19,12 +19,16 @@
 //! reopened, so the log always holds whole lines.
 //!
 //! Errors are plain [`std::io::Error`]s: each crate wraps them with the path
-//! in its own error type.
+//! in its own error type, as that error's `source`; [`ErrorChain`] prints an
+//! error with its causes.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+mod report;
+pub use report::ErrorChain;
 
 /// An append-only log of lines (e.g. one JSON object per line).
 #[derive(Debug)]

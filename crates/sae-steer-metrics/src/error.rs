@@ -38,8 +38,10 @@ pub enum MetricsError {
         /// The other one's.
         theirs: String,
     },
-    /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
+    /// Reading or writing a file failed. Like every wrapped error, the cause
+    /// is the `source` and not part of the message: a printer of the chain
+    /// shows `{path}: {source}`.
+    #[error("{path}")]
     Io {
         /// The file.
         path: PathBuf,
@@ -48,7 +50,7 @@ pub enum MetricsError {
         source: std::io::Error,
     },
     /// Writing a CSV file failed.
-    #[error("{path}: writing CSV: {source}")]
+    #[error("{path}: writing CSV")]
     Csv {
         /// The file.
         path: PathBuf,
@@ -57,7 +59,7 @@ pub enum MetricsError {
         source: csv::Error,
     },
     /// Reading or writing a JSON file failed.
-    #[error("{path}: JSON: {source}")]
+    #[error("{path}: JSON")]
     Json {
         /// The file.
         path: PathBuf,

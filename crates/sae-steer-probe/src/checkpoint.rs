@@ -435,7 +435,10 @@ pub fn read_reference(file: &Path) -> Result<ProbeWeights> {
     let torch = TorchFile::open(file).map_err(|e| {
         ProbeError::checkpoint(
             file,
-            format!("the torch.save archive after the header cannot be read (truncated?): {e}"),
+            format!(
+                "the torch.save archive after the header cannot be read (truncated?): {}",
+                sae_steer_files::ErrorChain(&e)
+            ),
         )
     })?;
     Ok(ProbeWeights {

@@ -6,9 +6,11 @@ use std::path::{Path, PathBuf};
 /// File errors name the file and what was wrong with it.
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
-    #[error("cannot access {path}: {error}")]
+    /// A file could not be read or written; the I/O error is the `source`.
+    #[error("cannot access {path}")]
     Io {
         path: PathBuf,
+        #[source]
         error: std::io::Error,
     },
     #[error("sweep config {path}: {message}")]

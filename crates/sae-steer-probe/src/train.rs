@@ -420,8 +420,8 @@ fn resume_point(
             return Err(ProbeError::Resume {
                 path: root.to_path_buf(),
                 message: "some probe folders hold checkpoints but no step is common to all \
-                          probes of this sweep (was the sweep changed?); use another --ckpt-path \
-                          or delete the old folders"
+                          probes of this sweep (was the sweep changed?); use another checkpoint \
+                          root (`TrainOptions::ckpt_root`) or delete the old folders"
                     .into(),
             });
         }
@@ -440,7 +440,8 @@ fn resume_point(
         };
         if meta.run != *run {
             return bad(format!(
-                "it was trained with {}, this run is {run}; use another --ckpt-path or delete it",
+                "it was trained with {}, this run is {run}; use another checkpoint root \
+                 (`TrainOptions::ckpt_root`) or delete it",
                 meta.run
             ));
         }

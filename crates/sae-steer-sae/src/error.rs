@@ -8,9 +8,11 @@ use sae_steer_vit::VitError;
 /// input without reading the source.
 #[derive(Debug, thiserror::Error)]
 pub enum SaeError {
-    #[error("cannot read {path}: {error}")]
+    /// A file could not be read or written; the I/O error is the `source`.
+    #[error("cannot access {path}")]
     Io {
         path: PathBuf,
+        #[source]
         error: std::io::Error,
     },
     /// Errors of the underlying tensor containers (safetensors, torch zip).

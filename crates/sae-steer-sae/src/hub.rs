@@ -126,7 +126,7 @@ fn fetch(repo: &str, file: &str, cache: Option<&Path>, offline: bool) -> Result<
     hub_files(repo, &[file], Some(&cache), false)
         .map_err(|e| SaeError::Hub {
             spec: spec.clone(),
-            message: format!("{e}"),
+            message: sae_steer_files::ErrorChain(&e).to_string(),
         })?
         .pop()
         .ok_or_else(|| SaeError::Hub {

@@ -6,9 +6,11 @@ use std::path::PathBuf;
 /// can fix the input without reading the source.
 #[derive(Debug, thiserror::Error)]
 pub enum VitError {
-    #[error("cannot read {path}: {error}")]
+    /// A file could not be read or written; the I/O error is the `source`.
+    #[error("cannot access {path}")]
     Io {
         path: PathBuf,
+        #[source]
         error: std::io::Error,
     },
     #[error("{path} is not a valid model config: {message}")]

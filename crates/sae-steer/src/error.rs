@@ -10,6 +10,12 @@ use sae_steer_sae::SaeError;
 use sae_steer_vit::VitError;
 
 /// What can go wrong in sae-steer.
+///
+/// A wrapped error (an I/O error, or one of the member crates' own errors
+/// down to their I/O errors) is the [`source`](std::error::Error::source),
+/// not part of the message, so a printer of the chain (anyhow's `{:#}`,
+/// [`sae_steer_files::ErrorChain`]) shows each cause once:
+/// `cannot read features.toml: No such file or directory (os error 2)`.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
@@ -36,11 +42,36 @@ pub enum Error {
     Latent { latent: usize, d_sae: usize },
     #[error("steering value {0} is not a finite number")]
     Value(f32),
+    /// A file that is there but unusable (a malformed table, a progress
+    /// log of other settings).
     #[error("{path}: {message}")]
     File { path: PathBuf, message: String },
+    /// A file system operation failed: `action` is what was tried ("read",
+    /// "write", ...), the I/O error is the `source`.
+    #[error("cannot {action} {path}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        error: std::io::Error,
+    },
     #[error("{0}")]
     Input(String),
 }
 
 /// `Result` with the facade's [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        error: std::io::Error,
+    ) -> Self {
+        Self::Io {
+            action,
+            path: path.into(),
+            error,
+        }
+    }
+}

@@ -51,6 +51,7 @@ pub mod quantify;
 mod steerer;
 
 pub use error::{Error, Result};
+pub use sae_steer_files::ErrorChain;
 pub use steerer::{Labels, Steerer};
 
 pub use activations::{

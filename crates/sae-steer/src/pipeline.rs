@@ -13,6 +13,7 @@ use sae_steer_ade20k::cache::{
     ActivationCache, CacheDtype, CacheError, CacheReport, CacheSpec, LabelKind, TapRequest,
     TapTokens, build_cache,
 };
+use sae_steer_files::ErrorChain;
 use sae_steer_sae::stats::{DEFAULT_TOP_K, StatsInfo};
 use sae_steer_sae::train::{NormalizationPlan, TrainingData, estimate_start};
 use sae_steer_sae::{
@@ -121,7 +122,7 @@ pub fn estimate_normalization(
 ) -> Result<Normalization, SaeError> {
     let spec = cache
         .tap(tap)
-        .map_err(|e| SaeError::Data(e.to_string()))?
+        .map_err(|e| SaeError::Data(ErrorChain(&e).to_string()))?
         .clone();
     let tokens = patch_range(spec.n_tokens, n_patches);
     let mut data = |seed: u64, batch: usize| cache.patch_batches(tap, tokens.clone(), batch, seed);
@@ -422,7 +423,7 @@ fn add_cache_rows<B: Backend>(
 ) -> Result<(), SaeError> {
     let spec = cache
         .tap(tap)
-        .map_err(|e| SaeError::Data(e.to_string()))?
+        .map_err(|e| SaeError::Data(ErrorChain(&e).to_string()))?
         .clone();
     let tokens = patch_range(spec.n_tokens, stats.n_patches());
     let start = (stats.n_images().unwrap_or(0) as usize).min(rows);
@@ -440,7 +441,7 @@ fn add_cache_rows<B: Backend>(
         let ids: Vec<usize> = (first..(first + STATS_BATCH).min(rows)).collect();
         cache
             .read_images(tap, &ids, &mut buf)
-            .map_err(|e| SaeError::Data(e.to_string()))?;
+            .map_err(|e| SaeError::Data(ErrorChain(&e).to_string()))?;
         let b = ids.len();
         let x = Tensor::<B, 3>::from_data(
             TensorData::new(std::mem::take(&mut buf), [b, spec.n_tokens, spec.dim]),

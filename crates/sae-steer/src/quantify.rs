@@ -184,7 +184,7 @@ pub fn read_manual_table(path: &Path) -> Result<BTreeMap<usize, usize>> {
         path: path.to_path_buf(),
         message,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?;
     let table: Table =
         toml::from_str(&text).map_err(|e| err(format!("not a feature table: {e}")))?;
     let mut out = BTreeMap::new();
@@ -614,7 +614,8 @@ impl<'a, B: Backend> Quantify<'a, B> {
         let selection = self.inputs.selection.ok_or_else(|| {
             Error::Input(
                 "the random-vector method scales to the automatic method's edits, which needs \
-                 the feature selection; give a fixed --vector-scale instead"
+                 the feature selection; give a fixed scale instead \
+                 (`QuantifyOptions::vector_scale`)"
                     .into(),
             )
         })?;
@@ -634,7 +635,7 @@ impl<'a, B: Backend> Quantify<'a, B> {
         if norms.is_empty() {
             return Err(Error::Input(
                 "no class has an automatic choice to match the random vector's scale to; give \
-                 --vector-scale"
+                 a fixed scale (`QuantifyOptions::vector_scale`)"
                     .into(),
             ));
         }
@@ -840,12 +841,9 @@ pub fn write_reports(
 /// temporaries of writes an interrupted run left: with the lock held, no
 /// other process is writing them.
 fn lock_output(out_dir: &Path) -> Result<FolderLock> {
-    let fail = |e: std::io::Error| Error::File {
-        path: out_dir.to_path_buf(),
-        message: e.to_string(),
-    };
-    let lock = FolderLock::acquire(out_dir).map_err(fail)?;
-    sae_steer_files::remove_temporaries(out_dir).map_err(fail)?;
+    // The lock's error names the process holding the folder.
+    let lock = FolderLock::acquire(out_dir).map_err(|e| Error::io("lock", out_dir, e))?;
+    sae_steer_files::remove_temporaries(out_dir).map_err(|e| Error::io("clean up", out_dir, e))?;
     Ok(lock)
 }
 
@@ -858,7 +856,8 @@ fn open_progress(path: &Path, key: &str) -> Result<(AppendLog, Progress)> {
     };
     // A chunk's line is a few MB at most; 600 passes are far below this.
     const MAX_LOG_BYTES: u64 = 4 << 30;
-    let (mut log, lines) = AppendLog::open(path, MAX_LOG_BYTES).map_err(|e| fail(e.to_string()))?;
+    let (mut log, lines) =
+        AppendLog::open(path, MAX_LOG_BYTES).map_err(|e| Error::io("open", path, e))?;
     let mut lines = lines.iter();
     let Some(first) = lines.next() else {
         let header = ProgressHeader {
@@ -872,7 +871,7 @@ fn open_progress(path: &Path, key: &str) -> Result<(AppendLog, Progress)> {
     if header.key != key {
         return Err(fail(format!(
             "these results were made with other settings ({}); this run has ({key}). Use \
-             another --out folder or delete the file",
+             another output folder or delete the file",
             header.key
         )));
     }
@@ -887,16 +886,12 @@ fn open_progress(path: &Path, key: &str) -> Result<(AppendLog, Progress)> {
 }
 
 fn append_progress<T: Serialize>(log: &mut AppendLog, line: &T) -> Result<()> {
-    serde_json::to_vec(line)
-        .map_err(|e| e.to_string())
-        .and_then(|bytes| {
-            log.append(&bytes)
-                .map_err(|e| format!("cannot append: {e}"))
-        })
-        .map_err(|message| Error::File {
-            path: log.path().to_path_buf(),
-            message,
-        })
+    let bytes = serde_json::to_vec(line).map_err(|e| Error::File {
+        path: log.path().to_path_buf(),
+        message: e.to_string(),
+    })?;
+    log.append(&bytes)
+        .map_err(|e| Error::io("append to", log.path(), e))
 }
 
 fn progress(len: u64, what: &str) -> ProgressBar {

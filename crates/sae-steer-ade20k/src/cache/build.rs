@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use burn::prelude::*;
 use half::f16;
 use indicatif::{ProgressBar, ProgressStyle};
+use sae_steer_files::ErrorChain;
 use sae_steer_vit::{Dinov2, Preprocess};
 
 use super::reader::check_shard_file;
@@ -424,8 +425,8 @@ fn open_or_create(dir: &Path, wanted: CacheManifest) -> Result<CacheManifest, Ca
         }
     } else if let Some((i, n, path)) = parts.first() {
         return Err(refuse(format!(
-            "it holds part {i} of {n} of a sharded build ({}); build with the same \
-             `--shard I/{n}` flags or use another folder",
+            "it holds part {i} of {n} of a sharded build ({}); build its parts (the same \
+             settings, `CacheSpec::part` I/{n}) or use another folder",
             path.display()
         )));
     }
@@ -515,16 +516,16 @@ struct Loaded {
     sample: Sample,
 }
 
+/// Why a loader thread could not load an image.
+type LoadError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Runs on a loader thread. A panic inside the decoder becomes an error that
 /// names the file, so `skip_bad` can skip it like any corrupt image.
-fn load(item: &ImageItem, pre: &Preprocess) -> Result<Loaded, String> {
+fn load(item: &ImageItem, pre: &Preprocess) -> Result<Loaded, LoadError> {
     match std::panic::catch_unwind(AssertUnwindSafe(|| load_sample(item, pre))) {
         Ok(Ok(sample)) => Ok(Loaded { sample }),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!(
-            "the image decoder panicked on {}",
-            item.image.display()
-        )),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err(format!("the image decoder panicked on {}", item.image.display()).into()),
     }
 }
 
@@ -552,7 +553,7 @@ struct Run<'a, B: Backend> {
     images: &'a ImageList,
     spec: &'a CacheSpec,
     template: &'a CacheManifest,
-    loaders: Vec<Receiver<Result<Loaded, String>>>,
+    loaders: Vec<Receiver<Result<Loaded, LoadError>>>,
     shard_tx: std::sync::mpsc::SyncSender<Finished>,
     progress: &'a ProgressBar,
     report: &'a mut CacheReport,
@@ -654,6 +655,9 @@ impl<B: Backend> Run<'_, B> {
                     rows.push((index, labels));
                 }
                 Err(error) if self.spec.skip_bad => {
+                    // The report keeps the whole chain (the I/O error under
+                    // "cannot access ...", say) as text.
+                    let error = ErrorChain(&*error).to_string();
                     self.progress.suspend(|| {
                         eprintln!("skipping image {index} ({}): {error}", item.image.display())
                     });
@@ -669,7 +673,7 @@ impl<B: Backend> Run<'_, B> {
                     return Err(CacheError::BadImage {
                         index,
                         path: item.image.clone(),
-                        source: error.into(),
+                        source: error,
                     });
                 }
             }

@@ -2,17 +2,25 @@ use std::path::{Path, PathBuf};
 
 /// Everything that can go wrong while building or reading an activation cache.
 ///
-/// Messages name the directory or file involved and what to do about it.
+/// Messages name the directory or file involved and what to do about it; a
+/// wrapped error (an I/O error, an undecodable image) is the `source`, left
+/// out of the message, so a printer of the chain shows it once.
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
-    #[error("cannot access {path}: {error}")]
+    #[error("cannot access {path}")]
     Io {
         path: PathBuf,
+        #[source]
         error: std::io::Error,
     },
-    /// Another process holds the cache folder's lock (it is building there).
-    #[error("cannot build the cache in {dir}: {error}")]
-    Locked { dir: PathBuf, error: std::io::Error },
+    /// Another process holds the cache folder's lock (it is building there);
+    /// the lock's error, naming the holder, is the `source`.
+    #[error("cannot build the cache in {dir}")]
+    Locked {
+        dir: PathBuf,
+        #[source]
+        error: std::io::Error,
+    },
     #[error("{path} is not a valid cache manifest: {message}")]
     Manifest { path: PathBuf, message: String },
     #[error("shard {path} is damaged: {message}")]
@@ -25,7 +33,8 @@ pub enum CacheError {
         dir: PathBuf,
         differences: Vec<String>,
     },
-    /// A sharded cache (`--shard I/N`) whose parts do not make one cache yet.
+    /// A sharded cache (built in parts, `CacheSpec::part`) whose parts do not
+    /// make one cache yet.
     #[error("{dir} is not a complete sharded cache: {message}")]
     Parts { dir: PathBuf, message: String },
     #[error("invalid cache request: {0}")]
@@ -54,12 +63,14 @@ pub enum CacheError {
         end: usize,
         n_tokens: usize,
     },
+    /// An image that cannot be loaded; why is the `source`.
     #[error(
-        "image {index} ({path}) cannot be cached: {source} (a build that skips bad images records it and goes on)"
+        "image {index} ({path}) cannot be cached (a build that skips bad images records it and goes on)"
     )]
     BadImage {
         index: usize,
         path: PathBuf,
+        #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error(transparent)]

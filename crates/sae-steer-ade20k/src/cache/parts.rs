@@ -167,8 +167,8 @@ pub(crate) fn merge(
     for index in 1..=count {
         let Some((_, _, path)) = parts.iter().find(|(i, _, _)| *i == index) else {
             return Err(problem(format!(
-                "part {index} of {count} is missing (run `cache --shard {index}/{count}` \
-                 with the same flags)"
+                "part {index} of {count} is missing (build it with the same settings and \
+                 `CacheSpec::part` {index}/{count})"
             )));
         };
         // Checked on reading: the part's range is its index's (validate).
@@ -196,7 +196,7 @@ pub(crate) fn merge(
         if !m.complete {
             return Err(problem(format!(
                 "part {index} of {count} is incomplete ({} of images {}..{} done); \
-                 run or resume `cache --shard {index}/{count}`",
+                 build or resume it (`CacheSpec::part` {index}/{count})",
                 m.next_image - info.start,
                 info.start,
                 info.end

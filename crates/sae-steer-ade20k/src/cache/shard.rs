@@ -163,8 +163,11 @@ impl ShardBuffer {
         let path = dir.join(file);
         let out =
             sae_steer_files::AtomicFile::create(&path).map_err(|e| CacheError::io(&path, e))?;
-        safetensors::serialize_to_file(views, None, out.temp_path())
-            .map_err(|e| CacheError::shard(out.temp_path(), e.to_string()))?;
+        safetensors::serialize_to_file(views, None, out.temp_path()).map_err(|e| match e {
+            // A full disk, say: the file system's error, not a bad shard.
+            safetensors::SafeTensorError::IoError(e) => CacheError::io(out.temp_path(), e),
+            e => CacheError::shard(out.temp_path(), e.to_string()),
+        })?;
         let bytes = out.commit().map_err(|e| CacheError::io(&path, e))?;
         Ok(ShardEntry {
             file: file.to_string(),

@@ -381,6 +381,11 @@ fn corrupt_images_fail_or_are_skipped_and_recorded() {
     // A library message names no command-line flag; it says skipping exists.
     assert!(err.to_string().contains("skips bad images"), "{err}");
     assert!(!err.to_string().contains("--"), "{err}");
+    // Why the image failed is the cause, printed once by the chain.
+    let cause = std::error::Error::source(&err).expect("the decoder's error");
+    let chain = sae_steer_files::ErrorChain(&err).to_string();
+    assert!(chain.contains(&bad.display().to_string()), "{chain}");
+    assert_eq!(chain.matches(&cause.to_string()).count(), 1, "{chain}");
     // The shard before the bad image was completed and is kept for a resume.
     let strict = CacheManifest::read(&tmp.path().join("strict")).unwrap();
     assert_eq!((strict.next_image, strict.rows()), (2, 2));
@@ -632,10 +637,16 @@ fn a_second_builder_on_a_locked_folder_is_refused() {
     let holder = sae_steer_files::FolderLock::acquire(&dir).unwrap();
     let err = build_cache(&vit, &images, &dir, &spec).unwrap_err();
     assert!(matches!(err, CacheError::Locked { .. }), "{err}");
-    let msg = err.to_string();
+    // The message names the folder; its cause, the lock's error, names the
+    // holder, and the chain shows both.
+    let pid = format!("pid {}", std::process::id());
+    let cause = std::error::Error::source(&err)
+        .expect("the lock's error")
+        .to_string();
+    assert!(cause.contains(&pid), "{cause}");
+    let msg = sae_steer_files::ErrorChain(&err).to_string();
     assert!(
-        msg.contains(&dir.display().to_string())
-            && msg.contains(&format!("pid {}", std::process::id())),
+        msg.contains(&dir.display().to_string()) && msg.matches(&pid).count() == 1,
         "{msg}"
     );
     // Refused before anything was written.
@@ -865,6 +876,11 @@ fn missing_duplicated_or_mismatched_parts_are_refused_by_name() {
     build_cache(&vit, &images, &dir, &part(3, 3)).unwrap();
     let err = ActivationCache::open(&dir).err().unwrap().to_string();
     assert!(err.contains("part 2 of 3 is missing"), "{err}");
+    // It says how to build the part in the library's terms, not a flag's.
+    assert!(
+        err.contains("`CacheSpec::part` 2/3") && !err.contains("--"),
+        "{err}"
+    );
     // A file that only looks like a part names none, and is no part.
     std::fs::write(dir.join("part-0000-of-0000.json"), b"{").unwrap();
     let err = ActivationCache::open(&dir).err().unwrap().to_string();
@@ -897,7 +913,10 @@ fn missing_duplicated_or_mismatched_parts_are_refused_by_name() {
     let err = build_cache(&vit, &images, &dir, &base)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("sharded build"), "{err}");
+    assert!(
+        err.contains("sharded build") && !err.contains("--"),
+        "{err}"
+    );
 
     // A stray part file of another split, dropped beside the parts.
     let stray = dir.join("part-0001-of-0002.json");

@@ -95,9 +95,9 @@ impl BackendTask for Cache {
     fn run<B: Backend>(self, device: B::Device) -> Self::Output {
         let vit = Dinov2::<B>::load(&self.args.vit, &device)
             .with_context(|| format!("loading the ViT `{}`", self.args.vit))?;
-        crate::cli::skip_bad_hint(
+        crate::cli::shard_hint(crate::cli::skip_bad_hint(
             build_cache(&vit, &self.images, &self.args.out, &self.spec).map_err(Into::into),
-        )
+        ))
     }
 }
 

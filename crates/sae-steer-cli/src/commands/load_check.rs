@@ -121,8 +121,8 @@ pub fn main() -> Result<(), String> {
             ),
         };
         let built = vit
-            .map_err(|e| e.to_string())
-            .and_then(|vit| build(vit, &data, &opts).map_err(|e| e.to_string()));
+            .map_err(crate::cli::error_text)
+            .and_then(|vit| build(vit, &data, &opts).map_err(crate::cli::error_text));
         let toy = match built {
             Ok(toy) => toy,
             Err(e) => {
@@ -140,7 +140,7 @@ pub fn main() -> Result<(), String> {
         if let Err(e) = serve(session, options, move |h| {
             let _ = sent.send(Ok(h));
         }) {
-            let _ = tx.send(Err(e.to_string()));
+            let _ = tx.send(Err(crate::cli::error_text(e)));
         }
     });
     let handle = rx.recv().map_err(|e| e.to_string())??;

@@ -310,7 +310,7 @@ impl BackendTask for Run {
             },
             options,
         )?;
-        let report = run.run(&args.out)?;
+        let report = run.run(&args.out).map_err(vector_scale_hint)?;
         let class_names: Vec<String> = (1..=names.len())
             .map(|c| names.name(c).to_string())
             .collect();
@@ -344,6 +344,21 @@ impl BackendTask for Run {
             println!("mean time per (class, method) pass in this run: {t:.3} s");
         }
         Ok(())
+    }
+}
+
+/// The library names its option (`QuantifyOptions::vector_scale`) where the
+/// random-vector method has no scale to match; here that is --vector-scale.
+fn vector_scale_hint(e: sae_steer::Error) -> anyhow::Error {
+    let names_option = matches!(
+        &e,
+        sae_steer::Error::Input(m) if m.contains("QuantifyOptions::vector_scale")
+    );
+    let e = anyhow::Error::from(e);
+    if names_option {
+        e.context("the random-vector method needs a scale here: pass --vector-scale")
+    } else {
+        e
     }
 }
 

@@ -30,7 +30,7 @@ pub fn main() -> ExitCode {
 
 /// Runs the program with parsed arguments (the `sae-steer` subcommand).
 pub fn run_args(args: Args) -> ExitCode {
-    let run = || -> Result<(), Box<dyn std::error::Error>> {
+    let run = || -> anyhow::Result<()> {
         let device = Default::default();
         let vit = Dinov2::<Cpu>::load(&args.vit, &device)?;
         let opts = ToyOptions {
@@ -55,11 +55,6 @@ pub fn run_args(args: Args) -> ExitCode {
         );
         Ok(())
     };
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    // The error with its causes (the I/O error under "cannot access ...").
+    crate::report(run())
 }

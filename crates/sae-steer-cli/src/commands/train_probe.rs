@@ -10,7 +10,7 @@ use sae_steer::burn::prelude::Backend;
 use sae_steer_ade20k::{Ade20k, ImageList, Split};
 use sae_steer_probe::activations::PROBE_TAP;
 use sae_steer_probe::data::CachePatches;
-use sae_steer_probe::{SweepConfig, TrainOptions, TrainReport, train_sweep};
+use sae_steer_probe::{ProbeError, SweepConfig, TrainOptions, TrainReport, train_sweep};
 use serde_json::{Map, json};
 
 #[derive(Parser, Debug)]
@@ -125,7 +125,21 @@ impl BackendTask for Train {
             progress: true,
             run_info,
         };
-        Ok(train_sweep::<B, _>(&self.sweep, &data, &opts, &device)?)
+        train_sweep::<B, _>(&self.sweep, &data, &opts, &device).map_err(|e| {
+            // The library's message names `TrainOptions::ckpt_root`; here
+            // that is --ckpt-path.
+            let resume = matches!(e, ProbeError::Resume { .. });
+            let e = anyhow::Error::from(e);
+            if resume {
+                e.context(format!(
+                    "cannot resume the sweep in --ckpt-path {}: pass another --ckpt-path or \
+                     delete its probe folders",
+                    args.ckpt_path.display()
+                ))
+            } else {
+                e
+            }
+        })
     }
 }
 

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 /// Errors of `cargo xtask fetch`.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    /// A file system operation failed.
-    #[error("{}: {source}", path.display())]
+    /// A file system operation failed; the cause is the `source` (main
+    /// prints the chain, `path: cause`).
+    #[error("{}", path.display())]
     Io {
         path: PathBuf,
         #[source]

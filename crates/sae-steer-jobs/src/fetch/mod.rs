@@ -191,7 +191,7 @@ pub fn run(args: Args) -> AnyResult<()> {
         match fetch(&one) {
             Ok(r) => reports.extend(r),
             Err(e) => {
-                eprintln!("xtask fetch {name}: {e}\n");
+                eprintln!("xtask fetch {name}: {}\n", sae_steer_files::ErrorChain(&e));
                 failed.push(name);
             }
         }

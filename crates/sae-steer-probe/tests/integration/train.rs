@@ -195,6 +195,11 @@ fn refuses_to_resume_on_other_data_or_labels_out_of_range() {
         err.contains("cannot resume") && err.contains("separable-7"),
         "{err}"
     );
+    // The way out in the library's terms, not a command-line flag.
+    assert!(
+        err.contains("TrainOptions::ckpt_root") && !err.contains("--"),
+        "{err}"
+    );
 
     let mut bad = separable(4, 1);
     bad.labels[13] = C as u8;

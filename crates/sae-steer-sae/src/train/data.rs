@@ -189,7 +189,9 @@ fn for_sample<'d>(
 }
 
 pub(crate) fn data_error(e: BoxError) -> SaeError {
-    SaeError::Data(e.to_string())
+    // The source's causes (an I/O error under a cache error, say) go into
+    // the message: `Data` holds text, not the error.
+    SaeError::Data(sae_steer_files::ErrorChain(&*e).to_string())
 }
 
 pub(crate) fn check_width(batch: &[f32], d: usize) -> Result<()> {

@@ -465,10 +465,9 @@ impl MetricsCsv {
             header
                 .write_record(csv_header())
                 .map_err(|e| csv_error(path, e))?;
-            kept = header.into_inner().map_err(|e| SaeError::Io {
-                path: path.to_path_buf(),
-                error: std::io::Error::other(e.to_string()),
-            })?;
+            kept = header
+                .into_inner()
+                .map_err(|e| SaeError::io(path, e.into_error()))?;
         }
         // The kept rows are copied as they were, so a resumed run's file is
         // byte for byte the one an uninterrupted run writes.
@@ -487,10 +486,11 @@ impl MetricsCsv {
 
     fn write(&mut self, rows: &[IntervalMetrics]) -> Result<()> {
         for row in rows {
-            self.writer.serialize(row).map_err(|e| SaeError::Io {
-                path: self.path.clone(),
-                error: std::io::Error::other(e.to_string()),
-            })?;
+            // csv's I/O errors convert back to the `std::io::Error` they
+            // wrap; its other errors become the `io::Error`'s payload.
+            self.writer
+                .serialize(row)
+                .map_err(|e| SaeError::io(&self.path, e.into()))?;
         }
         self.writer.flush().map_err(|e| SaeError::io(&self.path, e))
     }

@@ -3,9 +3,7 @@
 use crate::common;
 
 use common::*;
-use sae_steer_sae::{
-    Activation, FORMAT_TAG, Normalization, Sae, SaeWeights, convert_saev, saev,
-};
+use sae_steer_sae::{Activation, FORMAT_TAG, Normalization, Sae, SaeWeights, convert_saev, saev};
 use sae_steer_vit::SafetensorsFile;
 
 #[test]

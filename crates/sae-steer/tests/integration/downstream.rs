@@ -18,8 +18,8 @@ use sae_steer::sae::stats::StatsInfo;
 use sae_steer::sae::{Activation, EncodeRule, SaeConfig};
 use sae_steer::vit::HostTensor;
 use sae_steer::{
-    Dinov2, Edit, NormalizationSource, NormalizeWith, Preprocess, Probe, Sae, SaeWeights,
-    Steerer, preprocess_path,
+    Dinov2, Edit, NormalizationSource, NormalizeWith, Preprocess, Probe, Sae, SaeWeights, Steerer,
+    preprocess_path,
 };
 use sae_steer_testkit::{noise, test_vit_dir};
 
@@ -73,12 +73,18 @@ fn a_downstream_user_loads_steers_segments_and_computes_statistics() {
     let file = Sae::<Cpu>::load(&sae_file, &device).unwrap();
     assert!(!file.has_normalization());
     let images = image_folder(&photos).unwrap();
-    let norm = estimate_normalization_on_images(&vit, LAYER, &images, &Preprocess::default())
-        .unwrap();
+    let norm =
+        estimate_normalization_on_images(&vit, LAYER, &images, &Preprocess::default()).unwrap();
     let (sae, source) = file
-        .resolve(NormalizeWith::Estimated { images: images.len(), norm })
+        .resolve(NormalizeWith::Estimated {
+            images: images.len(),
+            norm,
+        })
         .unwrap();
-    assert!(matches!(source, NormalizationSource::Estimated { images: 6, .. }));
+    assert!(matches!(
+        source,
+        NormalizationSource::Estimated { images: 6, .. }
+    ));
 
     // (b) Steer one latent on the patches of an image and segment it.
     let probe = Probe::<Cpu>::new(&ProbeWeights::kaiming_uniform(D, 151, 7), &device).unwrap();

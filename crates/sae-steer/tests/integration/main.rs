@@ -4,6 +4,7 @@
 
 mod activations;
 mod downstream;
+mod errors;
 mod feature_stats;
 mod quantify;
 mod quantify_strategies;

@@ -1,4 +1,4 @@
-//! Cost of one quantify pass (SPEC section 8: one class, one method, every
+//! Cost of one quantify pass (reference facts section 8: one class, one method, every
 //! validation image) done the reference's way against ours, at the real
 //! geometry and with no download: DINOv2 ViT-B/14-reg with random weights,
 //! a random ReLU SAE on layer 10 (768 -> 24,576), a random probe 768 -> 151

@@ -1,4 +1,4 @@
-//! The interactive steering app (the preprint's web demo, SPEC section 9):
+//! The interactive steering app (the preprint's web demo, reference facts section 9):
 //!
 //! ```text
 //! cargo run --release --example manipulate -- \

@@ -1,5 +1,5 @@
 //! Quantify pseudo-orthogonality (the preprint's "Quantitative" section,
-//! SPEC section 8): for each ADE20K class and each of four ways to pick a
+//! reference facts section 8): for each ADE20K class and each of four ways to pick a
 //! direction, edit every patch of every validation image at the SAE's layer
 //! and count how the probe's patch predictions change.
 //!

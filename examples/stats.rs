@@ -1,4 +1,4 @@
-//! Feature statistics of an SAE over a reference set of images (SPEC
+//! Feature statistics of an SAE over a reference set of images (reference facts
 //! section 5, saev's `visuals`): per latent the largest activation
 //! (`max_obs`, the steering slider's unit), the firing frequency, the mean
 //! over active patches and the top-k images with their per-patch values.

@@ -1,5 +1,5 @@
 //! Trains one SAE or a sweep of SAEs on cached ViT activations, all in one
-//! pass over the data (SPEC section 4; saev's recipe by default).
+//! pass over the data (reference facts section 4; saev's recipe by default).
 //!
 //! ```text
 //! cargo run --release -p sae-steer-examples --example train_sae -- \

@@ -1,4 +1,4 @@
-//! Interactive steering (SPEC sections 6 and 9): a web app that shows an
+//! Interactive steering (reference facts sections 6 and 9): a web app that shows an
 //! ADE20K image, its true labels and the linear probe's prediction, lists
 //! the SAE latents of the patches a user clicks, and shows the segmentation
 //! after setting latents with sliders; and the same steering as static

@@ -80,7 +80,7 @@ use crate::palette::{colorize, legend, png_bytes, png_data_url};
 use crate::session::{Session, Steered};
 use crate::steering::{LatentReport, MAX_LATENTS, SLIDER_MAX, SliderEdit};
 
-/// One of the preprint's steering examples (SPEC section 9).
+/// One of the preprint's steering examples (reference facts section 9).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct GuidedExample {
     pub name: &'static str,

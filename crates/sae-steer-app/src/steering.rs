@@ -1,6 +1,6 @@
 //! The model side of the app: the facade's [`Steerer`] plus what the page
 //! needs around it, the sliders' mapping to [`Edit`]s and the latents'
-//! cards (SPEC sections 6 and 9).
+//! cards (reference facts sections 6 and 9).
 //!
 //! An image is run once up to layer `L` ([`Steering::encode_image`]); every
 //! later request on it starts from those cached tokens, so moving a slider
@@ -34,7 +34,7 @@ pub struct SliderEdit {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UnitSource {
-    /// `max_obs` of the feature statistics (SPEC section 6).
+    /// `max_obs` of the feature statistics (reference facts section 6).
     Stats,
     /// No statistics (or the latent never fired on the reference set): the
     /// latent's largest value on the current image.
@@ -285,7 +285,7 @@ impl<B: Backend> Steering<B> {
     }
 
     /// Patch labels after setting each edited latent to `slider * unit` on
-    /// every patch (SPEC section 6: error term kept, rank-1 form). Sliders
+    /// every patch (reference facts section 6: error term kept, rank-1 form). Sliders
     /// must lie in `[-SLIDER_MAX, SLIDER_MAX]`; a latent edited twice keeps
     /// its last slider. No edits give the unedited prediction.
     pub fn predict(

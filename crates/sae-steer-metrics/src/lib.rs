@@ -2,14 +2,14 @@
 //!
 //! - [`segmentation`]: probe logits to pixel predictions (bilinear upsampling
 //!   with PyTorch semantics fused with the argmax) and the validation scores
-//!   (per-class IoU, mIoU, pixel accuracy) of SPEC section 7.
+//!   (per-class IoU, mIoU, pixel accuracy) of reference facts section 7.
 //! - [`sweep`]: the probe sweep's `results.csv`, `best.json` and
 //!   `hparam-sweeps.png`.
 //! - [`quantify`]: change counts and rates of the steering experiment, their
 //!   summaries (ours and the reference's) and quantify's report files:
 //!   `results.csv`, `per_class.csv`, `changes.csv`, `summary.md`
-//!   (SPEC section 8).
-//! - [`selection`]: F1 feature selection (the "automatic" method of SPEC
+//!   (reference facts section 8).
+//! - [`selection`]: F1 feature selection (the "automatic" method of reference facts
 //!   section 8) and quantify's `selection.csv`.
 //!
 //! Class ids are `u8` (ADE20K: 0 = unlabelled, 1..=150). Functions that name

@@ -1,4 +1,4 @@
-//! Counting what a steering edit changes (SPEC section 8).
+//! Counting what a steering edit changes (reference facts section 8).
 //!
 //! One *pass* edits every validation patch in the direction chosen for one
 //! class `c` by one method and compares each patch's edited prediction with

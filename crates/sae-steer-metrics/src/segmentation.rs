@@ -1,5 +1,5 @@
 //! Pixel predictions from patch logits and the probe's validation scores
-//! (SPEC section 7).
+//! (reference facts section 7).
 //!
 //! Layout convention: logits are **patch-major**, `[h * w, classes]`
 //! row-major (patch `y * w + x`, then class), which is what a linear probe
@@ -287,7 +287,7 @@ pub fn upsample_argmax(
 
 /// Per-row argmax of `logits` (`[rows, classes]`) over the classes
 /// `first_class..classes` only, written as class ids into `out` (`[rows]`).
-/// Quantify predicts patches with `first_class = 1` (class 0 excluded, SPEC
+/// Quantify predicts patches with `first_class = 1` (class 0 excluded, reference facts
 /// section 8); `first_class = 0` is a plain argmax. Ties go to the lowest
 /// class, a NaN counts as the maximum.
 ///
@@ -317,7 +317,7 @@ pub fn argmax_rows(
 }
 
 /// Validation scores of one probe, accumulated image by image over a whole
-/// split (SPEC section 7).
+/// split (reference facts section 7).
 ///
 /// Intersection and union are counted per class for classes `1..classes`
 /// exactly as the reference's one-hot computation with the class-0 column

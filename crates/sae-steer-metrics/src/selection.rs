@@ -1,4 +1,4 @@
-//! F1 feature selection: the "automatic" method of SPEC section 8.
+//! F1 feature selection: the "automatic" method of reference facts section 8.
 //!
 //! For every latent `j`, threshold `t` and class `c`, the detector
 //! "`f_j > t`" is scored against "patch label == `c`" over training patches
@@ -95,7 +95,7 @@ pub struct F1Selector {
 }
 
 impl F1Selector {
-    /// The thresholds of SPEC section 8.
+    /// The thresholds of reference facts section 8.
     pub const DEFAULT_THRESHOLDS: [f32; 4] = [0.0, 0.1, 0.3, 1.0];
 
     /// A selector for `d_sae` latents and labels `0..classes`, scoring the

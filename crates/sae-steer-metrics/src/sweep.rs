@@ -1,4 +1,4 @@
-//! Reports of a probe hyper-parameter sweep (SPEC section 7): `results.csv`,
+//! Reports of a probe hyper-parameter sweep (reference facts section 7): `results.csv`,
 //! `best.json` and `hparam-sweeps.png`.
 
 use std::path::{Path, PathBuf};

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{ProbeError, Result};
 use crate::naming::checkpoint_dir_name;
 
-/// The preprint's sweep (SPEC section 7).
+/// The preprint's sweep (reference facts section 7).
 pub const DEFAULT_LEARNING_RATES: [f64; 6] = [3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2];
 /// The preprint's weight decays.
 pub const DEFAULT_WEIGHT_DECAYS: [f64; 3] = [1e-1, 1e-3, 1e-5];

@@ -1,5 +1,5 @@
 //! Linear-probe semantic segmentation on DINOv2 patch features, as saev's
-//! `contrib/semseg` trains and validates it (SPEC section 7).
+//! `contrib/semseg` trains and validates it (reference facts section 7).
 //!
 //! - [`sweep`]: [`ProbeSweep`], `P` probes `768 -> 151` side by side (one
 //!   `[d, P*C]` weight), their softmax cross-entropy gradient written by hand

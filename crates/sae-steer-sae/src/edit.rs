@@ -1,4 +1,4 @@
-//! Steering edits of SAE latents with the error term kept (SPEC section 6).
+//! Steering edits of SAE latents with the error term kept (reference facts section 6).
 //!
 //! At the SAE's layer, in normalized units: `f = encode(x_n)`,
 //! `err = x_n - decode(f)`, change the chosen latents to get `f'`, and

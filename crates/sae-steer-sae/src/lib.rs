@@ -1,6 +1,6 @@
 //! Sparse autoencoders over ViT activations: reading saev checkpoints,
 //! our own safetensors format, batched encode/decode on any burn backend,
-//! and steering edits that keep the SAE's error term (SPEC sections 4 and 6).
+//! and steering edits that keep the SAE's error term (reference facts sections 4 and 6).
 
 pub mod checkpoint;
 pub mod config;

@@ -1,4 +1,4 @@
-//! Feature statistics over a reference set of images (SPEC section 5), the
+//! Feature statistics over a reference set of images (reference facts section 5), the
 //! numbers behind the steering slider and the web app's exemplars.
 //!
 //! Per latent `j`, in the SAE's normalized units (like saev's `visuals`):

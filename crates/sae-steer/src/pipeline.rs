@@ -112,7 +112,7 @@ pub fn patch_range(n_tokens: usize, n_patches: usize) -> Range<usize> {
     n_tokens.saturating_sub(n_patches)..n_tokens
 }
 
-/// Estimates saev's input normalization (SPEC section 4) on the patch tokens
+/// Estimates saev's input normalization (reference facts section 4) on the patch tokens
 /// of a cache tap: `mean` over a sample, `scalar = mean ||x - mean|| / sqrt(d)`.
 pub fn estimate_normalization(
     cache: &ActivationCache,
@@ -188,7 +188,7 @@ pub const STATS_BATCH: usize = 16;
 /// whole file (200 MB for a 24k-latent SAE), so not after every batch.
 pub const STATS_SAVE_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Settles an SAE's input normalization (SPEC section 4): read from `file`
+/// Settles an SAE's input normalization (reference facts section 4): read from `file`
 /// when one is named, else the checkpoint's own, else estimated with
 /// [`estimate_normalization`] on `estimate_on` = (cache, tap, patches per
 /// image). `estimate_on` is only read in the last case, which is an error
@@ -217,7 +217,7 @@ pub fn resolve_normalization<B: Backend>(
     })
 }
 
-/// Feature statistics (SPEC section 5) of `sae` over the patch tokens of the
+/// Feature statistics (reference facts section 5) of `sae` over the patch tokens of the
 /// first `max_images` images of a cache tap, with [`DEFAULT_TOP_K`]
 /// exemplars per latent, in memory. [`feature_stats_file`] is the resumable
 /// form.

@@ -1,11 +1,11 @@
-//! Quantify pseudo-orthogonality (SPEC section 8): for every class and every
+//! Quantify pseudo-orthogonality (reference facts section 8): for every class and every
 //! way of picking a direction, edit every patch of every validation image at
 //! the SAE's layer, finish the network, and count how the probe's patch
 //! predictions change.
 //!
 //! The Python reference re-runs the whole ViT for every edit. Here the SAE
 //! layer's activations come from an [`ActivationCache`] (float32: f16
-//! rounding flips argmaxes), an SAE edit uses the rank-1 form of SPEC
+//! rounding flips argmaxes), an SAE edit uses the rank-1 form of reference facts
 //! section 6 ([`Edit::apply`]), and only the blocks after the layer, the
 //! final norm and the probe run, with several classes stacked in one batch.
 //!
@@ -42,7 +42,7 @@ use serde::{Deserialize, Serialize};
 /// Number of probe outputs: label 0 (other) and the 150 ADE20K classes.
 pub const OUTPUTS: usize = 151;
 
-/// Detection thresholds of the automatic selection (SPEC section 8).
+/// Detection thresholds of the automatic selection (reference facts section 8).
 pub const THRESHOLDS: [f32; 4] = [0.0, 0.1, 0.3, 1.0];
 
 /// Training patches count for selection only when at least this share of
@@ -117,7 +117,7 @@ pub struct QuantifyOptions {
     /// Slider position for latent edits: value = `slider * max_obs` (-2 in the preprint).
     pub slider: f32,
     /// Norm of the random-vector edit; `None` matches the mean norm of the
-    /// automatic method's edit of the same class (SPEC section 8).
+    /// automatic method's edit of the same class (reference facts section 8).
     pub vector_scale: Option<f32>,
     pub seed: u64,
     /// Validation images per forward batch (each stacked `classes_per_batch` times).
@@ -203,7 +203,7 @@ pub fn read_manual_table(path: &Path) -> Result<BTreeMap<usize, usize>> {
     Ok(out)
 }
 
-/// Scores every latent against the patch labels of a cache (SPEC section 8):
+/// Scores every latent against the patch labels of a cache (reference facts section 8):
 /// F1 of `f_j > t` vs `label == c` over patches with purity >= 0.9, latents
 /// with frequency >= `max_frequency` (1e-2 in the preprint,
 /// [`sae_steer_sae::stats::FREQUENT`]) excluded.
@@ -467,7 +467,7 @@ impl<'a, B: Backend> Quantify<'a, B> {
     }
 
     /// Finishes the network from the SAE's layer and predicts every patch
-    /// (classes only: label 0 is never predicted, SPEC section 8).
+    /// (classes only: label 0 is never predicted, reference facts section 8).
     fn predict(&self, x: Tensor<B, 3>) -> Result<Vec<u8>> {
         self.inputs.steerer.segment(x, Labels::Classes)
     }

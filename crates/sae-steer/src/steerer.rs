@@ -1,5 +1,5 @@
 //! The steering core: ViT up to layer `L`, an SAE there, and a probe after
-//! the rest of the network (SPEC sections 6 and 8).
+//! the rest of the network (reference facts sections 6 and 8).
 //!
 //! Everything that steers is built on [`Steerer`]: quantify, the figures and
 //! the web app. An image is run once up to the SAE's layer
@@ -35,7 +35,7 @@ pub enum Labels {
     /// Every output, label 0 ("other") included, as validation counts them.
     All,
     /// Classes only: label 0 is never predicted, as quantify counts changes
-    /// (SPEC section 8).
+    /// (reference facts section 8).
     Classes,
 }
 

@@ -18,7 +18,7 @@ pub const FORMAT: &str = "sae-steer-cache/1";
 #[serde(rename_all = "lowercase")]
 pub enum CacheDtype {
     /// Half precision: half the disk, ~1e-3 relative rounding. Fine for SAE
-    /// and probe training; not for caches that feed steering (SPEC section 8).
+    /// and probe training; not for caches that feed steering (reference facts section 8).
     F16,
     F32,
 }

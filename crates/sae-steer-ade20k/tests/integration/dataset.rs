@@ -224,7 +224,7 @@ fn class_table_is_the_real_one() {
     assert_eq!(c.len(), 150);
     assert_eq!(c.name(0), "other");
     assert_eq!(c.name(1), "wall");
-    // The four classes of the reference demo (SPEC section 8).
+    // The four classes of the reference demo (reference facts section 8).
     assert_eq!(c.name(8), "bed"); // "bed " in the file
     assert_eq!(c.name(21), "car");
     assert_eq!(c.name(23), "painting");

@@ -47,7 +47,7 @@ fn moving_a_slider_reuses_the_cached_layer() {
 }
 
 /// The app's prediction after an edit equals the literal path: the whole
-/// ViT up to the layer, the full encode/decode edit of SPEC section 6
+/// ViT up to the layer, the full encode/decode edit of reference facts section 6
 /// (`Edit::apply_full`) on the patch tokens, the rest of the ViT, the probe.
 #[test]
 fn steering_matches_the_literal_encode_decode_path() {

@@ -65,7 +65,7 @@ pub struct Args {
     #[arg(long, default_value = "training")]
     select_split: Split,
     /// Latents firing on at least this fraction of patches of the reference
-    /// set are never selected nor drawn as random latents (SPEC section 8:
+    /// set are never selected nor drawn as random latents (reference facts section 8:
     /// 1e-2). Datasets with only a
     /// few classes need more: each class covers a large share of patches.
     #[arg(long, default_value_t = sae_steer::sae::stats::FREQUENT)]

@@ -1,4 +1,4 @@
-//! Training sparse autoencoders (SPEC section 4).
+//! Training sparse autoencoders (reference facts section 4).
 //!
 //! Two recipes:
 //! - saev's ReLU + L1: `loss = MSE + l1 * mean_batch(sum_j |f_j|)`, Adam with a

@@ -6,9 +6,10 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use sae_steer::backend::{BackendTask, DeviceChoice, run_on};
 use sae_steer::burn::prelude::Backend;
-use sae_steer_ade20k::cache::ActivationCache;
-use sae_steer_ade20k::{ImageList, Split};
+use sae_steer_ade20k::Split;
 use sae_steer_app::setup::{DEFAULT_NORM_IMAGES, LoadOptions, Loaded, load};
+use sae_steer_data::ImageList;
+use sae_steer_data::cache::ActivationCache;
 use sae_steer_probe::activations::{ensure_cache, probe_cache_spec};
 
 /// Prints an error with its chain of causes and returns a failing exit code:
@@ -118,8 +119,8 @@ pub fn skip_bad_hint<T>(result: anyhow::Result<T>) -> anyhow::Result<T> {
     result.map_err(|e| {
         let bad_image = e.chain().any(|c| {
             matches!(
-                c.downcast_ref::<sae_steer_ade20k::cache::CacheError>(),
-                Some(sae_steer_ade20k::cache::CacheError::BadImage { .. })
+                c.downcast_ref::<sae_steer_data::cache::CacheError>(),
+                Some(sae_steer_data::cache::CacheError::BadImage { .. })
             )
         });
         if bad_image {

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use burn::tensor::backend::Backend;
 use indicatif::{ProgressBar, ProgressStyle};
-use sae_steer_ade20k::{Ade20k, ImageList, Split, load_sample};
+use sae_steer_ade20k::{Ade20k, Split};
+use sae_steer_data::{ImageList, load_sample};
 use sae_steer_probe::checkpoint::{Probe, read_probe};
 use sae_steer_sae::{FeatureStats, Normalization, Sae, SaeWeights, StatsInfo};
 use sae_steer_vit::{Dinov2, PixelValues, Preprocess};
@@ -337,7 +338,7 @@ mod tests {
         let list = ImageList {
             root: PathBuf::from("/r"),
             items: (0..10)
-                .map(|i| sae_steer_ade20k::ImageItem {
+                .map(|i| sae_steer_data::ImageItem {
                     image: PathBuf::from(format!("/r/{i}.jpg")),
                     label: None,
                 })

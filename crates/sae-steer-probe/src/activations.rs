@@ -5,8 +5,8 @@
 use std::path::Path;
 
 use burn::tensor::backend::Backend;
-use sae_steer_ade20k::ImageList;
-use sae_steer_ade20k::cache::{
+use sae_steer_data::ImageList;
+use sae_steer_data::cache::{
     ActivationCache, CacheDtype, CacheReport, CacheSpec, LabelKind, TapRequest, build_cache,
 };
 use sae_steer_vit::Dinov2;

@@ -27,6 +27,7 @@ pub use activations::{
 
 pub use burn;
 pub use sae_steer_ade20k as ade20k;
+pub use sae_steer_data as data;
 pub use sae_steer_metrics as metrics;
 pub use sae_steer_probe as probe;
 pub use sae_steer_sae as sae;

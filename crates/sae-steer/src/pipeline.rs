@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use indicatif::{ProgressBar, ProgressStyle};
-use sae_steer_ade20k::ImageList;
-use sae_steer_ade20k::cache::{
+use sae_steer_data::ImageList;
+use sae_steer_data::cache::{
     ActivationCache, CacheDtype, CacheError, CacheSpec, LabelKind, TapRequest, TapTokens,
     build_cache,
 };

@@ -7,9 +7,9 @@
 use std::path::{Path, PathBuf};
 
 use burn::backend::NdArray;
-use sae_steer::ade20k::cache::ActivationCache;
 use sae_steer::ade20k::synth::{SynthOptions, synthesize};
 use sae_steer::ade20k::{Ade20k, Split};
+use sae_steer::data::cache::ActivationCache;
 use sae_steer::pipeline::{
     NormalizationSource, STATS_BATCH, StatsOptions, ensure_cache, feature_stats,
     feature_stats_file, resolve_normalization, sae_layer_cache_spec,

@@ -7,7 +7,7 @@ Writes tests/fixtures/hostile/{images,labels,cache}/ (run from anywhere):
 
 Every file is small (a few KB at most): the hostile ones declare huge sizes in
 their headers, they do not contain them. The integration tests of
-sae-steer-vit (decode) and sae-steer-ade20k (labels, cache) read them; each
+sae-steer-vit (decode) and sae-steer-data (labels, cache) read them; each
 case must be a clear error naming the file and the problem, never a panic.
 The output is deterministic, so rerunning the script changes no committed
 file. Needs Pillow; PNGs with oddities Pillow refuses to write are put

@@ -4,6 +4,11 @@ use std::path::Path;
 
 use crate::error::{Ade20kError, Result};
 
+/// Number of ADE20K classes; labels are 0 (other) ..= 150, and the probe has
+/// `NUM_CLASSES + 1` outputs. ADE20K's labels fill the range label maps and
+/// activation caches hold ([`sae_steer_data::MAX_LABEL`]).
+pub const NUM_CLASSES: usize = sae_steer_data::MAX_LABEL;
+
 /// The real `objectInfo150.txt` of the SceneParsing benchmark
 /// (CSAILVision/sceneparsing), byte for byte, trailing spaces included.
 pub const OBJECT_INFO_150: &str = include_str!("../data/objectInfo150.txt");

@@ -1,9 +1,12 @@
-//! ADE20K for sae-steer: the SceneParsing layout, class names, label maps,
-//! the reference's label preprocessing and patch labels, image folders, and a
-//! synthetic dataset in the same layout.
+//! ADE20K for sae-steer: the SceneParsing layout, class names, and a
+//! synthetic dataset in the same layout. A split is an
+//! [`sae_steer_data::ImageList`] whose items carry their annotation PNGs;
+//! reading those label maps, the reference's label preprocessing, patch
+//! labels and the activation cache are `sae-steer-data`'s, for any dataset.
 //!
 //! ```no_run
-//! use sae_steer_ade20k::{Ade20k, Split, load_sample, patch_labels};
+//! use sae_steer_ade20k::{Ade20k, Split};
+//! use sae_steer_data::{load_sample, patch_labels};
 //! use sae_steer_vit::Preprocess;
 //! # fn main() -> sae_steer_ade20k::Result<()> {
 //! let ade = Ade20k::open("data/ADEChallengeData2016")?;
@@ -27,20 +30,11 @@
 //! # Ok(()) }
 //! ```
 
-pub mod cache;
 mod classes;
 mod dataset;
 mod error;
-mod labels;
 pub mod synth;
 
-pub use cache::{ActivationCache, CacheError, CacheSpec, build_cache};
-pub use classes::{ClassInfo, ClassNames, OBJECT_INFO_150};
-pub use dataset::{
-    ADE20K_DIR, Ade20k, ImageItem, ImageList, OBJECT_INFO_FILE, Split, image_folder,
-};
+pub use classes::{ClassInfo, ClassNames, NUM_CLASSES, OBJECT_INFO_150};
+pub use dataset::{ADE20K_DIR, Ade20k, OBJECT_INFO_FILE, Split};
 pub use error::{Ade20kError, Result};
-pub use labels::{
-    LabelMap, NUM_CLASSES, PatchLabels, Sample, load_sample, patch_labels, read_label_map,
-    resize_crop_labels,
-};

@@ -21,10 +21,9 @@ use image::{ExtendedColorType, ImageEncoder};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
-use crate::classes::OBJECT_INFO_150;
+use crate::classes::{NUM_CLASSES, OBJECT_INFO_150};
 use crate::dataset::{OBJECT_INFO_FILE, Split};
 use crate::error::{Ade20kError, Result};
-use crate::labels::NUM_CLASSES;
 
 /// File in the output root that marks a folder as ours; holds the options
 /// and, once every file is written, `"complete": true`.

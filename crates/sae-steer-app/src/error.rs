@@ -22,6 +22,8 @@ pub enum AppError {
     Probe(#[from] sae_steer_probe::ProbeError),
     #[error(transparent)]
     Ade20k(#[from] sae_steer_ade20k::Ade20kError),
+    #[error(transparent)]
+    Data(#[from] sae_steer_data::DataError),
     /// The ViT, SAE, probe and statistics do not fit together.
     #[error("the models do not fit together: {0}")]
     Setup(String),

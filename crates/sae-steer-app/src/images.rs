@@ -8,7 +8,8 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use image::{ImageError, ImageFormat, ImageReader, RgbImage};
-use sae_steer_ade20k::{ClassNames, ImageList, read_label_map, resize_crop_labels};
+use sae_steer_ade20k::ClassNames;
+use sae_steer_data::{ImageList, read_label_map, resize_crop_labels};
 use sae_steer_vit::{
     DecodeError, DecodeErrorKind, ImageLimits, PixelValues, Preprocess, decode_image, open_image,
 };

@@ -5,7 +5,8 @@
 use std::path::PathBuf;
 
 use burn::tensor::backend::Backend;
-use sae_steer::ade20k::{Ade20k, ImageList, Split};
+use sae_steer::ade20k::{Ade20k, Split};
+use sae_steer::data::ImageList;
 use sae_steer::pipeline::estimate_normalization_on_images;
 use sae_steer::sae::StatsInfo;
 use sae_steer::{
@@ -261,7 +262,7 @@ mod tests {
         let list = ImageList {
             root: PathBuf::from("/r"),
             items: (0..10)
-                .map(|i| sae_steer::ade20k::ImageItem {
+                .map(|i| sae_steer::data::ImageItem {
                     image: PathBuf::from(format!("/r/{i}.jpg")),
                     label: None,
                 })

@@ -7,9 +7,10 @@ use anyhow::{Context, bail};
 use sae_steer::backend::{BackendTask, DeviceChoice, run_on};
 use sae_steer::burn::prelude::Backend;
 use sae_steer::pipeline::{LazyVit, ensure_cache};
-use sae_steer_ade20k::cache::{ActivationCache, CacheError};
-use sae_steer_ade20k::{ImageList, Split};
+use sae_steer_ade20k::Split;
 use sae_steer_app::setup::{DEFAULT_NORM_IMAGES, LoadOptions, Loaded, load};
+use sae_steer_data::ImageList;
+use sae_steer_data::cache::{ActivationCache, CacheError};
 use sae_steer_probe::activations::probe_cache_spec;
 
 /// Prints an error with its chain of causes and returns a failing exit code:

@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
-use sae_steer_ade20k::ImageList;
-use sae_steer_ade20k::cache::{ActivationCache, CacheDtype, CacheSpec, LabelKind, TapRequest};
+use sae_steer_data::ImageList;
+use sae_steer_data::cache::{ActivationCache, CacheDtype, CacheSpec, LabelKind, TapRequest};
 
 /// The cache tap the probes read: patch tokens after the final LayerNorm.
 pub const PROBE_TAP: &str = "final_norm";

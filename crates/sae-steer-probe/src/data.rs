@@ -1,7 +1,7 @@
 //! Where training patches come from: whole images at a time, each image's
 //! patches with their labels.
 
-use sae_steer_ade20k::cache::{ActivationCache, LabelKind};
+use sae_steer_data::cache::{ActivationCache, LabelKind};
 
 use crate::error::{ProbeError, Result};
 

@@ -28,7 +28,7 @@ pub enum ProbeError {
     #[error("probe shapes disagree: {0}")]
     Shape(String),
     #[error(transparent)]
-    Cache(#[from] sae_steer_ade20k::cache::CacheError),
+    Cache(#[from] sae_steer_data::cache::CacheError),
     #[error(transparent)]
     Metrics(#[from] sae_steer_metrics::MetricsError),
     /// Tensor containers (safetensors, torch.save zips).

@@ -18,7 +18,7 @@
 //! use burn::backend::NdArray;
 //! use sae_steer_probe::{SweepConfig, TrainOptions, train_sweep};
 //! use sae_steer_probe::data::CachePatches;
-//! use sae_steer_ade20k::ActivationCache;
+//! use sae_steer_data::ActivationCache;
 //! # fn main() -> sae_steer_probe::Result<()> {
 //! let cache = ActivationCache::open("caches/ade20k-train")?;
 //! let data = CachePatches::new(&cache, "final_norm")?;

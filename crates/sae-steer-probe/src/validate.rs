@@ -13,7 +13,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
 use sae_steer_ade20k::ClassNames;
-use sae_steer_ade20k::cache::ActivationCache;
+use sae_steer_data::cache::ActivationCache;
 use sae_steer_metrics::{
     BestProbe, BilinearUpsampler, SegmentationScores, SweepRow, best_by_mean_iou,
     plot_hparam_sweeps, write_best_json, write_results_csv,

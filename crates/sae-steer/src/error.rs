@@ -3,7 +3,8 @@
 
 use std::path::PathBuf;
 
-use sae_steer_ade20k::{Ade20kError, CacheError};
+use sae_steer_ade20k::Ade20kError;
+use sae_steer_data::{CacheError, DataError};
 use sae_steer_metrics::MetricsError;
 use sae_steer_probe::ProbeError;
 use sae_steer_sae::SaeError;
@@ -24,6 +25,8 @@ pub enum Error {
     Sae(#[from] SaeError),
     #[error(transparent)]
     Probe(#[from] ProbeError),
+    #[error(transparent)]
+    Data(#[from] DataError),
     #[error(transparent)]
     Cache(#[from] CacheError),
     #[error(transparent)]

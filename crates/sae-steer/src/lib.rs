@@ -28,7 +28,7 @@
 //! images, through an activation cache the ViT fills once:
 //!
 //! ```no_run
-//! use sae_steer::ade20k::{cache::LabelKind, image_folder};
+//! use sae_steer::data::{cache::LabelKind, image_folder};
 //! use sae_steer::pipeline::{LazyVit, ensure_cache, feature_stats, sae_layer_cache_spec};
 //! use sae_steer::{NormalizeWith, Sae, backend::Cpu, sae::StatsInfo};
 //! # fn main() -> sae_steer::Result<()> {
@@ -60,6 +60,7 @@ pub use activations::{
 
 pub use burn;
 pub use sae_steer_ade20k as ade20k;
+pub use sae_steer_data as data;
 pub use sae_steer_metrics as metrics;
 pub use sae_steer_probe as probe;
 pub use sae_steer_probe::{Probe, ProbeError};

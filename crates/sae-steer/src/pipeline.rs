@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use indicatif::{ProgressBar, ProgressStyle};
-use sae_steer_ade20k::ImageList;
-use sae_steer_ade20k::cache::{
+use sae_steer_data::ImageList;
+use sae_steer_data::cache::{
     ActivationCache, CacheDtype, CacheError, CacheReport, CacheSpec, LabelKind, TapRequest,
     TapTokens, build_cache,
 };
@@ -159,7 +159,7 @@ pub fn estimate_normalization_on_images<B: Backend>(
     for chunk in images.items.chunks(BATCH) {
         let pixels = chunk
             .iter()
-            .map(|item| Ok(sae_steer_ade20k::load_sample(item, pre)?.pixels))
+            .map(|item| Ok(sae_steer_data::load_sample(item, pre)?.pixels))
             .collect::<crate::Result<Vec<_>>>()?;
         let tokens = vit.forward_until(
             sae_steer_vit::PixelValues::batch::<B>(&pixels, vit.device()),

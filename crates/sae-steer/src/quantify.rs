@@ -27,7 +27,7 @@ use burn::tensor::{ElementConversion, Int, Tensor, TensorData, backend::Backend}
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use sae_steer_ade20k::ActivationCache;
+use sae_steer_data::ActivationCache;
 use sae_steer_files::{AppendLog, FolderLock};
 use sae_steer_metrics::{
     ClassPass, F1Selector, FeatureChoice, MethodSummary, write_change_csv, write_class_csv,
@@ -382,13 +382,13 @@ impl<'a, B: Backend> Quantify<'a, B> {
                 steerer.probe().n_classes()
             )));
         }
-        if spec.tokens != sae_steer_ade20k::cache::TapTokens::All {
+        if spec.tokens != sae_steer_data::cache::TapTokens::All {
             return Err(Error::Input(format!(
                 "cache tap {tap} keeps only the patch tokens; finishing the network needs every \
                  token (rebuild the cache with `{tap}:all:f32`)"
             )));
         }
-        if spec.dtype != sae_steer_ade20k::cache::CacheDtype::F32 {
+        if spec.dtype != sae_steer_data::cache::CacheDtype::F32 {
             return Err(Error::Input(format!(
                 "cache tap {tap} is stored as {:?}; quantify needs float32 (f16 rounding flips \
                  predictions)",

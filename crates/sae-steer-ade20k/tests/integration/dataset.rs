@@ -1,12 +1,11 @@
-//! ADE20K layout, class table, image folders: ordering and the errors a
-//! wrong path or an incomplete download produce.
+//! ADE20K layout and class table: ordering and the errors a wrong path or an
+//! incomplete download produce.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use image::{GrayImage, Luma, Rgb, RgbImage};
-use sae_steer_ade20k::{
-    Ade20k, Ade20kError, ClassNames, NUM_CLASSES, OBJECT_INFO_150, Split, image_folder,
-};
+use sae_steer_ade20k::{Ade20k, Ade20kError, ClassNames, NUM_CLASSES, OBJECT_INFO_150, Split};
+use sae_steer_data::ImageList;
 
 fn touch_image(path: &Path, w: u32, h: u32) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -34,7 +33,7 @@ fn fake_ade(root: &Path, train: &[&str], val: &[&str]) {
     }
 }
 
-fn names(items: &sae_steer_ade20k::ImageList) -> Vec<String> {
+fn names(items: &ImageList) -> Vec<String> {
     items
         .items
         .iter()
@@ -291,51 +290,4 @@ fn split_names_parse() {
     assert_eq!(Split::Validation.to_string(), "validation");
     let err = "test".parse::<Split>().unwrap_err();
     assert!(err.to_string().contains("`test`"), "{err}");
-}
-
-fn rel(list: &sae_steer_ade20k::ImageList) -> Vec<PathBuf> {
-    list.items
-        .iter()
-        .map(|i| {
-            assert!(i.label.is_none());
-            i.image.strip_prefix(&list.root).unwrap().to_path_buf()
-        })
-        .collect()
-}
-
-#[test]
-fn image_folder_reads_class_dirs_and_flat_folders() {
-    let dir = tempfile::tempdir().unwrap();
-    let tree = dir.path().join("imagenet");
-    for p in ["n02/b.JPEG", "n01/z.jpg", "n01/a.png", "n10/deep/c.jpg"] {
-        touch_image(&tree.join(p), 4, 4);
-    }
-    std::fs::write(tree.join("n01/readme.txt"), "x").unwrap();
-    std::fs::write(tree.join("n01/.hidden.jpg"), "x").unwrap();
-    let list = image_folder(&tree).unwrap();
-    let expected: Vec<PathBuf> = ["n01/a.png", "n01/z.jpg", "n02/b.JPEG", "n10/deep/c.jpg"]
-        .iter()
-        .map(PathBuf::from)
-        .collect();
-    assert_eq!(rel(&list), expected);
-
-    let flat = dir.path().join("flat");
-    for p in ["img10.jpg", "img02.jpg", "img1.webp"] {
-        let path = flat.join(p);
-        std::fs::create_dir_all(&flat).unwrap();
-        std::fs::write(path, b"not decoded by listing").unwrap();
-    }
-    let list = image_folder(&flat).unwrap();
-    let expected: Vec<PathBuf> = ["img02.jpg", "img1.webp", "img10.jpg"]
-        .iter()
-        .map(PathBuf::from)
-        .collect();
-    assert_eq!(rel(&list), expected);
-
-    let empty = dir.path().join("empty");
-    std::fs::create_dir_all(&empty).unwrap();
-    let err = image_folder(&empty).unwrap_err();
-    assert!(matches!(err, Ade20kError::NoImages { .. }), "{err:?}");
-    let err = image_folder(dir.path().join("absent")).unwrap_err();
-    assert!(err.to_string().contains("absent"), "{err}");
 }

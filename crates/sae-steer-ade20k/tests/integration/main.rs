@@ -2,8 +2,6 @@
 //! burn's backend and the models (about 50 s of a debug build apiece), which
 //! was most of CI's build time and disk.
 
-mod cache;
 mod dataset;
-mod hostile;
-mod labels;
+mod split_cache;
 mod synth;

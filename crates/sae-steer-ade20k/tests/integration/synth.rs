@@ -5,9 +5,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use sae_steer_ade20k::synth::{SYNTH_MARKER, SynthOptions, synthesize};
-use sae_steer_ade20k::{
-    Ade20k, Ade20kError, NUM_CLASSES, OBJECT_INFO_150, Split, load_sample, read_label_map,
-};
+use sae_steer_ade20k::{Ade20k, Ade20kError, NUM_CLASSES, OBJECT_INFO_150, Split};
+use sae_steer_data::{load_sample, read_label_map};
 use sae_steer_vit::Preprocess;
 
 fn small(train: usize, val: usize, seed: u64) -> SynthOptions {

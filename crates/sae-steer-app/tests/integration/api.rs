@@ -8,9 +8,10 @@ use std::io::{Read, Write};
 use std::sync::OnceLock;
 
 use common::*;
-use sae_steer_ade20k::{Ade20k, Split, read_label_map, resize_crop_labels};
+use sae_steer_ade20k::{Ade20k, Split};
 use sae_steer_app::palette::class_color;
 use sae_steer_app::toy::ToyOptions;
+use sae_steer_data::{read_label_map, resize_crop_labels};
 use sae_steer_vit::Preprocess;
 use serde_json::{Value, json};
 

@@ -9,9 +9,10 @@ use clap::Parser;
 use sae_steer::backend::{BackendTask, DeviceChoice, run_on};
 use sae_steer::burn::prelude::*;
 use sae_steer::{Dinov2, Dinov2Config, PixelValues, Preprocess};
-use sae_steer_ade20k::cache::{ActivationCache, CacheSpec, LabelKind, TapRequest, build_cache};
 use sae_steer_ade20k::synth::{SynthOptions, synthesize};
-use sae_steer_ade20k::{Ade20k, ImageList, Split, load_sample};
+use sae_steer_ade20k::{Ade20k, Split};
+use sae_steer_data::cache::{ActivationCache, CacheSpec, LabelKind, TapRequest, build_cache};
+use sae_steer_data::{ImageList, load_sample};
 
 #[derive(Parser)]
 #[command(about = "Benchmark activation caching and cache reads")]

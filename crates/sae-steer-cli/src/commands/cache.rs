@@ -8,10 +8,11 @@ use clap::Parser;
 use sae_steer::Dinov2;
 use sae_steer::backend::{BackendTask, DeviceChoice, run_on};
 use sae_steer::burn::prelude::Backend;
-use sae_steer_ade20k::cache::{
+use sae_steer_ade20k::{Ade20k, Split};
+use sae_steer_data::cache::{
     CacheReport, CacheSpec, LabelKind, TapRequest, build_cache, part_range,
 };
-use sae_steer_ade20k::{Ade20k, ImageList, Split, image_folder};
+use sae_steer_data::{ImageList, image_folder};
 
 #[derive(Parser, Debug)]
 #[command(about = "Cache DINOv2 activations and labels of ADE20K or an image folder")]

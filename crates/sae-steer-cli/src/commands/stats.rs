@@ -5,10 +5,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use sae_steer::ade20k::cache::LabelKind;
-use sae_steer::ade20k::{Ade20k, ImageList, Split, image_folder};
+use sae_steer::ade20k::{Ade20k, Split};
 use sae_steer::backend::{BackendTask, DeviceChoice};
 use sae_steer::burn::prelude::Backend;
+use sae_steer::data::cache::LabelKind;
+use sae_steer::data::{ImageList, image_folder};
 use sae_steer::pipeline::{
     LazyVit, StatsOptions, ensure_cache, feature_stats_file, resolve_normalization,
     sae_layer_cache_spec,

@@ -7,7 +7,8 @@ use anyhow::Result;
 use clap::Parser;
 use sae_steer::backend::{BackendTask, DeviceChoice, run_on};
 use sae_steer::burn::prelude::Backend;
-use sae_steer_ade20k::{Ade20k, ClassNames, ImageList, Split};
+use sae_steer_ade20k::{Ade20k, ClassNames, Split};
+use sae_steer_data::ImageList;
 use sae_steer_probe::activations::PROBE_TAP;
 use sae_steer_probe::validate::Reports;
 use sae_steer_probe::{

@@ -3,9 +3,9 @@
 //! train_probe and validate examples.
 
 use burn::backend::NdArray;
-use sae_steer_ade20k::ActivationCache;
 use sae_steer_ade20k::synth::{SynthOptions, synthesize};
 use sae_steer_ade20k::{Ade20k, Split};
+use sae_steer_data::ActivationCache;
 use sae_steer_metrics::BestProbe;
 use sae_steer_probe::activations::{PROBE_TAP, cache_is_ready, probe_cache_spec};
 use sae_steer_probe::checkpoint::ProbeCheckpoint;
@@ -47,7 +47,7 @@ fn synthetic_ade20k_probes_beat_chance() {
     spec.progress = false;
     assert!(!cache_is_ready(&train_dir, &train_images, &spec));
     let vit = sae_steer_vit::Dinov2::<B>::load(&test_vit(), &device).unwrap();
-    let built = sae_steer_ade20k::build_cache(&vit, &train_images, &train_dir, &spec).unwrap();
+    let built = sae_steer_data::build_cache(&vit, &train_images, &train_dir, &spec).unwrap();
     assert_eq!(built.total_rows, 48);
     let train_cache = ActivationCache::open(&train_dir).unwrap();
     assert!(cache_is_ready(&train_dir, &train_images, &spec));
@@ -80,7 +80,7 @@ fn synthetic_ade20k_probes_beat_chance() {
     let mut spec = probe_cache_spec(&test_vit(), true);
     spec.progress = false;
     let val_dir = tmp.path().join("cache-validation");
-    sae_steer_ade20k::build_cache(&vit, &val_images, &val_dir, &spec).unwrap();
+    sae_steer_data::build_cache(&vit, &val_images, &val_dir, &spec).unwrap();
     let val_cache = ActivationCache::open(&val_dir).unwrap();
 
     let mut probes = read_probes(&ckpt).unwrap();

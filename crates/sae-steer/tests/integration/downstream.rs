@@ -6,10 +6,10 @@
 
 use std::path::Path;
 
-use sae_steer::ade20k::cache::LabelKind;
-use sae_steer::ade20k::image_folder;
 use sae_steer::ade20k::synth::{SynthOptions, synthesize};
 use sae_steer::backend::Cpu;
+use sae_steer::data::cache::LabelKind;
+use sae_steer::data::image_folder;
 use sae_steer::pipeline::{
     LazyVit, ensure_cache, estimate_normalization_on_images, feature_stats, sae_layer_cache_spec,
 };

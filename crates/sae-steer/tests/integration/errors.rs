@@ -5,7 +5,7 @@ use std::io;
 use std::path::Path;
 
 use sae_steer::ErrorChain;
-use sae_steer::ade20k::cache::ActivationCache;
+use sae_steer::data::cache::ActivationCache;
 use sae_steer::quantify::read_manual_table;
 use sae_steer::vit::SafetensorsFile;
 

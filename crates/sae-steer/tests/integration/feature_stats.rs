@@ -8,9 +8,9 @@ use std::path::Path;
 
 use burn::backend::NdArray;
 use sae_steer::NormalizationSource;
-use sae_steer::ade20k::cache::ActivationCache;
 use sae_steer::ade20k::synth::{SynthOptions, synthesize};
 use sae_steer::ade20k::{Ade20k, Split};
+use sae_steer::data::cache::ActivationCache;
 use sae_steer::pipeline::{
     LazyVit, STATS_BATCH, StatsOptions, ensure_cache, feature_stats, feature_stats_file,
     resolve_normalization, sae_layer_cache_spec,

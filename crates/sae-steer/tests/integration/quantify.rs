@@ -9,9 +9,9 @@ use std::path::Path;
 
 use burn::backend::NdArray;
 use burn::prelude::*;
-use sae_steer::ade20k::cache::ActivationCache;
 use sae_steer::ade20k::synth::{SynthOptions, synthesize};
 use sae_steer::ade20k::{Ade20k, Split};
+use sae_steer::data::cache::ActivationCache;
 use sae_steer::pipeline::{LazyVit, ensure_cache, feature_stats, sae_layer_cache_spec};
 use sae_steer::probe::ProbeWeights;
 use sae_steer::quantify::{

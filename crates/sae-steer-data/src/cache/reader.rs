@@ -12,7 +12,7 @@ use safetensors::tensor::Dtype;
 
 use super::shard::{IMAGE_INDEX, PATCH_LABELS, PATCH_PURITY, PIXEL_LABELS, ShardFile, TensorLoc};
 use super::{CacheDtype, CacheError, CacheManifest, CacheSpec, LabelKind, ShardEntry, TapSpec};
-use crate::{ImageList, NUM_CLASSES};
+use crate::{ImageList, MAX_LABEL};
 
 /// Shards whose rows [`ActivationCache::patch_batches`] mixes at a time.
 pub const DEFAULT_SHUFFLE_WINDOW: usize = 4;
@@ -67,6 +67,18 @@ impl ActivationCache {
 
     pub fn manifest(&self) -> &CacheManifest {
         &self.manifest
+    }
+
+    /// The shard files this cache reads: the manifest's complete shards, in
+    /// dataset order, inside [`Self::dir`] (the manifest names no other
+    /// file), each checked when the cache was opened. For readers of the
+    /// safetensors files themselves, such as SAE training.
+    pub fn shard_files(&self) -> Vec<PathBuf> {
+        self.manifest
+            .shards
+            .iter()
+            .map(|s| self.dir.join(&s.file))
+            .collect()
     }
 
     /// Whether every image of the list has been processed.
@@ -418,7 +430,7 @@ fn check_shard(
     })
 }
 
-/// Refuses a label above [`NUM_CLASSES`] in `per_row`-sized rows of a shard,
+/// Refuses a label above [`MAX_LABEL`] in `per_row`-sized rows of a shard,
 /// the first of which is the shard's row `first_row`.
 fn check_labels(
     file: &ShardFile,
@@ -427,12 +439,12 @@ fn check_labels(
     first_row: usize,
     what: &str,
 ) -> Result<(), CacheError> {
-    match labels.iter().position(|&v| v as usize > NUM_CLASSES) {
+    match labels.iter().position(|&v| v as usize > MAX_LABEL) {
         None => Ok(()),
         Some(at) => Err(CacheError::shard(
             &file.path,
             format!(
-                "{what} label {} in row {}, position {}; labels are 0..={NUM_CLASSES}",
+                "{what} label {} in row {}, position {}; labels are 0..={MAX_LABEL}",
                 labels[at],
                 first_row + at / per_row.max(1),
                 at % per_row.max(1)

@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use sae_steer_ade20k::cache::{ActivationCache, CacheError, CacheManifest};
-use sae_steer_ade20k::{Ade20kError, read_label_map};
+use sae_steer_data::cache::{ActivationCache, CacheError, CacheManifest};
+use sae_steer_data::{DataError, read_label_map};
 use sae_steer_testkit::{fuzz, fuzz_png, hostile};
 
 fn label(name: &str) -> PathBuf {
@@ -16,9 +16,9 @@ fn label(name: &str) -> PathBuf {
 
 fn label_value_error(name: &str) -> (u32, u32, u32, String) {
     match read_label_map(&label(name)) {
-        Err(e @ Ade20kError::LabelValue { .. }) => {
+        Err(e @ DataError::LabelValue { .. }) => {
             let msg = e.to_string();
-            let Ade20kError::LabelValue { value, x, y, path } = e else {
+            let DataError::LabelValue { value, x, y, path } = e else {
                 unreachable!()
             };
             assert_eq!(path, label(name));
@@ -57,7 +57,7 @@ fn label_format_errors_name_the_file() {
     ] {
         let start = Instant::now();
         match read_label_map(&label(name)) {
-            Err(e @ Ade20kError::LabelFormat { .. }) => {
+            Err(e @ DataError::LabelFormat { .. }) => {
                 let msg = e.to_string();
                 assert!(msg.contains(name) && msg.contains(expected), "{msg}");
             }

@@ -32,8 +32,8 @@
 //! tensor shapes against the manifest, image indices and labels (0..=150).
 //!
 //! ```no_run
-//! use sae_steer_ade20k::cache::ActivationCache;
-//! # fn main() -> Result<(), sae_steer_ade20k::cache::CacheError> {
+//! use sae_steer_data::cache::ActivationCache;
+//! # fn main() -> Result<(), sae_steer_data::cache::CacheError> {
 //! let cache = ActivationCache::open("caches/ade20k-val")?;
 //! let mut x = Vec::new();
 //! cache.read_images("final_norm", &[0, 1, 2], &mut x)?; // [3, 256, 768] as f32

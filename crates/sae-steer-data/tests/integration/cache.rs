@@ -1,18 +1,19 @@
 //! The activation cache against direct forward passes of the small
-//! random-weight ViT fixture (hidden 128, 3 blocks, 4 registers) on a
-//! synthetic ADE20K.
+//! random-weight ViT fixture (hidden 128, 3 blocks, 4 registers) on small
+//! generated images with label maps.
 
 use std::path::{Path, PathBuf};
 
 use burn::backend::NdArray;
 use burn::prelude::*;
 use half::f16;
-use sae_steer_ade20k::cache::{
+use image::codecs::jpeg::JpegEncoder;
+use image::{GrayImage, Luma};
+use sae_steer_data::cache::{
     ActivationCache, CacheDtype, CacheError, CacheManifest, CacheSpec, LabelKind, TapRequest,
-    build_cache, build_cache_until,
+    TapTokens, build_cache, build_cache_until,
 };
-use sae_steer_ade20k::synth::{SynthOptions, synthesize};
-use sae_steer_ade20k::{Ade20k, ImageList, Split, load_sample, patch_labels};
+use sae_steer_data::{ImageItem, ImageList, MAX_LABEL, image_folder, load_sample, patch_labels};
 use sae_steer_vit::{Dinov2, Preprocess};
 
 type B = NdArray<f32>;
@@ -24,21 +25,61 @@ fn vit() -> Dinov2<B> {
     Dinov2::<B>::from_hf_folder(&dir, &Default::default()).unwrap()
 }
 
-/// `n` synthetic validation images with labels, under `root`.
+/// SplitMix64, so the generated images never change.
+fn next(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// `n` labelled images under `root/data`: `images/img_NNNNN.jpg` (48 to
+/// 160 pixels a side, noisy colour blocks) and `labels/img_NNNNN.png` (8-bit
+/// gray, one label in 0..=150 per block of the image).
 fn dataset(root: &Path, n: usize) -> ImageList {
-    let opts = SynthOptions {
-        train: 0,
-        val: n,
-        seed: 3,
-        min_side: 48,
-        max_side: 160,
-        ..SynthOptions::default()
-    };
-    let report = synthesize(&root.join("ade"), &opts).unwrap();
-    Ade20k::open(&report.root)
-        .unwrap()
-        .split(Split::Validation)
-        .unwrap()
+    let root = root.join("data");
+    for dir in ["images", "labels"] {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    let mut state = 3;
+    let items = (0..n)
+        .map(|i| {
+            let mut side = || 48 + (next(&mut state) % 113) as u32;
+            let (w, h) = (side(), side());
+            // A 4 x 4 grid of blocks, each its own label and colour.
+            let blocks: Vec<(u8, [u8; 3])> = (0..16)
+                .map(|_| {
+                    let v = next(&mut state);
+                    let label = (v % (MAX_LABEL as u64 + 1)) as u8;
+                    (label, [(v >> 8) as u8, (v >> 16) as u8, (v >> 24) as u8])
+                })
+                .collect();
+            let block = |x: u32, y: u32| &blocks[(y * 4 / h * 4 + x * 4 / w) as usize];
+            let mut rgb = Vec::with_capacity((w * h * 3) as usize);
+            for y in 0..h {
+                for x in 0..w {
+                    let noise = (next(&mut state) % 32) as u8;
+                    rgb.extend(block(x, y).1.map(|c| c.saturating_add(noise)));
+                }
+            }
+            let image = root.join(format!("images/img_{i:05}.jpg"));
+            let mut jpeg = Vec::new();
+            JpegEncoder::new_with_quality(&mut jpeg, 90)
+                .encode(&rgb, w, h, image::ExtendedColorType::Rgb8)
+                .unwrap();
+            std::fs::write(&image, jpeg).unwrap();
+            let label = root.join(format!("labels/img_{i:05}.png"));
+            GrayImage::from_fn(w, h, |x, y| Luma([block(x, y).0]))
+                .save(&label)
+                .unwrap();
+            ImageItem {
+                image,
+                label: Some(label),
+            }
+        })
+        .collect();
+    ImageList { root, items }
 }
 
 fn spec(taps: &str, labels: LabelKind, shard_images: usize, batch: usize) -> CacheSpec {
@@ -223,6 +264,14 @@ fn interrupted_runs_resume_to_identical_shards() {
     let partial = ActivationCache::open(&dir).unwrap();
     assert!(!partial.is_complete());
     assert_eq!(partial.len(), 6);
+    // Only the shards the manifest lists, not the unrecorded one.
+    assert_eq!(
+        partial.shard_files(),
+        [
+            dir.join("shard-00000.safetensors"),
+            dir.join("shard-00001.safetensors")
+        ]
+    );
     drop(partial);
 
     let report = build_cache(&vit, &images, &dir, &spec).unwrap();
@@ -295,7 +344,7 @@ fn caches_made_differently_are_refused() {
     // Consistent with itself (a manifest whose taps contradict its config is
     // refused as invalid before any comparison).
     for tap in &mut tampered.taps {
-        if tap.tokens == sae_steer_ade20k::cache::TapTokens::All {
+        if tap.tokens == TapTokens::All {
             tap.n_tokens -= 4;
         }
     }
@@ -600,7 +649,7 @@ fn requests_are_checked_before_any_work() {
         &spec("layer1,layer1:f16", LabelKind::None, 2, 2),
     );
     assert!(err.unwrap_err().to_string().contains("twice"));
-    let unlabelled = sae_steer_ade20k::image_folder(images.root.join("images")).unwrap();
+    let unlabelled = image_folder(images.root.join("images")).unwrap();
     let err = build_cache(
         &vit,
         &unlabelled,
@@ -616,7 +665,7 @@ fn requests_are_checked_before_any_work() {
     let t: TapRequest = "layer10:patches:f16".parse().unwrap();
     assert_eq!(t, {
         let mut t = TapRequest::layer(10, CacheDtype::F16);
-        t.tokens = sae_steer_ade20k::cache::TapTokens::Patches;
+        t.tokens = TapTokens::Patches;
         t
     });
     assert_eq!(

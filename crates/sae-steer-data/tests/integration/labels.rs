@@ -6,8 +6,8 @@ use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
 use image::{GrayImage, Luma, Rgb, RgbImage};
-use sae_steer_ade20k::{
-    Ade20kError, ImageItem, LabelMap, load_sample, patch_labels, read_label_map, resize_crop_labels,
+use sae_steer_data::{
+    DataError, ImageItem, LabelMap, load_sample, patch_labels, read_label_map, resize_crop_labels,
 };
 use sae_steer_vit::Preprocess;
 use safetensors::SafeTensors;
@@ -231,7 +231,7 @@ fn rgb_label_image_is_an_error_naming_the_file() {
         .save(&path)
         .unwrap();
     let err = read_label_map(&path).unwrap_err();
-    assert!(matches!(err, Ade20kError::LabelFormat { .. }), "{err:?}");
+    assert!(matches!(err, DataError::LabelFormat { .. }), "{err:?}");
     let msg = err.to_string();
     assert!(
         msg.contains("rgb_label.png") && msg.contains("Rgb"),
@@ -248,7 +248,7 @@ fn label_above_150_is_an_error_naming_file_value_and_pixel() {
     img.save(&path).unwrap();
     let err = read_label_map(&path).unwrap_err();
     match &err {
-        Ade20kError::LabelValue { value, x, y, .. } => assert_eq!((*value, *x, *y), (200, 5, 2)),
+        DataError::LabelValue { value, x, y, .. } => assert_eq!((*value, *x, *y), (200, 5, 2)),
         other => panic!("expected LabelValue, got {other:?}"),
     }
     let msg = err.to_string();
@@ -350,7 +350,7 @@ fn annotation_size_mismatch_names_both_sizes() {
         &Preprocess::default(),
     )
     .unwrap_err();
-    assert!(matches!(err, Ade20kError::SizeMismatch { .. }), "{err:?}");
+    assert!(matches!(err, DataError::SizeMismatch { .. }), "{err:?}");
     let msg = err.to_string();
     assert!(msg.contains("40x30") && msg.contains("30x40"), "{msg}");
     assert!(msg.contains("a.jpg") && msg.contains("a.png"), "{msg}");
@@ -378,7 +378,7 @@ fn corrupt_jpeg_is_an_error_naming_the_file() {
             &Preprocess::default(),
         )
         .unwrap_err();
-        assert!(matches!(err, Ade20kError::Image(_)), "{err:?}");
+        assert!(matches!(err, DataError::Image(_)), "{err:?}");
         assert!(err.to_string().contains(name), "{err}");
     }
 }

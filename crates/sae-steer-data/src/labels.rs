@@ -1,5 +1,7 @@
-//! Label maps: reading the annotation PNGs, the reference's nearest-neighbour
-//! resize and crop, per-patch labels, and whole preprocessed samples.
+//! Label maps: integer class maps read from PNGs (ADE20K's annotations and
+//! any segmentation dataset stored the same way), the reference's
+//! nearest-neighbour resize and crop, per-patch labels, and whole
+//! preprocessed samples.
 
 use std::fs::File;
 use std::io::BufReader;
@@ -8,12 +10,14 @@ use std::path::Path;
 use png::{BitDepth, ColorType, Transformations};
 use sae_steer_vit::{ImageLimits, PixelValues, Preprocess, open_image};
 
-use crate::dataset::ImageItem;
-use crate::error::{Ade20kError, Result};
+use crate::error::{DataError, Result};
+use crate::images::ImageItem;
 
-/// Number of ADE20K classes; labels are 0 (other) ..= 150, and the probe has
-/// `NUM_CLASSES + 1` outputs.
-pub const NUM_CLASSES: usize = 150;
+/// The largest label a label map (and an activation cache) may hold: labels
+/// are 0 (other) ..= 150, the range of ADE20K SceneParsing's 150 classes.
+/// The cache format stores them as bytes and refuses anything larger, so a
+/// label never indexes past a class table.
+pub const MAX_LABEL: usize = 150;
 
 /// A decoded label map, row-major, one label per pixel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,13 +38,13 @@ pub struct LabelMap {
 /// The `png` crate is used directly because the `image` crate expands palette
 /// images to RGB, losing the indices.
 pub fn read_label_map(path: &Path) -> Result<LabelMap> {
-    let format_err = |message: String| Ade20kError::LabelFormat {
+    let format_err = |message: String| DataError::LabelFormat {
         path: path.to_path_buf(),
         message,
     };
     let limits = ImageLimits::default();
-    let file = File::open(path).map_err(|e| Ade20kError::io(path, e))?;
-    let len = file.metadata().map_err(|e| Ade20kError::io(path, e))?.len();
+    let file = File::open(path).map_err(|e| DataError::io(path, e))?;
+    let len = file.metadata().map_err(|e| DataError::io(path, e))?.len();
     if len > limits.max_bytes {
         return Err(format_err(format!(
             "the file has {len} bytes, more than the {} allowed",
@@ -82,7 +86,7 @@ pub fn read_label_map(path: &Path) -> Result<LabelMap> {
         frame.line_size,
         depth,
     )
-    .map_err(|(value, pos)| Ade20kError::LabelValue {
+    .map_err(|(value, pos)| DataError::LabelValue {
         path: path.to_path_buf(),
         value,
         x: (pos % width as usize) as u32,
@@ -98,7 +102,7 @@ pub fn read_label_map(path: &Path) -> Result<LabelMap> {
 /// One label per pixel from PNG rows of one channel at any bit depth
 /// (sub-byte samples are packed most significant bits first, rows padded to
 /// whole bytes; 16-bit samples are big-endian), or the first value above
-/// [`NUM_CLASSES`] and its pixel position.
+/// [`MAX_LABEL`] and its pixel position.
 fn unpack_rows(
     buf: &[u8],
     width: usize,
@@ -110,7 +114,7 @@ fn unpack_rows(
     for row in buf.chunks(line).take(height) {
         let y = out.len();
         let mut push = |x: usize, v: u32| {
-            if v as usize > NUM_CLASSES {
+            if v as usize > MAX_LABEL {
                 return Err((v, y + x));
             }
             out.push(v as u8);
@@ -239,7 +243,7 @@ pub fn load_sample(item: &ImageItem, pre: &Preprocess) -> Result<Sample> {
         Some(path) => {
             let map = read_label_map(path)?;
             if (map.width, map.height) != (image.width(), image.height()) {
-                return Err(Ade20kError::SizeMismatch {
+                return Err(DataError::SizeMismatch {
                     image: item.image.clone(),
                     label: path.clone(),
                     image_width: image.width(),

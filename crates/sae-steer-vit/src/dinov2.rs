@@ -9,6 +9,7 @@
 //! before the final LayerNorm.
 
 use std::collections::HashMap;
+#[cfg(feature = "random")]
 use std::path::Path;
 use std::sync::Mutex;
 

@@ -28,26 +28,25 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sae_steer_data::ActivationCache;
-use sae_steer_files::{AppendLog, FolderLock};
 use sae_steer_metrics::{
-    ClassPass, F1Selector, FeatureChoice, MethodSummary, write_change_csv, write_class_csv,
-    write_selection_csv, write_summary_csv, write_summary_md,
+    ClassPass, MethodSummary, write_change_csv, write_class_csv, write_selection_csv,
+    write_summary_csv, write_summary_md,
 };
-use sae_steer_sae::{Edit, FeatureStats, Sae};
+use sae_steer_sae::{Edit, FeatureStats};
 
 use crate::error::{Error, Result};
 use crate::steerer::{Labels, Steerer};
+
+mod log;
+mod selection;
+
+pub use log::PROGRESS_FILE;
+use log::{ProgressChunk, append_progress, lock_output, open_progress};
+pub use selection::{MIN_PURITY, Selection, THRESHOLDS, read_manual_table, select_features};
 use serde::{Deserialize, Serialize};
 
 /// Number of probe outputs: label 0 (other) and the 150 ADE20K classes.
 pub const OUTPUTS: usize = 151;
-
-/// Detection thresholds of the automatic selection (reference facts section 8).
-pub const THRESHOLDS: [f32; 4] = [0.0, 0.1, 0.3, 1.0];
-
-/// Training patches count for selection only when at least this share of
-/// their 14x14 pixels carries the patch's label.
-pub const MIN_PURITY: f32 = 0.9;
 
 /// How a pass picks the direction it edits for a class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -148,148 +147,6 @@ impl Default for QuantifyOptions {
     }
 }
 
-/// The automatic method's choices: the best latent per class and the top 3.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Selection {
-    /// Where the F1 scores were computed (`training`, `validation`, ...).
-    pub split: String,
-    /// Patches scored (purity >= 0.9).
-    pub patches: u64,
-    /// Per class: up to three best latents, best first.
-    pub top: BTreeMap<usize, Vec<FeatureChoice>>,
-}
-
-impl Selection {
-    /// The best choice for a class, if any latent fired on it.
-    pub fn best(&self, class: usize) -> Option<&FeatureChoice> {
-        self.top.get(&class).and_then(|t| t.first())
-    }
-}
-
-/// The manual method's class -> latent table, read from a TOML file shaped
-/// like `data-manifests/manual-features.toml`: `[[feature]]` rows with
-/// `class` and `latent` (other keys are ignored).
-pub fn read_manual_table(path: &Path) -> Result<BTreeMap<usize, usize>> {
-    #[derive(Deserialize)]
-    struct Row {
-        class: usize,
-        latent: usize,
-    }
-    #[derive(Deserialize)]
-    struct Table {
-        #[serde(default)]
-        feature: Vec<Row>,
-    }
-    let err = |message: String| Error::File {
-        path: path.to_path_buf(),
-        message,
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?;
-    let table: Table =
-        toml::from_str(&text).map_err(|e| err(format!("not a feature table: {e}")))?;
-    let mut out = BTreeMap::new();
-    for row in table.feature {
-        if !(1..OUTPUTS).contains(&row.class) {
-            return Err(err(format!(
-                "class {} is out of range 1..={}",
-                row.class,
-                OUTPUTS - 1
-            )));
-        }
-        if out.insert(row.class, row.latent).is_some() {
-            return Err(err(format!("class {} appears twice", row.class)));
-        }
-    }
-    Ok(out)
-}
-
-/// Scores every latent against the patch labels of a cache (reference facts section 8):
-/// F1 of `f_j > t` vs `label == c` over patches with purity >= 0.9, latents
-/// with frequency >= `max_frequency` (1e-2 in the preprint,
-/// [`sae_steer_sae::stats::FREQUENT`]) excluded.
-#[allow(clippy::too_many_arguments)]
-pub fn select_features<B: Backend>(
-    sae: &Sae<B>,
-    cache: &ActivationCache,
-    layer: usize,
-    stats: &FeatureStats,
-    max_frequency: f32,
-    split: &str,
-    max_images: Option<usize>,
-    batch_images: usize,
-) -> Result<Selection> {
-    let tap = format!("layer{layer}");
-    let spec = cache.tap(&tap)?.clone();
-    let device = sae.w_enc.device();
-    let excluded: Vec<bool> = (0..sae.d_sae())
-        .map(|j| stats.frequency(j) >= max_frequency)
-        .collect();
-    let mut selector = F1Selector::new(sae.d_sae(), OUTPUTS, &THRESHOLDS, Some(&excluded))?;
-    let rows = max_images.map_or(cache.len(), |m| m.min(cache.len()));
-    let bar = progress(rows as u64, &format!("selecting features ({split})"));
-    let mut buf = Vec::new();
-    let min_count = (MIN_PURITY * 196.0).ceil() as u8;
-    for start in (0..rows).step_by(batch_images.max(1)) {
-        let batch: Vec<usize> = (start..(start + batch_images).min(rows)).collect();
-        cache.read_images(&tap, &batch, &mut buf)?;
-        let mut keep_rows = Vec::new();
-        let mut labels = Vec::new();
-        for &row in &batch {
-            let pl = cache.patch_labels(row)?;
-            let pu = cache.patch_purity(row)?;
-            let offset = spec.n_tokens.checked_sub(pl.len()).ok_or_else(|| {
-                Error::Input(format!(
-                    "cache tap {tap} has {} tokens per image, fewer than its {} patch labels",
-                    spec.n_tokens,
-                    pl.len()
-                ))
-            })?;
-            let local = row - start;
-            for (p, (&label, &purity)) in pl.iter().zip(pu).enumerate() {
-                // Purity is stored as a count of the 196 pixels of a 14x14 patch.
-                if purity >= min_count {
-                    keep_rows.push((local * spec.n_tokens + offset + p) as i64);
-                    labels.push(label);
-                }
-            }
-        }
-        bar.inc(batch.len() as u64);
-        if keep_rows.is_empty() {
-            continue;
-        }
-        let x = Tensor::<B, 2>::from_data(
-            TensorData::new(
-                std::mem::take(&mut buf),
-                [batch.len() * spec.n_tokens, spec.dim],
-            ),
-            &device,
-        );
-        let idx = Tensor::<B, 1, Int>::from_data(
-            TensorData::new(keep_rows.clone(), [keep_rows.len()]),
-            &device,
-        );
-        let f = sae.encode(sae.normalize(x.select(0, idx)));
-        let f = f
-            .into_data()
-            .into_vec::<f32>()
-            .map_err(|e| Error::Input(format!("reading SAE activations back: {e:?}")))?;
-        selector.add_dense(&f, &labels)?;
-    }
-    bar.finish_and_clear();
-    let mut top = BTreeMap::new();
-    for class in 1..OUTPUTS {
-        let t = selector.top_k(class, 3);
-        if !t.is_empty() {
-            top.insert(class, t);
-        }
-    }
-    Ok(Selection {
-        split: split.to_string(),
-        patches: selector.patches(),
-        top,
-    })
-}
-
 /// Everything a run reads.
 pub struct QuantifyInputs<'a, B: Backend> {
     /// ViT, SAE and probe, at the layer of [`QuantifyOptions::layer`]; the
@@ -319,32 +176,6 @@ pub struct QuantifyReport {
     /// (`None` when it ran none: all were done by an earlier call).
     pub seconds_per_pass: Option<f64>,
 }
-
-/// The passes done so far, rebuilt from `passes.jsonl`. Results only: no
-/// timings, so an interrupted and resumed run writes the same file as an
-/// uninterrupted one.
-#[derive(Debug, Default)]
-struct Progress {
-    passes: Vec<ClassPass>,
-    skipped: Vec<(String, usize, String)>,
-}
-
-/// The first line of `passes.jsonl`.
-#[derive(Debug, Serialize, Deserialize)]
-struct ProgressHeader {
-    /// A fingerprint of the settings; a resumed run must match it.
-    key: String,
-}
-
-/// Every later line: one finished chunk of classes.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct ProgressChunk {
-    passes: Vec<ClassPass>,
-    skipped: Vec<(String, usize, String)>,
-}
-
-/// File name of the progress log in the output folder.
-pub const PROGRESS_FILE: &str = "passes.jsonl";
 
 /// The run: original predictions once, then one pass per (method, class).
 pub struct Quantify<'a, B: Backend> {
@@ -835,63 +666,6 @@ pub fn write_reports(
         notes,
     )?;
     Ok(())
-}
-
-/// Takes the output folder's lock (creating the folder) and removes the
-/// temporaries of writes an interrupted run left: with the lock held, no
-/// other process is writing them.
-fn lock_output(out_dir: &Path) -> Result<FolderLock> {
-    // The lock's error names the process holding the folder.
-    let lock = FolderLock::acquire(out_dir).map_err(|e| Error::io("lock", out_dir, e))?;
-    sae_steer_files::remove_temporaries(out_dir).map_err(|e| Error::io("clean up", out_dir, e))?;
-    Ok(lock)
-}
-
-/// Opens the progress log (cutting a line torn by a crash) and rebuilds the
-/// state from it; a new log starts with the settings' key.
-fn open_progress(path: &Path, key: &str) -> Result<(AppendLog, Progress)> {
-    let fail = |message: String| Error::File {
-        path: path.to_path_buf(),
-        message,
-    };
-    // A chunk's line is a few MB at most; 600 passes are far below this.
-    const MAX_LOG_BYTES: u64 = 4 << 30;
-    let (mut log, lines) =
-        AppendLog::open(path, MAX_LOG_BYTES).map_err(|e| Error::io("open", path, e))?;
-    let mut lines = lines.iter();
-    let Some(first) = lines.next() else {
-        let header = ProgressHeader {
-            key: key.to_string(),
-        };
-        append_progress(&mut log, &header)?;
-        return Ok((log, Progress::default()));
-    };
-    let header: ProgressHeader = serde_json::from_slice(first)
-        .map_err(|e| fail(format!("not a quantify progress log: {e}")))?;
-    if header.key != key {
-        return Err(fail(format!(
-            "these results were made with other settings ({}); this run has ({key}). Use \
-             another output folder or delete the file",
-            header.key
-        )));
-    }
-    let mut state = Progress::default();
-    for (i, line) in lines.enumerate() {
-        let chunk: ProgressChunk = serde_json::from_slice(line)
-            .map_err(|e| fail(format!("line {}: not a chunk of passes: {e}", i + 2)))?;
-        state.passes.extend(chunk.passes);
-        state.skipped.extend(chunk.skipped);
-    }
-    Ok((log, state))
-}
-
-fn append_progress<T: Serialize>(log: &mut AppendLog, line: &T) -> Result<()> {
-    let bytes = serde_json::to_vec(line).map_err(|e| Error::File {
-        path: log.path().to_path_buf(),
-        message: e.to_string(),
-    })?;
-    log.append(&bytes)
-        .map_err(|e| Error::io("append to", log.path(), e))
 }
 
 fn progress(len: u64, what: &str) -> ProgressBar {

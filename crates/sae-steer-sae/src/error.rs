@@ -51,6 +51,9 @@ pub enum SaeError {
     /// Training data that could not be read or has the wrong shape.
     #[error("training data: {0}")]
     Data(String),
+    /// An activation cache (training data) that cannot be read.
+    #[error(transparent)]
+    Cache(#[from] sae_steer_data::CacheError),
     /// A training state that cannot be resumed.
     #[error("{path}: cannot resume training: {message}")]
     Resume { path: PathBuf, message: String },

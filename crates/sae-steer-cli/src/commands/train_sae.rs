@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use sae_steer::backend::{BackendTask, DeviceChoice, run_on};
 use sae_steer::burn::prelude::Backend;
+use sae_steer::data::cache::MANIFEST_FILE;
 use sae_steer::sae::train::{
     self, NormalizationPlan, RunOptions, SaeSpec, SafetensorsShards, TrainConfig,
 };
@@ -87,14 +88,17 @@ pub struct Args {
     sae_seed: u64,
 }
 
-fn data_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+/// The training rows: an activation cache's shards (through its manifest),
+/// the .safetensors files of a folder, or the files given.
+fn open_data(paths: &[PathBuf], tensor: &str) -> Result<SafetensorsShards> {
+    let mut files = paths.to_vec();
     if let [dir] = paths
         && dir.is_dir()
     {
-        if dir.join("manifest.json").exists() {
-            return Ok(train::cache_shard_files(dir)?);
+        if dir.join(MANIFEST_FILE).exists() {
+            return Ok(SafetensorsShards::open_cache(dir, tensor)?);
         }
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        files = std::fs::read_dir(dir)
             .with_context(|| format!("cannot list {}", dir.display()))?
             .flatten()
             .map(|e| e.path())
@@ -103,13 +107,12 @@ fn data_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
         files.sort();
         if files.is_empty() {
             bail!(
-                "{} holds no manifest.json and no .safetensors files",
+                "{} holds no {MANIFEST_FILE} and no .safetensors files",
                 dir.display()
             );
         }
-        return Ok(files);
     }
-    Ok(paths.to_vec())
+    Ok(SafetensorsShards::open(&files, tensor)?)
 }
 
 fn sweep(args: &Args, d_model: usize) -> Result<Vec<SaeSpec>> {
@@ -215,8 +218,7 @@ pub fn run_args(args: Args) -> ExitCode {
 }
 
 fn main_inner(args: Args) -> Result<()> {
-    let files = data_files(&args.data)?;
-    let mut shards = SafetensorsShards::open(&files, &args.tensor)?;
+    let mut shards = open_data(&args.data, &args.tensor)?;
     if let Some(t) = &args.tokens {
         shards = shards.with_tokens(&train::parse_ranges(t)?)?;
     }

@@ -16,7 +16,7 @@ pub type Batches<'d> = Box<dyn Iterator<Item = std::result::Result<Vec<f32>, Box
 /// (one pass per epoch), each pass in an order given by a seed.
 ///
 /// Every closure `FnMut(seed, batch) -> Result<impl Iterator<Item = Result<Vec<f32>, E>>, E>`
-/// is one, e.g. the activation cache of `sae-steer-ade20k`:
+/// is one, e.g. the activation cache of `sae-steer-data`:
 /// ```ignore
 /// let mut data = |seed, batch| cache.patch_batches("layer10", 0..261, batch, seed);
 /// sae_steer_sae::train::train::<B>(&config, &mut data, out, &device, &options)?;

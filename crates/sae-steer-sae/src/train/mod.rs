@@ -45,7 +45,7 @@ pub use objective::{
 };
 pub use random::SplitMix64;
 pub use run::{RunOptions, STATE_FILE, TrainReport, train};
-pub use shards::{SafetensorsShards, cache_shard_files, parse_ranges};
+pub use shards::{SafetensorsShards, parse_ranges};
 pub use trainer::{IntervalMetrics, Trainer, warmup};
 
 /// How the encoder weights start.

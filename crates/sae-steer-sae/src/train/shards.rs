@@ -4,6 +4,8 @@
 //! every leading dimension is flattened into rows of `d` values. For a 3-D
 //! tensor `[items, tokens, d]` (the activation cache's `layer10`, `[images,
 //! 261, 768]`) a set of token ranges on axis 1 picks the rows of each item.
+//! An activation cache is such a set: [`SafetensorsShards::open_cache`]
+//! reads the shards its manifest lists, through `sae-steer-data`.
 //!
 //! Shuffling with bounded memory: the items of all files are cut into chunks
 //! of about [`SafetensorsShards::chunk_rows`] rows; the chunks are shuffled;
@@ -17,6 +19,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use sae_steer_data::ActivationCache;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{Result, SaeError};
@@ -65,6 +68,22 @@ impl std::fmt::Debug for SafetensorsShards {
 }
 
 impl SafetensorsShards {
+    /// The complete shards of the activation cache in `dir`, tensor `tap`
+    /// (e.g. `layer10`, `[images, 261, 768]`). The cache is opened and
+    /// checked by [`ActivationCache::open`] (manifest, shard files inside the
+    /// folder, shapes); an incomplete cache gives the shards it has so far.
+    pub fn open_cache(dir: impl AsRef<Path>, tap: &str) -> Result<Self> {
+        let cache = ActivationCache::open(dir)?;
+        cache.tap(tap)?;
+        if cache.is_empty() {
+            return Err(SaeError::Data(format!(
+                "the activation cache in {} holds no completed shard yet",
+                cache.dir().display()
+            )));
+        }
+        Self::open(&cache.shard_files(), tap)
+    }
+
     /// Opens `files` and checks that each holds `tensor` as f32, f16 or bf16
     /// with the same trailing shape.
     pub fn open(files: &[PathBuf], tensor: &str) -> Result<Self> {
@@ -411,59 +430,6 @@ impl<'d> TrainingData<'d> for SafetensorsShards {
                 .map(|b| b.map_err(BoxError::from)),
         ))
     }
-}
-
-/// The shard files of an activation cache directory (`manifest.json`'s
-/// `shards[].file`, completed shards only), without depending on the cache crate.
-pub fn cache_shard_files(dir: impl AsRef<Path>) -> Result<Vec<PathBuf>> {
-    let dir = dir.as_ref();
-    let path = dir.join("manifest.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| SaeError::io(&path, e))?;
-    let format_error = |message: String| SaeError::Format {
-        path: path.clone(),
-        message,
-    };
-    let json: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| format_error(format!("not JSON: {e}")))?;
-    match json.get("format").and_then(|f| f.as_str()) {
-        Some(f) if f.starts_with("sae-steer-cache/") => {}
-        other => {
-            return Err(format_error(format!(
-                "`format` is {other:?}, expected an sae-steer-cache manifest"
-            )));
-        }
-    }
-    let shards = json
-        .get("shards")
-        .and_then(|s| s.as_array())
-        .ok_or_else(|| format_error("no `shards` list".into()))?;
-    let files = shards
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let file = s
-                .get("file")
-                .and_then(|f| f.as_str())
-                .ok_or_else(|| format_error(format!("shards[{i}] has no `file`")))?;
-            // A shard is a file of the cache folder: a path (absolute, with
-            // `..` or a separator) would open a file outside it.
-            let mut parts = Path::new(file).components();
-            match (parts.next(), parts.next()) {
-                (Some(std::path::Component::Normal(name)), None) if name == file => {
-                    Ok(dir.join(file))
-                }
-                _ => Err(format_error(format!(
-                    "shards[{i}].file is `{file}`; expected the name of a file in the cache folder"
-                ))),
-            }
-        })
-        .collect::<Result<Vec<_>>>()?;
-    if files.is_empty() {
-        return Err(format_error(
-            "the cache holds no completed shard yet".into(),
-        ));
-    }
-    Ok(files)
 }
 
 /// Parses token ranges: `0..261`, `5..261`, `0..1,5..261`, or single indices (`0`).

@@ -1225,40 +1225,33 @@ fn safetensors_shards_report_bad_inputs_by_file() {
 }
 
 #[test]
-fn cache_manifests_list_their_completed_shards() {
-    let tmp = tempfile::tempdir().unwrap();
-    let files = shard_files(tmp.path());
-    let manifest = serde_json::json!({
-        "format": "sae-steer-cache/1",
-        "taps": [{"name": "layer10", "n_tokens": 5, "dim": 4, "dtype": "f32"}],
-        "shards": [
-            {"file": "shard-00000.safetensors", "rows": 10, "first_image": 0},
-            {"file": "shard-00001.safetensors", "rows": 7, "first_image": 10}
-        ],
-        "complete": false
-    });
-    std::fs::write(tmp.path().join("manifest.json"), manifest.to_string()).unwrap();
+fn activation_caches_open_as_the_shards_their_manifest_lists() {
+    // Three images, tap `layer1` of 5 tokens of width 8, one shard.
+    let valid = sae_steer_testkit::hostile("cache/valid");
+    let shards = train::SafetensorsShards::open_cache(&valid, "layer1").unwrap();
     assert_eq!(
-        train::cache_shard_files(tmp.path()).unwrap(),
-        files[..2].to_vec()
+        shards.files(),
+        [valid.join("shard-00000.safetensors").as_path()]
     );
-    let err = train::cache_shard_files(tmp.path().join("nowhere")).unwrap_err();
-    assert!(err.to_string().contains("manifest.json"), "{err}");
-    std::fs::write(tmp.path().join("manifest.json"), r#"{"format": "other"}"#).unwrap();
-    assert!(train::cache_shard_files(tmp.path()).is_err());
+    assert_eq!((shards.rows(), shards.dim()), (15, 8));
+    // A tap the cache lacks is refused, naming the ones it has.
+    let err = train::SafetensorsShards::open_cache(&valid, "layer10")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`layer10`") && err.contains("layer1"), "{err}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let err = train::SafetensorsShards::open_cache(tmp.path().join("nowhere"), "layer1")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("manifest.json"), "{err}");
     // Shard names that leave the folder are refused, naming the entry.
-    for outside in [
-        "../shard-00000.safetensors",
-        "/etc/passwd",
-        "a/b.safetensors",
-        "..",
+    for (name, outside) in [
+        ("shard_outside", "../valid/shard-00000.safetensors"),
+        ("shard_absolute", "/etc/passwd"),
     ] {
-        let manifest = serde_json::json!({
-            "format": "sae-steer-cache/1",
-            "shards": [{"file": outside, "rows": 1, "first_image": 0}]
-        });
-        std::fs::write(tmp.path().join("manifest.json"), manifest.to_string()).unwrap();
-        let err = train::cache_shard_files(tmp.path())
+        let dir = sae_steer_testkit::hostile(&format!("cache/{name}"));
+        let err = train::SafetensorsShards::open_cache(&dir, "layer1")
             .unwrap_err()
             .to_string();
         assert!(
@@ -1266,6 +1259,16 @@ fn cache_manifests_list_their_completed_shards() {
             "{err}"
         );
     }
+    // A cache whose build has not completed a shard yet has nothing to train on.
+    let mut manifest = sae_steer_data::cache::CacheManifest::read(&valid).unwrap();
+    manifest.shards.clear();
+    manifest.next_image = 0;
+    manifest.complete = false;
+    manifest.write(tmp.path()).unwrap();
+    let err = train::SafetensorsShards::open_cache(tmp.path(), "layer1")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no completed shard"), "{err}");
 }
 
 #[test]

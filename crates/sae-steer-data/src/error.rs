@@ -10,10 +10,11 @@ use sae_steer_vit::VitError;
 /// fix the input without reading the source.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    /// A file or folder could not be read.
-    #[error("cannot read {path}: {error}")]
+    /// A file or folder could not be read; the I/O error is the `source`.
+    #[error("cannot read {path}")]
     Io {
         path: PathBuf,
+        #[source]
         error: std::io::Error,
     },
     /// A folder or file that should be there is not.

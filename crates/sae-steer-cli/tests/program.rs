@@ -41,7 +41,10 @@ fn every_step_is_a_subcommand_with_its_own_help() {
     }
     // The reference's own flags are there, under the reference's names.
     let (_, quantify) = sae_steer(&["quantify", "--help"]);
-    assert!(quantify.contains("--sae-ckpt") && quantify.contains("--imgs.root"));
+    assert!(
+        quantify.contains("--sae-ckpt") && quantify.contains("--seg-ckpt"),
+        "{quantify}"
+    );
 }
 
 #[test]

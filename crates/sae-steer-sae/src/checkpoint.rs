@@ -108,9 +108,13 @@ impl SaeWeights {
     pub fn load(spec: impl AsRef<std::ffi::OsStr>) -> Result<Self> {
         let spec = spec.as_ref();
         let path = match spec.to_str() {
-            Some(text) => crate::hub::resolve_sae(text)?,
+            // An absolute or `./`-style path is a file, present or not (its
+            // error is the file's); anything else may be a hub id.
+            Some(text) if !Path::new(text).is_absolute() && !text.starts_with('.') => {
+                crate::hub::resolve_sae(text)?
+            }
             // Not UTF-8: no hub id, only a local file.
-            None => std::path::PathBuf::from(spec),
+            _ => std::path::PathBuf::from(spec),
         };
         let path = path.as_path();
         if crate::saev::looks_like_saev(path)? {

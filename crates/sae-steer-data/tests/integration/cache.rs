@@ -794,7 +794,13 @@ fn a_truncated_jpeg_in_a_dataset_stops_the_run_or_is_skipped_and_listed() {
         matches!(err, CacheError::BadImage { index: 2, .. }),
         "{err}"
     );
-    let msg = err.to_string();
+    // The file in the message, the decoder's words in its cause.
+    let mut msg = err.to_string();
+    let mut cause = std::error::Error::source(&err);
+    while let Some(c) = cause {
+        msg += &format!(": {c}");
+        cause = c.source();
+    }
     assert!(
         msg.contains(&bad.display().to_string()) && msg.contains("truncated JPEG"),
         "{msg}"

@@ -272,9 +272,13 @@ fn a_rerun_after_a_crash_removes_its_leftovers_and_ends_like_an_uninterrupted_ru
     let lock = sae_steer_files::FolderLock::acquire(crashed.path()).unwrap();
     opts.max_epochs = None;
     let err = train_sweep::<B, _>(&cfg, &data, &opts, &Default::default()).unwrap_err();
+    // The folder in the message, the lock's holder in its cause.
+    let cause = std::error::Error::source(&err).map(|c| c.to_string());
     assert!(
-        err.to_string().contains("in use by another process"),
-        "{err}"
+        cause
+            .as_deref()
+            .is_some_and(|c| c.contains("in use by another process")),
+        "{err}: {cause:?}"
     );
     drop(lock);
 

@@ -742,9 +742,13 @@ fn a_resumed_run_removes_what_a_crash_left_and_a_second_run_is_refused() {
     let lock = sae_steer_files::FolderLock::acquire(broken.path()).unwrap();
     let err =
         train::train::<B>(&config, &mut rows.source(), broken.path(), &device, &opts).unwrap_err();
+    // The folder in the message, the lock's holder in its cause.
+    let cause = std::error::Error::source(&err).map(|c| c.to_string());
     assert!(
-        err.to_string().contains("in use by another process"),
-        "{err}"
+        cause
+            .as_deref()
+            .is_some_and(|c| c.contains("in use by another process")),
+        "{err}: {cause:?}"
     );
     drop(lock);
 

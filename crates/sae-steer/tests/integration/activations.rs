@@ -229,7 +229,7 @@ mod with_sae {
                     layer: 3,
                     steer: None,
                 },
-                "SAE layer 3 does not exist: the ViT has 3 blocks (0 to 2)",
+                "layer 3 does not exist: the ViT has 3 blocks (0 to 2)",
             ),
             (
                 SaeTap {

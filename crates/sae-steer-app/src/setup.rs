@@ -9,9 +9,7 @@ use sae_steer::ade20k::{Ade20k, Split};
 use sae_steer::data::ImageList;
 use sae_steer::pipeline::estimate_normalization_on_images;
 use sae_steer::sae::StatsInfo;
-use sae_steer::{
-    Dinov2, FeatureStats, NormalizationSource, NormalizeWith, Preprocess, Probe, Sae, Steerer,
-};
+use sae_steer::{Dinov2, FeatureStats, NormalizationSource, Preprocess, Probe, Sae, Steerer};
 
 use crate::error::Result;
 use crate::images::{ImageStore, ReferenceSet};
@@ -72,8 +70,8 @@ pub fn load<B: Backend>(opts: &LoadOptions, device: &B::Device) -> Result<Loaded
     let dataset = format!("ADE20K {}", split_name(opts.split));
 
     let with = match (&opts.sae_norm, sae.has_normalization()) {
-        (Some(path), _) => NormalizeWith::File(path.clone()),
-        (None, true) => NormalizeWith::Checkpoint,
+        (Some(path), _) => NormalizationSource::File(path.clone()),
+        (None, true) => NormalizationSource::Checkpoint,
         (None, false) if opts.norm_images > 0 => {
             let (images, from) = match ade.split(Split::Training) {
                 Ok(list) => (list, "training"),
@@ -86,12 +84,12 @@ pub fn load<B: Backend>(opts: &LoadOptions, device: &B::Device) -> Result<Loaded
             );
             let norm =
                 estimate_normalization_on_images(&vit, layer, &images, &Preprocess::default())?;
-            NormalizeWith::Estimated {
+            NormalizationSource::Estimated {
                 images: images.len(),
                 norm,
             }
         }
-        (None, false) => NormalizeWith::None,
+        (None, false) => NormalizationSource::None,
     };
     let (sae, source) = sae.resolve(with)?;
     notes.push(match &source {

@@ -18,7 +18,7 @@ pub use config::{Activation, EncodeRule, SaeConfig};
 pub use edit::{Edit, EditOp, Rows, Shift, slider_value};
 pub use error::{Result, SaeError};
 pub use hub::{DEFAULT_SAE_FILE, PUBLISHED_DINOV2_SAE, SaeSource, resolve_sae};
-pub use load::{NormalizationSource, NormalizeWith, SaeFile};
+pub use load::{NormalizationSource, SaeFile};
 pub use sae::{CLAMP, DeviceNorm, Sae};
 pub use saev::{SaevHeader, parse_saev_header, read_saev_header};
 pub use stats::{

@@ -19,16 +19,19 @@ use crate::config::SaeConfig;
 use crate::error::{Result, SaeError};
 use crate::sae::Sae;
 
-/// Where an SAE's input normalization came from.
+/// Where an SAE's input normalization comes from: what a caller asks
+/// [`SaeFile::resolve`] for, and what reports name.
 #[derive(Debug, Clone, PartialEq)]
 pub enum NormalizationSource {
-    /// The SAE checkpoint's own.
+    /// The SAE checkpoint's own; resolving to it is an error when the file
+    /// carries none.
     Checkpoint,
-    /// A normalization file the user named.
+    /// A normalization file (`mean [d]`, `scalar`), replacing the file's own.
     File(PathBuf),
     /// Estimated on the patch tokens of `images` images.
     Estimated { images: usize, norm: Normalization },
-    /// None, by the caller's explicit choice: raw activations go in.
+    /// None, by the caller's explicit choice (even if the file carries one):
+    /// raw activations go in.
     None,
 }
 
@@ -46,19 +49,6 @@ impl fmt::Display for NormalizationSource {
             Self::None => f.write_str("none"),
         }
     }
-}
-
-/// How to settle an SAE's input normalization.
-#[derive(Debug, Clone, PartialEq)]
-pub enum NormalizeWith {
-    /// The file's own; an error when it carries none.
-    Checkpoint,
-    /// A normalization file (`mean [d]`, `scalar`), replacing the file's own.
-    File(PathBuf),
-    /// One estimated elsewhere, on `images` images.
-    Estimated { images: usize, norm: Normalization },
-    /// No normalization at all, even if the file carries one.
-    None,
 }
 
 /// An SAE just read, whose input normalization is not settled yet.
@@ -107,30 +97,33 @@ impl<B: Backend> SaeFile<B> {
         self.sae.norm.is_some()
     }
 
-    /// The SAE with its normalization settled, and where it came from.
-    pub fn resolve(self, with: NormalizeWith) -> Result<(Sae<B>, NormalizationSource)> {
+    /// The SAE with its normalization taken from `source`, and the source
+    /// (for the caller's report).
+    pub fn resolve(self, source: NormalizationSource) -> Result<(Sae<B>, NormalizationSource)> {
         let sae = self.sae;
-        match with {
-            NormalizeWith::Checkpoint if sae.norm.is_some() => {
+        match source {
+            NormalizationSource::Checkpoint if sae.norm.is_some() => {
                 Ok((sae, NormalizationSource::Checkpoint))
             }
-            NormalizeWith::Checkpoint => Err(SaeError::Input(format!(
+            NormalizationSource::Checkpoint => Err(SaeError::Input(format!(
                 "the SAE {} carries no input normalization (saev's checkpoints do not): name a \
                  normalization file, estimate one on activations, or choose none explicitly",
                 self.spec
             ))),
-            NormalizeWith::File(path) => {
+            NormalizationSource::File(path) => {
                 let norm = Normalization::load(&path, sae.d_model())?;
                 Ok((
                     sae.with_normalization(Some(&norm))?,
                     NormalizationSource::File(path),
                 ))
             }
-            NormalizeWith::Estimated { images, norm } => Ok((
+            NormalizationSource::Estimated { images, norm } => Ok((
                 sae.with_normalization(Some(&norm))?,
                 NormalizationSource::Estimated { images, norm },
             )),
-            NormalizeWith::None => Ok((sae.with_normalization(None)?, NormalizationSource::None)),
+            NormalizationSource::None => {
+                Ok((sae.with_normalization(None)?, NormalizationSource::None))
+            }
         }
     }
 }

@@ -11,12 +11,12 @@
 //! and segment it with a probe:
 //!
 //! ```no_run
-//! use sae_steer::{Dinov2, Edit, NormalizeWith, Probe, Sae, Steerer, backend::Cpu, preprocess_path};
+//! use sae_steer::{Dinov2, Edit, NormalizationSource, Probe, Sae, Steerer, backend::Cpu, preprocess_path};
 //! # fn main() -> sae_steer::Result<()> {
 //! let device = Default::default();
 //! let vit = Dinov2::<Cpu>::load("facebook/dinov2-with-registers-base", &device)?;
 //! let (sae, _) = Sae::<Cpu>::load("osunlp/SAE_DINOv2_24K_ViT-B-14_IN1K", &device)?
-//!     .resolve(NormalizeWith::File("normalization.safetensors".into()))?;
+//!     .resolve(NormalizationSource::File("normalization.safetensors".into()))?;
 //! let probe = Probe::<Cpu>::load("checkpoints/contrib/semseg/lr_0_001__wd_0_1", &device)?;
 //! let steerer = Steerer::new(vit, sae, probe, 10)?;
 //! let image = preprocess_path("photo.jpg")?;
@@ -30,15 +30,16 @@
 //! ```no_run
 //! use sae_steer::data::{cache::LabelKind, image_folder};
 //! use sae_steer::pipeline::{LazyVit, ensure_cache, feature_stats, sae_layer_cache_spec};
-//! use sae_steer::{NormalizeWith, Sae, backend::Cpu, sae::StatsInfo};
+//! use sae_steer::{NormalizationSource, Sae, backend::Cpu, sae::StatsInfo};
 //! # fn main() -> sae_steer::Result<()> {
 //! # let device = Default::default();
-//! # let (sae, _) = Sae::<Cpu>::load("sae.safetensors", &device)?.resolve(NormalizeWith::Checkpoint)?;
+//! # let (sae, _) = Sae::<Cpu>::load("sae.safetensors", &device)?.resolve(NormalizationSource::Checkpoint)?;
 //! let vit = "facebook/dinov2-with-registers-base";
 //! let images = image_folder("photos/")?;
 //! let mut spec = sae_layer_cache_spec(vit, 10);
 //! spec.labels = LabelKind::None;
-//! let (cache, _) = ensure_cache("caches/photos".as_ref(), &images, &spec, &mut LazyVit::new(vit, &device))?;
+//! let mut vit = LazyVit::<Cpu>::new(vit, &device);
+//! let (cache, _) = ensure_cache("caches/photos".as_ref(), &images, &spec, &mut vit)?;
 //! let stats = feature_stats(&sae, &cache, "layer10", 256, None, StatsInfo::default())?;
 //! # Ok(()) }
 //! ```
@@ -66,8 +67,7 @@ pub use sae_steer_probe as probe;
 pub use sae_steer_probe::{Probe, ProbeError};
 pub use sae_steer_sae as sae;
 pub use sae_steer_sae::{
-    Edit, FeatureStats, Normalization, NormalizationSource, NormalizeWith, Sae, SaeError, SaeFile,
-    SaeWeights,
+    Edit, FeatureStats, Normalization, NormalizationSource, Sae, SaeError, SaeFile, SaeWeights,
 };
 pub use sae_steer_vit as vit;
 pub use sae_steer_vit::{

@@ -16,9 +16,7 @@ use sae_steer_data::cache::{
 use sae_steer_files::ErrorChain;
 use sae_steer_sae::stats::{DEFAULT_TOP_K, StatsInfo};
 use sae_steer_sae::train::{NormalizationPlan, TrainingData, estimate_start};
-use sae_steer_sae::{
-    FeatureStats, Normalization, NormalizationSource, NormalizeWith, Sae, SaeError, SaeFile,
-};
+use sae_steer_sae::{FeatureStats, Normalization, NormalizationSource, Sae, SaeError, SaeFile};
 use sae_steer_vit::{Dinov2, VitError};
 
 /// Activations sampled to estimate a normalization (saev samples a few
@@ -53,11 +51,6 @@ impl<B: Backend> LazyVit<B> {
             device: device.clone(),
             vit: None,
         }
-    }
-
-    /// Whether the ViT has been loaded.
-    pub fn is_loaded(&self) -> bool {
-        self.vit.is_some()
     }
 
     /// The ViT, loading it first if needed.
@@ -192,7 +185,7 @@ pub const STATS_SAVE_INTERVAL: Duration = Duration::from_secs(60);
 /// when one is named, else the checkpoint's own, else estimated with
 /// [`estimate_normalization`] on `estimate_on` = (cache, tap, patches per
 /// image). `estimate_on` is only read in the last case, which is an error
-/// when it is `None`. (Running without one is [`NormalizeWith::None`],
+/// when it is `None`. (Running without one is [`NormalizationSource::None`],
 /// chosen explicitly through [`SaeFile::resolve`].)
 pub fn resolve_normalization<B: Backend>(
     sae: impl Into<SaeFile<B>>,
@@ -201,17 +194,17 @@ pub fn resolve_normalization<B: Backend>(
 ) -> Result<(Sae<B>, NormalizationSource), SaeError> {
     let sae = sae.into();
     if let Some(path) = file {
-        return sae.resolve(NormalizeWith::File(path.to_path_buf()));
+        return sae.resolve(NormalizationSource::File(path.to_path_buf()));
     }
     if sae.has_normalization() {
-        return sae.resolve(NormalizeWith::Checkpoint);
+        return sae.resolve(NormalizationSource::Checkpoint);
     }
     let Some((cache, tap, n_patches)) = estimate_on else {
         // The checkpoint's own, which it lacks: the error says what to do.
-        return sae.resolve(NormalizeWith::Checkpoint);
+        return sae.resolve(NormalizationSource::Checkpoint);
     };
     let norm = estimate_normalization(cache, tap, n_patches, NORMALIZATION_SAMPLES)?;
-    sae.resolve(NormalizeWith::Estimated {
+    sae.resolve(NormalizationSource::Estimated {
         images: cache.len(),
         norm,
     })

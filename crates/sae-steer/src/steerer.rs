@@ -9,11 +9,11 @@
 //! probe. Every call takes a batch.
 //!
 //! ```no_run
-//! use sae_steer::{Dinov2, Edit, NormalizeWith, Probe, Sae, Steerer, backend::Cpu, preprocess_path};
+//! use sae_steer::{Dinov2, Edit, NormalizationSource, Probe, Sae, Steerer, backend::Cpu, preprocess_path};
 //! # fn main() -> sae_steer::Result<()> {
 //! let device = Default::default();
 //! let vit = Dinov2::<Cpu>::load("facebook/dinov2-with-registers-base", &device)?;
-//! let (sae, _) = Sae::load("sae.safetensors", &device)?.resolve(NormalizeWith::Checkpoint)?;
+//! let (sae, _) = Sae::load("sae.safetensors", &device)?.resolve(NormalizationSource::Checkpoint)?;
 //! let probe = Probe::load("probes/lr_0_001__wd_0_1", &device)?;
 //! let steerer = Steerer::new(vit, sae, probe, 10)?;
 //! let pixels = preprocess_path("photo.jpg")?;
@@ -151,13 +151,32 @@ impl<B: Backend> Steerer<B> {
     /// registers pass unchanged (the SAE was trained on patches only). A
     /// row mask in `edit` indexes the `b * n` patches.
     pub fn steer_tokens(&self, tokens: Tensor<B, 3>, edit: &Edit) -> Result<Tensor<B, 3>> {
+        self.map_patches(tokens, edit, |patches| self.steer(patches, edit))
+    }
+
+    /// [`Steerer::steer_tokens`] the reference's way: a latent edit goes
+    /// through the full-width SAE encode/decode ([`Edit::apply_full`])
+    /// instead of the rank-1 form. Slower; what the rank-1 form must match.
+    pub fn steer_tokens_full(&self, tokens: Tensor<B, 3>, edit: &Edit) -> Result<Tensor<B, 3>> {
+        self.map_patches(tokens, edit, |patches| {
+            Ok(edit.apply_full(&self.sae, patches)?)
+        })
+    }
+
+    /// `tokens` with their patch tokens `[b * n, d]` replaced by `f` of them.
+    fn map_patches(
+        &self,
+        tokens: Tensor<B, 3>,
+        edit: &Edit,
+        f: impl FnOnce(Tensor<B, 2>) -> Result<Tensor<B, 2>>,
+    ) -> Result<Tensor<B, 3>> {
         if edit.is_empty() {
             return Ok(tokens);
         }
         let [b, t, d] = tokens.dims();
         let p = self.prefix().min(t);
         let prefix = tokens.clone().slice([0..b, 0..p, 0..d]);
-        let edited = self.steer(self.patches(tokens), edit)?;
+        let edited = f(self.patches(tokens))?;
         Ok(Tensor::cat(vec![prefix, edited.reshape([b, t - p, d])], 1))
     }
 

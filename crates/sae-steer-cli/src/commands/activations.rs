@@ -9,8 +9,8 @@ use sae_steer::backend::{BackendTask, DeviceChoice, run_on};
 use sae_steer::burn::prelude::Backend;
 use sae_steer::vit::{HostTensor, SafetensorsFile, TensorSource, write_safetensors};
 use sae_steer::{
-    Dinov2, NormalizeWith, PixelValues, Sae, SaeTap, layer_activations, layer_activations_with_sae,
-    preprocess_path,
+    Dinov2, NormalizationSource, PixelValues, Sae, SaeTap, layer_activations,
+    layer_activations_with_sae, preprocess_path,
 };
 
 /// The block the published DINOv2 SAE reads.
@@ -75,8 +75,8 @@ impl BackendTask for Activations {
             Some(spec) => {
                 let sae = Sae::<B>::load(spec, &device)?;
                 let with = match (&args.sae_norm, sae.has_normalization()) {
-                    (Some(path), _) => NormalizeWith::File(path.clone()),
-                    (None, true) => NormalizeWith::Checkpoint,
+                    (Some(path), _) => NormalizationSource::File(path.clone()),
+                    (None, true) => NormalizationSource::Checkpoint,
                     // saev's own forward takes what it is given: the file's
                     // outputs then match it on raw activations.
                     (None, false) => {
@@ -84,7 +84,7 @@ impl BackendTask for Activations {
                             "note: {spec} carries no input normalization and none was given \
                              (--sae-norm): the SAE runs on raw activations"
                         );
-                        NormalizeWith::None
+                        NormalizationSource::None
                     }
                 };
                 let (sae, _) = sae.resolve(with)?;

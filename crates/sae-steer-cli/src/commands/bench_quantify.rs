@@ -351,12 +351,7 @@ fn time_strategies<B: Backend>(
 
     let start = std::time::Instant::now();
     let unedited = steerer.segment(steerer.tokens(pixels.clone())?, Labels::Classes)?;
-    let x = steerer.tokens(pixels)?;
-    let [_, t, d] = x.dims();
-    let p = steerer.prefix();
-    let prefix = x.clone().slice([0..b, 0..p, 0..d]);
-    let edited = steers[0].apply_full(steerer.sae(), steerer.patches(x))?;
-    let x = Tensor::cat(vec![prefix, edited.reshape([b, t - p, d])], 1);
+    let x = steerer.steer_tokens_full(steerer.tokens(pixels)?, &steers[0])?;
     let full_edited = steerer.segment(x, Labels::Classes)?;
     let full = start.elapsed().as_secs_f64();
 

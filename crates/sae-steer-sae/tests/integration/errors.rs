@@ -176,7 +176,7 @@ fn normalization_file_must_match_the_sae() {
 fn invalid_edits_and_inputs_are_errors() {
     let (sae, _) = Sae::<B>::load(fixture("pre_schema.pt"), &Default::default())
         .unwrap()
-        .resolve(sae_steer_sae::NormalizeWith::None)
+        .resolve(sae_steer_sae::NormalizationSource::None)
         .unwrap();
     let x = tensor(&expected("pre_schema").x); // [8, 16]
     let err = Edit::new().set(64, 1.0).apply(&sae, x.clone()).unwrap_err();

@@ -83,7 +83,7 @@ fn converted_sae_computes_like_the_saev_file_with_its_norm() {
     convert_saev(fixture("schema1.pt"), Some(&norm_path), None, None, &out).unwrap();
     let (sae, source) = Sae::<B>::load(&out, &Default::default())
         .unwrap()
-        .resolve(sae_steer_sae::NormalizeWith::Checkpoint)
+        .resolve(sae_steer_sae::NormalizationSource::Checkpoint)
         .unwrap();
     assert_eq!(source, sae_steer_sae::NormalizationSource::Checkpoint);
     let exp = expected("schema1");

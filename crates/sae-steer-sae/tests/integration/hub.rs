@@ -92,7 +92,7 @@ fn hub_ids_resolve_from_the_local_cache() {
     // saying what to do instead.
     assert!(!sae.has_normalization());
     let err = sae
-        .resolve(sae_steer_sae::NormalizeWith::Checkpoint)
+        .resolve(sae_steer_sae::NormalizationSource::Checkpoint)
         .unwrap_err()
         .to_string();
     assert!(err.contains("no input normalization"), "{err}");

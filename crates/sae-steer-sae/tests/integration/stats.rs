@@ -320,7 +320,7 @@ fn reads_saev_visuals_output_and_agrees_with_our_statistics() {
     // Our statistics on the same activations with the same SAE and normalization.
     let (sae, _) = Sae::<B>::load(fixture("stats_sae.pt"), &Default::default())
         .unwrap()
-        .resolve(sae_steer_sae::NormalizeWith::File(fixture(
+        .resolve(sae_steer_sae::NormalizationSource::File(fixture(
             "stats_norm.safetensors",
         )))
         .unwrap();

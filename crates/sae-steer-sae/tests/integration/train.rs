@@ -138,7 +138,7 @@ fn held_out_nmse(path: &Path, rows: &Rows) -> f64 {
     let device = Default::default();
     let (sae, _) = Sae::<B>::load(path, &device)
         .unwrap()
-        .resolve(sae_steer_sae::NormalizeWith::Checkpoint)
+        .resolve(sae_steer_sae::NormalizationSource::Checkpoint)
         .unwrap();
     let x = Tensor::<B, 2>::from_data(
         TensorData::new(rows.data.clone(), [rows.n(), rows.d]),

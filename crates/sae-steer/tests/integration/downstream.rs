@@ -18,8 +18,7 @@ use sae_steer::sae::stats::StatsInfo;
 use sae_steer::sae::{Activation, EncodeRule, SaeConfig};
 use sae_steer::vit::HostTensor;
 use sae_steer::{
-    Dinov2, Edit, NormalizationSource, NormalizeWith, Preprocess, Probe, Sae, SaeWeights, Steerer,
-    preprocess_path,
+    Dinov2, Edit, NormalizationSource, Preprocess, Probe, Sae, SaeWeights, Steerer, preprocess_path,
 };
 use sae_steer_testkit::{noise, test_vit_dir};
 
@@ -76,7 +75,7 @@ fn a_downstream_user_loads_steers_segments_and_computes_statistics() {
     let norm =
         estimate_normalization_on_images(&vit, LAYER, &images, &Preprocess::default()).unwrap();
     let (sae, source) = file
-        .resolve(NormalizeWith::Estimated {
+        .resolve(NormalizationSource::Estimated {
             images: images.len(),
             norm,
         })

@@ -8,7 +8,6 @@
 use std::collections::BTreeMap;
 
 use burn::backend::NdArray;
-use burn::tensor::Tensor;
 use sae_steer::ade20k::synth::{SynthOptions, synthesize};
 use sae_steer::ade20k::{Ade20k, Split};
 use sae_steer::pipeline::{LazyVit, ensure_cache, sae_layer_cache_spec};
@@ -167,13 +166,7 @@ fn cached_rank1_passes_predict_what_the_full_forward_predicts() {
     let tokens = steerer.tokens(pixels).unwrap();
     let unedited = steerer.segment(tokens.clone(), Labels::Classes).unwrap();
     assert_eq!(unedited, original);
-    let [b, t, d] = tokens.dims();
-    let p = steerer.prefix();
-    let prefix = tokens.clone().slice([0..b, 0..p, 0..d]);
-    let full = steers[0]
-        .apply_full(steerer.sae(), steerer.patches(tokens))
-        .unwrap();
-    let full = Tensor::cat(vec![prefix, full.reshape([b, t - p, d])], 1);
+    let full = steerer.steer_tokens_full(tokens, &steers[0]).unwrap();
     let full = steerer.segment(full, Labels::Classes).unwrap();
     // The two edit forms differ by float rounding only.
     let agreement = agree(&full, &stacked[..per]);

@@ -100,13 +100,13 @@ pub fn assert_close_rowwise(
 
 /// A fixture SAE, optionally with the fixture's input normalization.
 pub fn load_sae(name: &str, normalized: bool) -> sae_steer_sae::Sae<B> {
-    use sae_steer_sae::NormalizeWith;
+    use sae_steer_sae::NormalizationSource;
     let sae =
         sae_steer_sae::Sae::<B>::load(fixture(&format!("{name}.pt")), &Default::default()).unwrap();
     let with = if normalized {
-        NormalizeWith::File(fixture("norm.safetensors"))
+        NormalizationSource::File(fixture("norm.safetensors"))
     } else {
-        NormalizeWith::None
+        NormalizationSource::None
     };
     sae.resolve(with).unwrap().0
 }

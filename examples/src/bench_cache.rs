@@ -13,6 +13,8 @@ use sae_steer_ade20k::cache::{ActivationCache, CacheSpec, LabelKind, TapRequest,
 use sae_steer_ade20k::synth::{SynthOptions, synthesize};
 use sae_steer_ade20k::{Ade20k, ImageList, Split, load_sample};
 
+use crate::cli::IndicatifProgress;
+
 #[derive(Parser)]
 #[command(about = "Benchmark activation caching and cache reads")]
 struct Args {
@@ -97,6 +99,7 @@ impl BackendTask for Bench {
         spec.batch = args.batch;
         spec.shard_images = args.shard_images;
         spec.workers = args.workers;
+        spec.progress = IndicatifProgress::shared();
         let report = build_cache(&vit, &self.images, &dir, &spec)?;
         let cached = report.seconds;
         // Shared machines drift: the baseline is the mean of runs before and
@@ -202,7 +205,7 @@ fn run(args: Args) -> Result<()> {
         max_side: 683,
         ..SynthOptions::default()
     };
-    let synth = synthesize(&work.join("ade20k"), &opts)?;
+    let synth = synthesize(&work.join("ade20k"), &opts, &IndicatifProgress::new())?;
     let images = Ade20k::open(&synth.root)?.split(Split::Validation)?;
     let device = args.device;
     let result = run_on(

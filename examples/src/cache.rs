@@ -13,6 +13,8 @@ use sae_steer_ade20k::cache::{
 };
 use sae_steer_ade20k::{Ade20k, ImageList, Split, image_folder};
 
+use crate::cli::IndicatifProgress;
+
 #[derive(Parser, Debug)]
 #[command(about = "Cache DINOv2 activations and labels of ADE20K or an image folder")]
 struct Args {
@@ -122,6 +124,7 @@ fn run(args: Args) -> Result<()> {
     spec.skip_bad = args.skip_bad;
     spec.workers = args.workers;
     spec.part = args.shard;
+    spec.progress = IndicatifProgress::shared();
     let out = args.out.clone();
     let n = images.len();
     let part = match args.shard {

@@ -24,11 +24,10 @@ use std::str::FromStr;
 use std::time::Instant;
 
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData, backend::Backend};
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sae_steer_ade20k::ActivationCache;
-use sae_steer_files::{AppendLog, FolderLock};
+use sae_steer_files::{AppendLog, FolderLock, Phase, SharedProgress};
 use sae_steer_metrics::{
     ClassPass, F1Selector, FeatureChoice, MethodSummary, write_change_csv, write_class_csv,
     write_summary_csv,
@@ -129,6 +128,10 @@ pub struct QuantifyOptions {
     /// Latents this frequent on the reference set are never drawn by the
     /// random-latent method (nor selected; see [`select_features`]).
     pub max_frequency: f32,
+    /// Where the run reports its work: the unedited predictions of
+    /// [`Quantify::new`] (a phase of images), then one phase per method in
+    /// [`Quantify::run`] (its classes still to do); silent by default.
+    pub progress: SharedProgress,
 }
 
 impl Default for QuantifyOptions {
@@ -144,6 +147,7 @@ impl Default for QuantifyOptions {
             classes_per_batch: 4,
             max_images: None,
             max_frequency: sae_steer_sae::stats::FREQUENT,
+            progress: SharedProgress::default(),
         }
     }
 }
@@ -206,7 +210,8 @@ pub fn read_manual_table(path: &Path) -> Result<BTreeMap<usize, usize>> {
 /// Scores every latent against the patch labels of a cache (SPEC section 8):
 /// F1 of `f_j > t` vs `label == c` over patches with purity >= 0.9, latents
 /// with frequency >= `max_frequency` (1e-2 in the preprint,
-/// [`sae_steer_sae::stats::FREQUENT`]) excluded.
+/// [`sae_steer_sae::stats::FREQUENT`]) excluded. The images scored are
+/// reported to `progress` as one phase, "selecting features (`split`)".
 #[allow(clippy::too_many_arguments)]
 pub fn select_features<B: Backend>(
     sae: &Sae<B>,
@@ -217,6 +222,7 @@ pub fn select_features<B: Backend>(
     split: &str,
     max_images: Option<usize>,
     batch_images: usize,
+    progress: &dyn sae_steer_files::Progress,
 ) -> Result<Selection> {
     let tap = format!("layer{layer}");
     let spec = cache.tap(&tap)?.clone();
@@ -226,7 +232,13 @@ pub fn select_features<B: Backend>(
         .collect();
     let mut selector = F1Selector::new(sae.d_sae(), OUTPUTS, &THRESHOLDS, Some(&excluded))?;
     let rows = max_images.map_or(cache.len(), |m| m.min(cache.len()));
-    let bar = progress(rows as u64, &format!("selecting features ({split})"));
+    let bar = Phase::start(
+        progress,
+        &format!("selecting features ({split})"),
+        "images",
+        rows as u64,
+        0,
+    );
     let mut buf = Vec::new();
     let min_count = (MIN_PURITY * 196.0).ceil() as u8;
     for start in (0..rows).step_by(batch_images.max(1)) {
@@ -253,7 +265,7 @@ pub fn select_features<B: Backend>(
                 }
             }
         }
-        bar.inc(batch.len() as u64);
+        bar.advance(batch.len() as u64);
         if keep_rows.is_empty() {
             continue;
         }
@@ -275,7 +287,7 @@ pub fn select_features<B: Backend>(
             .map_err(|e| Error::Input(format!("reading SAE activations back: {e:?}")))?;
         selector.add_dense(&f, &labels)?;
     }
-    bar.finish_and_clear();
+    drop(bar);
     let mut top = BTreeMap::new();
     for class in 1..OUTPUTS {
         let t = selector.top_k(class, 3);
@@ -483,13 +495,19 @@ impl<'a, B: Backend> Quantify<'a, B> {
     fn predict_original(&self) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(self.rows * self.n_patches);
         let mut buf = Vec::new();
-        let bar = progress(self.rows as u64, "unedited predictions");
+        let bar = Phase::start(
+            &*self.options.progress,
+            "unedited predictions",
+            "images",
+            self.rows as u64,
+            0,
+        );
         for rows in self.batches() {
             let x = self.load(&rows, &mut buf)?;
             out.extend(self.predict(x)?);
-            bar.inc(rows.len() as u64);
+            bar.advance(rows.len() as u64);
         }
-        bar.finish_and_clear();
+        drop(bar);
         Ok(out)
     }
 
@@ -672,7 +690,13 @@ impl<'a, B: Backend> Quantify<'a, B> {
             if todo.is_empty() {
                 continue;
             }
-            let bar = progress(todo.len() as u64, method.name());
+            let bar = Phase::start(
+                &*self.options.progress,
+                method.name(),
+                "classes",
+                todo.len() as u64,
+                0,
+            );
             for chunk in todo.chunks(self.options.classes_per_batch.max(1)) {
                 let started = Instant::now();
                 let skipped_before = state.skipped.len();
@@ -717,9 +741,9 @@ impl<'a, B: Backend> Quantify<'a, B> {
                 };
                 append_progress(&mut log, &line)?;
                 state.passes.extend(line.passes);
-                bar.inc(chunk.len() as u64);
+                bar.advance(chunk.len() as u64);
             }
-            bar.finish_and_clear();
+            drop(bar);
         }
         let mut passes: Vec<ClassPass> = state
             .passes
@@ -960,16 +984,6 @@ fn append_progress<T: Serialize>(log: &mut AppendLog, line: &T) -> Result<()> {
             path: log.path().to_path_buf(),
             message,
         })
-}
-
-fn progress(len: u64, what: &str) -> ProgressBar {
-    let bar = ProgressBar::new(len);
-    bar.set_style(
-        ProgressStyle::with_template("{msg:>24} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar.set_message(what.to_string());
-    bar
 }
 
 /// A standard normal draw (Box-Muller), so random directions are isotropic.

@@ -1,30 +1,31 @@
-//! Progress of long jobs, reported by the library and drawn by the caller.
-//!
-//! A library function that runs for a while (building a cache, training,
-//! scoring every image) reports what it does to a [`Progress`] sink instead
-//! of drawing anything itself: the command-line programs hand it a sink that
-//! draws progress bars (`sae_steer_examples::cli::IndicatifProgress`), tests
-//! and embedders hand it [`NoProgress`], which shows nothing, or one of their
-//! own (counting units, feeding a web page).
-//!
-//! A job reports one or more *phases*, one after the other: [`Progress::start`]
-//! opens a phase of `total` units of which `done` were done before (by the
-//! run a resumed job continues), [`Progress::advance`] counts units as they
-//! finish, and [`Progress::finish`] closes the phase. Over a phase that runs
-//! to its end, `done` plus the advances add up to `total`. Phases do not
-//! nest: a `start` while a phase is open replaces it. Library code opens a
-//! phase with [`Phase::start`], which finishes it when dropped, so a job
-//! that stops on an error closes its phase too.
-//!
-//! Functions that take an options struct find the sink in it, as a
-//! [`SharedProgress`] field named `progress` whose default is silent;
-//! functions without one take `progress: &dyn Progress`.
+//! Progress of long jobs, reported by the library and drawn by the caller
+//! (see [`Progress`]).
 
 use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
 
-/// Where a long job reports its progress (see the [module docs](self)).
+/// Where a long job reports how far it is.
+///
+/// A library function that runs for a while (building a cache, training,
+/// scoring every image) reports what it does to a [`Progress`] sink instead
+/// of drawing anything itself: the command-line programs hand it a sink that
+/// draws progress bars (`sae_steer_examples::cli::IndicatifProgress`), tests
+/// and embedders hand it [`NoProgress`], which shows nothing, or one of their
+/// own (counting units, feeding a web page).
+///
+/// A job reports one or more *phases*, one after the other:
+/// [`Progress::start`] opens a phase of `total` units of which `done` were
+/// done before (by the run a resumed job continues), [`Progress::advance`]
+/// counts units as they finish, and [`Progress::finish`] closes the phase. Over a phase that runs
+/// to its end, `done` plus the advances add up to `total`. Phases do not
+/// nest: a `start` while a phase is open replaces it. Library code opens a
+/// phase with [`Phase::start`], which finishes it when dropped, so a job
+/// that stops on an error closes its phase too.
+///
+/// Functions that take an options struct find the sink in it, as a
+/// [`SharedProgress`] field named `progress` whose default is silent;
+/// functions without one take `progress: &dyn Progress`.
 ///
 /// Every method takes `&self`, and a sink is `Send + Sync`: jobs advance it
 /// from worker threads.

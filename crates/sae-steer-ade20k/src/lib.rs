@@ -25,7 +25,11 @@
 //! use sae_steer_ade20k::synth::{SynthOptions, synthesize};
 //! # fn main() -> sae_steer_ade20k::Result<()> {
 //! let opts = SynthOptions { train: 100, val: 20, ..SynthOptions::default() };
-//! let report = synthesize(std::path::Path::new("target/synth-ade20k"), &opts)?;
+//! let report = synthesize(
+//!     std::path::Path::new("target/synth-ade20k"),
+//!     &opts,
+//!     &sae_steer_files::NoProgress,
+//! )?;
 //! let ade = sae_steer_ade20k::Ade20k::open(&report.root)?;
 //! # Ok(()) }
 //! ```

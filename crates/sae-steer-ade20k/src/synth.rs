@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use image::codecs::jpeg::JpegEncoder;
 use image::codecs::png::PngEncoder;
 use image::{ExtendedColorType, ImageEncoder};
-use indicatif::{ProgressBar, ProgressStyle};
+use sae_steer_files::{Phase, Progress};
 use serde::{Deserialize, Serialize};
 
 use crate::classes::{NUM_CLASSES, OBJECT_INFO_150};
@@ -138,7 +138,10 @@ struct Marker {
 /// marker says the same options and every file is there, nothing is written;
 /// otherwise everything is rewritten (each file atomically) and files of an
 /// earlier, larger dataset are removed.
-pub fn synthesize(out: &Path, opts: &SynthOptions) -> Result<SynthReport> {
+///
+/// The images written are reported to `progress` as one phase, "synth",
+/// of `opts.train + opts.val` images (none when the dataset is up to date).
+pub fn synthesize(out: &Path, opts: &SynthOptions, progress: &dyn Progress) -> Result<SynthReport> {
     validate(out, opts)?;
     let synth_err = |message: String| Ade20kError::Synth {
         path: out.to_path_buf(),
@@ -182,7 +185,7 @@ pub fn synthesize(out: &Path, opts: &SynthOptions) -> Result<SynthReport> {
         .into_iter()
         .flat_map(|(split, n)| (0..n).map(move |i| (split, i)))
         .collect();
-    let class_pixels = render_all(out, opts, &jobs)?;
+    let class_pixels = render_all(out, opts, &jobs, progress)?;
 
     let mut files_removed = 0;
     for (split, n) in [(Split::Training, opts.train), (Split::Validation, opts.val)] {
@@ -369,11 +372,13 @@ fn scene_categories(opts: &SynthOptions) -> String {
 }
 
 /// Renders and writes every job on all cores; returns pixels per label.
-fn render_all(out: &Path, opts: &SynthOptions, jobs: &[(Split, usize)]) -> Result<Vec<u64>> {
-    let bar = ProgressBar::new(jobs.len() as u64);
-    if let Ok(style) = ProgressStyle::with_template("synth {bar:40} {pos}/{len} images {eta}") {
-        bar.set_style(style);
-    }
+fn render_all(
+    out: &Path,
+    opts: &SynthOptions,
+    jobs: &[(Split, usize)],
+    progress: &dyn Progress,
+) -> Result<Vec<u64>> {
+    let progress = Phase::start(progress, "synth", "images", jobs.len() as u64, 0);
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let first_error: Mutex<Option<Ade20kError>> = Mutex::new(None);
@@ -393,7 +398,7 @@ fn render_all(out: &Path, opts: &SynthOptions, jobs: &[(Split, usize)]) -> Resul
                         break;
                     };
                     match write_scene(out, opts, &appearances, split, index, &mut counts) {
-                        Ok(()) => bar.inc(1),
+                        Ok(()) => progress.advance(1),
                         Err(e) => {
                             failed.store(true, Ordering::Relaxed);
                             if let Ok(mut slot) = first_error.lock() {
@@ -408,7 +413,7 @@ fn render_all(out: &Path, opts: &SynthOptions, jobs: &[(Split, usize)]) -> Resul
             });
         }
     });
-    bar.finish_and_clear();
+    drop(progress);
     if let Some(e) = first_error.into_inner().ok().flatten() {
         return Err(e);
     }

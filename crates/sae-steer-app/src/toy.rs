@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use sae_steer::Steerer;
+use sae_steer::{NoProgress, Steerer};
 use sae_steer_ade20k::synth::{SynthOptions, synthesize};
 use sae_steer_ade20k::{Ade20k, NUM_CLASSES, Split};
 use sae_steer_data::load_sample;
@@ -79,7 +79,8 @@ pub fn build<B: Backend>(vit: Dinov2<B>, dir: &Path, opts: &ToyOptions) -> Resul
         max_side: 320,
         ..SynthOptions::default()
     };
-    let report = synthesize(dir, &synth)?;
+    // A handful of images: nothing worth a progress bar.
+    let report = synthesize(dir, &synth, &NoProgress)?;
     let ade = Ade20k::open(&report.root)?;
     let val = ade.split(Split::Validation)?;
     let pre = Preprocess::default();

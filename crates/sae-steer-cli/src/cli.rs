@@ -2,11 +2,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::{Mutex, MutexGuard};
 
 use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
 use sae_steer::backend::{BackendTask, DeviceChoice, run_on};
 use sae_steer::burn::prelude::Backend;
 use sae_steer::pipeline::{LazyVit, ensure_cache};
+use sae_steer::{Progress, SharedProgress};
 use sae_steer_ade20k::Split;
 use sae_steer_app::setup::{DEFAULT_NORM_IMAGES, LoadOptions, Loaded, load};
 use sae_steer_data::ImageList;
@@ -41,6 +44,112 @@ where
     T: BackendTask<Output = anyhow::Result<()>>,
 {
     report(run_on(device, task).map_err(Into::into).and_then(|r| r))
+}
+
+/// Draws the library's progress reports (see [`sae_steer::Progress`]) as
+/// indicatif bars on stderr: one bar per phase, `what [bar] done/total unit
+/// [elapsed] rate eta status`, cleared when the phase finishes. indicatif
+/// hides the bars when stderr is not a terminal; notes are printed either
+/// way, above the bar.
+#[derive(Debug)]
+pub struct IndicatifProgress {
+    bar: Mutex<Option<ProgressBar>>,
+    bars: bool,
+}
+
+impl IndicatifProgress {
+    /// Bars and notes.
+    pub fn new() -> Self {
+        Self {
+            bar: Mutex::new(None),
+            bars: true,
+        }
+    }
+
+    /// Notes only, no bars: for benchmarks, whose output is their table.
+    pub fn without_bars() -> Self {
+        Self {
+            bar: Mutex::new(None),
+            bars: false,
+        }
+    }
+
+    /// A new renderer as the options structs hold it.
+    pub fn shared() -> SharedProgress {
+        SharedProgress::new(Self::new())
+    }
+
+    fn slot(&self) -> MutexGuard<'_, Option<ProgressBar>> {
+        // A lock poisoned by a panic elsewhere still holds a usable bar.
+        self.bar.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The open phase's bar (a cheap handle), if any.
+    fn current(&self) -> Option<ProgressBar> {
+        self.slot().clone()
+    }
+}
+
+impl Default for IndicatifProgress {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Progress for IndicatifProgress {
+    fn start(&self, what: &str, unit: &str, total: u64, done: u64) {
+        let bar = if self.bars {
+            ProgressBar::new(total)
+        } else {
+            ProgressBar::hidden()
+        };
+        // The unit goes into the template itself: escape its braces.
+        let unit = unit.replace('{', "{{").replace('}', "}}");
+        let counts = if unit.is_empty() {
+            "{pos}/{len}".to_string()
+        } else {
+            format!("{{pos}}/{{len}} {unit}")
+        };
+        let template = format!(
+            "{{prefix}} [{{bar:30}}] {counts} [{{elapsed_precise}}] {{per_sec}} eta {{eta}} {{msg}}"
+        );
+        bar.set_style(
+            ProgressStyle::with_template(&template)
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.set_prefix(what.to_string());
+        bar.set_position(done);
+        // The rate and eta count from here, not from a resumed job's start.
+        bar.reset_eta();
+        if let Some(previous) = self.slot().replace(bar) {
+            previous.finish_and_clear();
+        }
+    }
+
+    fn advance(&self, n: u64) {
+        if let Some(bar) = self.current() {
+            bar.inc(n);
+        }
+    }
+
+    fn status(&self, text: &str) {
+        if let Some(bar) = self.current() {
+            bar.set_message(text.to_string());
+        }
+    }
+
+    fn note(&self, line: &str) {
+        match self.current() {
+            Some(bar) => bar.suspend(|| eprintln!("{line}")),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = self.slot().take() {
+            bar.finish_and_clear();
+        }
+    }
 }
 
 /// Peak resident memory of this process in MiB (Linux; 0 elsewhere), for the
@@ -192,6 +301,7 @@ impl CacheBuildArgs {
         spec.workers = self.n_workers;
         spec.batch = self.cache_batch;
         spec.skip_bad = self.skip_bad;
+        spec.progress = IndicatifProgress::shared();
         let (cache, built) = shard_hint(skip_bad_hint(
             ensure_cache(dir, images, &spec, &mut LazyVit::<B>::new(vit, device))
                 .with_context(|| format!("preparing the activation cache {}", dir.display())),
@@ -214,5 +324,38 @@ impl CacheBuildArgs {
             );
         }
         Ok(cache)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_renderer_follows_phases_and_counts_from_a_resumed_start() {
+        // Not a terminal under the test harness: indicatif draws nothing,
+        // but the bar still counts.
+        let progress = IndicatifProgress::new();
+        progress.note("a line before any phase");
+        progress.start("caching", "images {odd}", 10, 3);
+        progress.advance(2);
+        progress.status("status");
+        progress.note("a line during a phase");
+        let bar = progress.current().expect("an open phase");
+        assert_eq!((bar.position(), bar.length()), (5, Some(10)));
+        assert_eq!(bar.prefix(), "caching");
+        // A new phase replaces the open one.
+        progress.start("synth", "", 4, 0);
+        progress.advance(4);
+        assert_eq!(progress.current().map(|b| b.position()), Some(4));
+        progress.finish();
+        assert!(progress.current().is_none());
+        // Reports outside a phase are ignored.
+        progress.advance(1);
+        progress.finish();
+        let quiet = IndicatifProgress::without_bars();
+        quiet.start("validating", "images", 2, 0);
+        quiet.advance(2);
+        assert!(quiet.current().is_some_and(|b| b.is_hidden()));
     }
 }

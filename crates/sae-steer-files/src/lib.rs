@@ -21,13 +21,20 @@
 //! Errors are plain [`std::io::Error`]s: each crate wraps them with the path
 //! in its own error type, as that error's `source`; [`ErrorChain`] prints an
 //! error with its causes.
+//!
+//! The crate also holds the one other thing every library crate shares, the
+//! [`Progress`] trait through which long jobs report how far they are (the
+//! command-line programs draw it; [`NoProgress`] shows nothing).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+mod progress;
 mod report;
+
+pub use progress::{NoProgress, Phase, Progress, SharedProgress};
 pub use report::ErrorChain;
 
 /// An append-only log of lines (e.g. one JSON object per line).

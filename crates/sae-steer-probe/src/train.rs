@@ -19,11 +19,10 @@ use std::time::Instant;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
-use sae_steer_files::FolderLock;
+use sae_steer_files::{FolderLock, Phase, Progress, SharedProgress};
 use serde_json::{Map, Value, json};
 
 use crate::checkpoint::{
@@ -60,7 +59,10 @@ pub struct TrainOptions {
     /// Stop after this many epochs in this call (an interruption, for tests
     /// and time-boxed jobs); the run resumes from its checkpoint.
     pub max_epochs: Option<usize>,
-    pub progress: bool,
+    /// Where the sweep reports its optimizer steps (one phase, "training
+    /// probes", of this call's steps) and its log lines; silent by default
+    /// (the log file still gets every line).
+    pub progress: SharedProgress,
     /// Extra keys for each probe's `cfg.json` (dataset root, ViT, cache, ...).
     pub run_info: Map<String, Value>,
 }
@@ -75,7 +77,7 @@ impl Default for TrainOptions {
             chunk_patches: 2048,
             save_every: 10,
             max_epochs: None,
-            progress: true,
+            progress: SharedProgress::default(),
             run_info: Map::new(),
         }
     }
@@ -150,7 +152,7 @@ pub fn train_sweep<B: Backend, S: PatchSource>(
     for (dir, h) in dirs.iter().zip(&hparams) {
         write_config(dir, sweep, h, d, c, &opts.run_info)?;
     }
-    let mut log = Log::open(opts.log_file.as_deref())?;
+    let mut log = Log::open(opts.log_file.as_deref(), &*opts.progress)?;
     let mut report = TrainReport {
         start_epoch,
         epochs_run: 0,
@@ -198,9 +200,12 @@ pub fn train_sweep<B: Backend, S: PatchSource>(
     };
     report.resident = resident.is_some();
 
-    let bar = progress_bar(
-        opts.progress,
+    let progress = Phase::start(
+        &*opts.progress,
+        "training probes",
+        "steps",
         (end_epoch - start_epoch) as u64 * steps_per_epoch,
+        0,
     );
     for epoch in start_epoch..end_epoch {
         let started = Instant::now();
@@ -209,8 +214,8 @@ pub fn train_sweep<B: Backend, S: PatchSource>(
         let mut last = None;
         let mut step_fn = |x: Tensor<B, 2>, y: Tensor<B, 1, Int>| {
             let stats = probes.train_step(x, y, opts.chunk_patches);
-            bar.inc(1);
-            bar.set_message(format!(
+            progress.advance(1);
+            progress.status(&format!(
                 "epoch {epoch}, loss {:.4}..{:.4}, best acc {:.1}%",
                 min(&stats.loss),
                 max(&stats.loss),
@@ -237,7 +242,7 @@ pub fn train_sweep<B: Backend, S: PatchSource>(
             min(&stats.loss),
             max(&stats.loss),
         );
-        bar.suspend(|| log.line(&line))?;
+        log.line(&line)?;
 
         let keep = sweep.is_eval_epoch(epoch);
         let rolling = opts.save_every > 0 && (epoch + 1).is_multiple_of(opts.save_every);
@@ -251,7 +256,7 @@ pub fn train_sweep<B: Backend, S: PatchSource>(
         report.steps = step;
         report.last_batch = Some(stats);
     }
-    bar.finish_and_clear();
+    drop(progress);
     Ok(report)
 }
 
@@ -543,28 +548,17 @@ fn write_config(
     sae_steer_files::write_atomic(&path, text.as_bytes()).map_err(|e| ProbeError::io(&path, e))
 }
 
-fn progress_bar(show: bool, total: u64) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(total);
-    if let Ok(style) = ProgressStyle::with_template(
-        "{elapsed_precise} [{bar:30}] step {pos}/{len} (eta {eta}) {msg}",
-    ) {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar
-}
-
-/// Log lines to stderr and, when asked, appended to a file. The file is a
-/// record of what each call did (a resumed run adds its own lines) and is
-/// never read back; a line a crash cut short is ended before new lines go on.
-struct Log {
+/// Log lines to the progress sink (as notes) and, when asked, appended to a
+/// file. The file is a record of what each call did (a resumed run adds its
+/// own lines) and is never read back; a line a crash cut short is ended
+/// before new lines go on.
+struct Log<'p> {
     file: Option<(PathBuf, std::fs::File)>,
+    progress: &'p dyn Progress,
 }
 
-impl Log {
-    fn open(path: Option<&Path>) -> Result<Self> {
+impl<'p> Log<'p> {
+    fn open(path: Option<&Path>, progress: &'p dyn Progress) -> Result<Self> {
         let file = match path {
             None => None,
             Some(path) => {
@@ -583,11 +577,11 @@ impl Log {
                 Some((path.to_path_buf(), f))
             }
         };
-        Ok(Self { file })
+        Ok(Self { file, progress })
     }
 
     fn line(&mut self, line: &str) -> Result<()> {
-        eprintln!("{line}");
+        self.progress.note(line);
         if let Some((path, f)) = &mut self.file {
             writeln!(f, "{line}").map_err(|e| ProbeError::io(&*path, e))?;
         }

@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use indicatif::{ProgressBar, ProgressStyle};
 use sae_steer_ade20k::ClassNames;
 use sae_steer_data::cache::ActivationCache;
+use sae_steer_files::{Phase, SharedProgress};
 use sae_steer_metrics::{
     BestProbe, BilinearUpsampler, SegmentationScores, SweepRow, best_by_mean_iou,
     plot_hparam_sweeps, write_best_json, write_results_csv,
@@ -32,7 +32,9 @@ pub struct ValidateOptions {
     pub batch_images: usize,
     /// Host threads for the upsample + argmax; 0 = one per core.
     pub threads: usize,
-    pub progress: bool,
+    /// Where the validation reports the images it has scored (one phase,
+    /// "validating"); silent by default.
+    pub progress: SharedProgress,
 }
 
 impl Default for ValidateOptions {
@@ -41,7 +43,7 @@ impl Default for ValidateOptions {
             tap: "final_norm".into(),
             batch_images: 128,
             threads: 0,
-            progress: true,
+            progress: SharedProgress::default(),
         }
     }
 }
@@ -88,18 +90,8 @@ pub fn validate_probes<B: Backend>(
         t => t,
     };
     let n = cache.len();
-    let bar = if opts.progress {
-        let bar = ProgressBar::new(n as u64);
-        if let Ok(style) = ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:30}] {pos}/{len} images (eta {eta}) {msg}",
-        ) {
-            bar.set_style(style.progress_chars("=> "));
-        }
-        bar.set_message(format!("{p} probes"));
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
+    let progress = Phase::start(&*opts.progress, "validating", "images", n as u64, 0);
+    progress.status(&format!("{p} probes"));
 
     let mut totals: Vec<SegmentationScores> = (0..p).map(|_| SegmentationScores::new(c)).collect();
     let mut x = Vec::new();
@@ -155,9 +147,9 @@ pub fn validate_probes<B: Backend>(
                 total.merge(&s)?;
             }
         }
-        bar.inc(k as u64);
+        progress.advance(k as u64);
     }
-    bar.finish_and_clear();
+    drop(progress);
     Ok(totals)
 }
 

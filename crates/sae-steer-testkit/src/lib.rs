@@ -1,5 +1,6 @@
 //! Dev-only helpers shared by the crates' integration tests: where the
-//! committed fixtures are, and a bounded mutation fuzzer.
+//! committed fixtures are, a bounded mutation fuzzer, and a progress sink
+//! that records what a job reported ([`RecordingProgress`]).
 //!
 //! The fuzzer is deliberately small: a fixed seed, a fixed number of inputs
 //! and a wall-clock budget, so every CI run tries the same inputs (a failure
@@ -13,6 +14,10 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+
+mod progress;
+
+pub use progress::{PhaseRecord, ProgressEvent, RecordingProgress};
 
 /// `tests/fixtures` at the workspace root.
 pub fn fixtures_dir() -> PathBuf {

@@ -62,6 +62,9 @@ pub use activations::{
 pub use burn;
 pub use sae_steer_ade20k as ade20k;
 pub use sae_steer_data as data;
+/// How long jobs report progress: the facade's functions, and every crate's,
+/// take one of these sinks (see [`Progress`]).
+pub use sae_steer_files::{NoProgress, Phase, Progress, SharedProgress};
 pub use sae_steer_metrics as metrics;
 pub use sae_steer_probe as probe;
 pub use sae_steer_probe::{Probe, ProbeError};

@@ -7,13 +7,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use burn::tensor::{Tensor, TensorData, backend::Backend};
-use indicatif::{ProgressBar, ProgressStyle};
 use sae_steer_data::ImageList;
 use sae_steer_data::cache::{
     ActivationCache, CacheDtype, CacheError, CacheReport, CacheSpec, LabelKind, TapRequest,
     TapTokens, build_cache,
 };
-use sae_steer_files::ErrorChain;
+use sae_steer_files::{ErrorChain, Phase, Progress, SharedProgress};
 use sae_steer_sae::stats::{DEFAULT_TOP_K, StatsInfo};
 use sae_steer_sae::train::{NormalizationPlan, TrainingData, estimate_start};
 use sae_steer_sae::{FeatureStats, Normalization, NormalizationSource, Sae, SaeError, SaeFile};
@@ -213,7 +212,8 @@ pub fn resolve_normalization<B: Backend>(
 /// Feature statistics (reference facts section 5) of `sae` over the patch tokens of the
 /// first `max_images` images of a cache tap, with [`DEFAULT_TOP_K`]
 /// exemplars per latent, in memory. [`feature_stats_file`] is the resumable
-/// form.
+/// form. The images are reported to `progress` as one phase, "feature
+/// statistics".
 pub fn feature_stats<B: Backend>(
     sae: &Sae<B>,
     cache: &ActivationCache,
@@ -221,15 +221,16 @@ pub fn feature_stats<B: Backend>(
     n_patches: usize,
     max_images: Option<usize>,
     info: StatsInfo,
+    progress: &dyn Progress,
 ) -> Result<FeatureStats, SaeError> {
     let mut stats = FeatureStats::new(sae.d_sae(), DEFAULT_TOP_K, n_patches, info)?;
     let rows = stats_rows(cache, max_images);
-    add_cache_rows(sae, cache, tap, &mut stats, rows, |_| Ok(()))?;
+    add_cache_rows(sae, cache, tap, &mut stats, rows, progress, |_| Ok(()))?;
     Ok(stats)
 }
 
-/// What [`feature_stats_file`] computes.
-#[derive(Debug, Clone, PartialEq)]
+/// What [`feature_stats_file`] computes, and where it reports progress.
+#[derive(Debug, Clone)]
 pub struct StatsOptions {
     /// Patches per image (the last `n_patches` tokens of the tap).
     pub n_patches: usize,
@@ -243,6 +244,10 @@ pub struct StatsOptions {
     /// Progress is saved when this long has passed since the last save
     /// ([`STATS_SAVE_INTERVAL`] by default; zero saves after every batch).
     pub save_every: Duration,
+    /// Where the run reports the images it adds (one phase, "feature
+    /// statistics", counted from the image it resumes at); silent by
+    /// default.
+    pub progress: SharedProgress,
 }
 
 /// The outcome of [`feature_stats_file`].
@@ -296,13 +301,21 @@ pub fn feature_stats_file<B: Backend>(
         });
     }
     let mut last_save = Instant::now();
-    add_cache_rows(sae, cache, tap, &mut stats, rows, |stats| {
-        if last_save.elapsed() >= save_every {
-            stats.save(path)?;
-            last_save = Instant::now();
-        }
-        Ok(())
-    })?;
+    add_cache_rows(
+        sae,
+        cache,
+        tap,
+        &mut stats,
+        rows,
+        &*options.progress,
+        |stats| {
+            if last_save.elapsed() >= save_every {
+                stats.save(path)?;
+                last_save = Instant::now();
+            }
+            Ok(())
+        },
+    )?;
     stats.save(path)?;
     let added = stats.n_images().unwrap_or(0) - start;
     Ok(StatsRun {
@@ -405,13 +418,15 @@ fn check_resumable<B: Backend>(
 }
 
 /// Adds cache rows `stats.n_images()..rows` of `tap` to `stats`, in batches
-/// of [`STATS_BATCH`], calling `after_batch` after each batch.
+/// of [`STATS_BATCH`], calling `after_batch` after each batch and reporting
+/// the images to `progress`.
 fn add_cache_rows<B: Backend>(
     sae: &Sae<B>,
     cache: &ActivationCache,
     tap: &str,
     stats: &mut FeatureStats,
     rows: usize,
+    progress: &dyn Progress,
     mut after_batch: impl FnMut(&FeatureStats) -> Result<(), SaeError>,
 ) -> Result<(), SaeError> {
     let spec = cache
@@ -421,14 +436,13 @@ fn add_cache_rows<B: Backend>(
     let tokens = patch_range(spec.n_tokens, stats.n_patches());
     let start = (stats.n_images().unwrap_or(0) as usize).min(rows);
     let device = sae.w_enc.device();
-    let bar = ProgressBar::new(rows as u64).with_position(start as u64);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "feature statistics [{bar:30}] {pos}/{len} {per_sec} eta {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    let bar = Phase::start(
+        progress,
+        "feature statistics",
+        "images",
+        rows as u64,
+        start as u64,
     );
-    bar.reset_eta();
     let mut buf = Vec::new();
     for first in (start..rows).step_by(STATS_BATCH) {
         let ids: Vec<usize> = (first..(first + STATS_BATCH).min(rows)).collect();
@@ -444,8 +458,8 @@ fn add_cache_rows<B: Backend>(
         let images: Vec<u32> = ids.iter().map(|&r| cache.image_index(r) as u32).collect();
         stats.update(sae, x, &images)?;
         after_batch(stats)?;
-        bar.inc(b as u64);
+        bar.advance(b as u64);
     }
-    bar.finish_and_clear();
+    drop(bar);
     Ok(())
 }

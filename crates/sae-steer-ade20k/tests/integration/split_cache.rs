@@ -9,6 +9,7 @@ use sae_steer_ade20k::synth::{SynthOptions, synthesize};
 use sae_steer_ade20k::{Ade20k, NUM_CLASSES, Split};
 use sae_steer_data::cache::{ActivationCache, CacheSpec, LabelKind, TapRequest, build_cache};
 use sae_steer_data::{load_sample, patch_labels};
+use sae_steer_files::NoProgress;
 use sae_steer_vit::{Dinov2, Preprocess};
 
 type B = NdArray<f32>;
@@ -24,7 +25,7 @@ fn a_cache_of_a_split_holds_its_annotations_patch_labels() {
         max_side: 160,
         ..SynthOptions::default()
     };
-    let report = synthesize(&tmp.path().join("ade"), &opts).unwrap();
+    let report = synthesize(&tmp.path().join("ade"), &opts, &NoProgress).unwrap();
     let images = Ade20k::open(&report.root)
         .unwrap()
         .split(Split::Validation)
@@ -36,7 +37,6 @@ fn a_cache_of_a_split_holds_its_annotations_patch_labels() {
     spec.labels = LabelKind::Pixel;
     spec.shard_images = 2;
     spec.workers = 2;
-    spec.progress = false;
     let out = tmp.path().join("cache");
     assert!(build_cache(&vit, &images, &out, &spec).unwrap().complete);
 

@@ -7,6 +7,7 @@ use std::path::Path;
 use sae_steer_ade20k::synth::{SYNTH_MARKER, SynthOptions, synthesize};
 use sae_steer_ade20k::{Ade20k, Ade20kError, NUM_CLASSES, OBJECT_INFO_150, Split};
 use sae_steer_data::{load_sample, read_label_map};
+use sae_steer_files::NoProgress;
 use sae_steer_vit::Preprocess;
 
 fn small(train: usize, val: usize, seed: u64) -> SynthOptions {
@@ -43,7 +44,7 @@ fn writes_the_real_layout_that_the_dataset_code_reads() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("synth");
     let opts = small(12, 5, 7);
-    let report = synthesize(&out, &opts).unwrap();
+    let report = synthesize(&out, &opts, &NoProgress).unwrap();
     assert_eq!((report.train, report.val), (12, 5));
     assert!(!report.up_to_date);
     assert_eq!(report.files_written, 2 * 17 + 3);
@@ -103,9 +104,9 @@ fn same_seed_same_bytes_other_seed_other_bytes() {
     let a = dir.path().join("a");
     let b = dir.path().join("b");
     let c = dir.path().join("c");
-    synthesize(&a, &small(6, 3, 42)).unwrap();
-    synthesize(&b, &small(6, 3, 42)).unwrap();
-    synthesize(&c, &small(6, 3, 43)).unwrap();
+    synthesize(&a, &small(6, 3, 42), &NoProgress).unwrap();
+    synthesize(&b, &small(6, 3, 42), &NoProgress).unwrap();
+    synthesize(&c, &small(6, 3, 43), &NoProgress).unwrap();
     let (sa, sb, sc) = (snapshot(&a), snapshot(&b), snapshot(&c));
     assert_eq!(sa.len(), 2 * 9 + 3);
     assert!(sa == sb, "same seed gave different files");
@@ -118,9 +119,9 @@ fn same_seed_same_bytes_other_seed_other_bytes() {
 fn rerun_is_a_no_op_and_shrinking_removes_stale_files() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("s");
-    let first = synthesize(&out, &small(8, 4, 1)).unwrap();
+    let first = synthesize(&out, &small(8, 4, 1), &NoProgress).unwrap();
     let before = snapshot(&out);
-    let again = synthesize(&out, &small(8, 4, 1)).unwrap();
+    let again = synthesize(&out, &small(8, 4, 1), &NoProgress).unwrap();
     assert!(again.up_to_date);
     assert_eq!(again.files_written, 0);
     assert_eq!(again.class_pixels, first.class_pixels);
@@ -128,18 +129,18 @@ fn rerun_is_a_no_op_and_shrinking_removes_stale_files() {
 
     // A deleted file makes the dataset incomplete: rewritten, same bytes.
     std::fs::remove_file(out.join("annotations/validation/ADE_val_00000002.png")).unwrap();
-    let repaired = synthesize(&out, &small(8, 4, 1)).unwrap();
+    let repaired = synthesize(&out, &small(8, 4, 1), &NoProgress).unwrap();
     assert!(!repaired.up_to_date);
     assert!(snapshot(&out) == before);
 
     // Fewer images: the extra ones go, the rest is what a fresh run writes.
-    let shrunk = synthesize(&out, &small(5, 2, 1)).unwrap();
+    let shrunk = synthesize(&out, &small(5, 2, 1), &NoProgress).unwrap();
     assert_eq!(shrunk.files_removed, 2 * (3 + 2));
     let ade = Ade20k::open(&out).unwrap();
     assert_eq!(ade.split(Split::Training).unwrap().len(), 5);
     assert_eq!(ade.split(Split::Validation).unwrap().len(), 2);
     let fresh = dir.path().join("fresh");
-    synthesize(&fresh, &small(5, 2, 1)).unwrap();
+    synthesize(&fresh, &small(5, 2, 1), &NoProgress).unwrap();
     assert!(snapshot(&out) == snapshot(&fresh));
 }
 
@@ -149,7 +150,7 @@ fn refuses_to_write_over_a_folder_it_did_not_write() {
     let real = dir.path().join("ADEChallengeData2016");
     std::fs::create_dir_all(real.join("images")).unwrap();
     std::fs::write(real.join("objectInfo150.txt"), OBJECT_INFO_150).unwrap();
-    let err = synthesize(&real, &small(2, 1, 0)).unwrap_err();
+    let err = synthesize(&real, &small(2, 1, 0), &NoProgress).unwrap_err();
     assert!(matches!(err, Ade20kError::Synth { .. }), "{err:?}");
     assert!(err.to_string().contains(SYNTH_MARKER), "{err}");
     assert!(!real.join(SYNTH_MARKER).exists());
@@ -157,7 +158,7 @@ fn refuses_to_write_over_a_folder_it_did_not_write() {
     // An empty folder is fine.
     let empty = dir.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    synthesize(&empty, &small(1, 1, 0)).unwrap();
+    synthesize(&empty, &small(1, 1, 0), &NoProgress).unwrap();
 }
 
 #[test]
@@ -188,7 +189,7 @@ fn bad_options_are_explained() {
             "quality",
         ),
     ] {
-        let err = synthesize(&out, &opts).unwrap_err();
+        let err = synthesize(&out, &opts, &NoProgress).unwrap_err();
         assert!(err.to_string().contains(needle), "{err}");
     }
     assert!(!out.exists());
@@ -202,7 +203,7 @@ fn restricted_classes_are_the_only_labels() {
         classes: vec![8, 21, 23, 66],
         ..small(6, 2, 5)
     };
-    let report = synthesize(&out, &opts).unwrap();
+    let report = synthesize(&out, &opts, &NoProgress).unwrap();
     for (label, &n) in report.class_pixels.iter().enumerate() {
         if ![0, 8, 21, 23, 66].contains(&label) {
             assert_eq!(n, 0, "label {label}");

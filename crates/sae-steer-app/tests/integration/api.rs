@@ -8,6 +8,7 @@ use std::io::{Read, Write};
 use std::sync::OnceLock;
 
 use common::*;
+use sae_steer::NoProgress;
 use sae_steer_ade20k::{Ade20k, Split};
 use sae_steer_app::palette::class_color;
 use sae_steer_app::toy::ToyOptions;
@@ -197,7 +198,8 @@ fn server_dataset_root() -> std::path::PathBuf {
             ..Default::default()
         };
         let report =
-            sae_steer_ade20k::synth::synthesize(&dir.path().join("ade20k"), &opts).unwrap();
+            sae_steer_ade20k::synth::synthesize(&dir.path().join("ade20k"), &opts, &NoProgress)
+                .unwrap();
         (dir, report.root)
     });
     root.clone()

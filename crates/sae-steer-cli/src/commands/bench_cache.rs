@@ -14,6 +14,8 @@ use sae_steer_ade20k::{Ade20k, Split};
 use sae_steer_data::cache::{ActivationCache, CacheSpec, LabelKind, TapRequest, build_cache};
 use sae_steer_data::{ImageList, load_sample};
 
+use crate::cli::IndicatifProgress;
+
 #[derive(Parser)]
 #[command(about = "Benchmark activation caching and cache reads")]
 pub struct Args {
@@ -98,6 +100,7 @@ impl BackendTask for Bench {
         spec.batch = args.batch;
         spec.shard_images = args.shard_images;
         spec.workers = args.workers;
+        spec.progress = IndicatifProgress::shared();
         let report = build_cache(&vit, &self.images, &dir, &spec)?;
         let cached = report.seconds;
         // Shared machines drift: the baseline is the mean of runs before and
@@ -208,7 +211,7 @@ fn run(args: Args) -> Result<()> {
         max_side: 683,
         ..SynthOptions::default()
     };
-    let synth = synthesize(&work.join("ade20k"), &opts)?;
+    let synth = synthesize(&work.join("ade20k"), &opts, &IndicatifProgress::new())?;
     let images = Ade20k::open(&synth.root)?.split(Split::Validation)?;
     let device = args.device;
     let result = run_on(

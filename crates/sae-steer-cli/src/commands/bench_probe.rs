@@ -6,10 +6,13 @@ use std::process::{Command, ExitCode};
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use half::f16;
+use sae_steer::SharedProgress;
 use sae_steer::backend::{BackendTask, DeviceChoice, run_on};
 use sae_steer::burn::prelude::Backend;
 use sae_steer_probe::data::PatchSource;
 use sae_steer_probe::{SweepConfig, TrainOptions, train_sweep};
+
+use crate::cli::IndicatifProgress;
 
 #[derive(Parser, Debug, Clone)]
 #[command(about = "Benchmark a probe sweep's training epoch against PyTorch")]
@@ -107,7 +110,7 @@ impl BackendTask for Bench {
             resident_bytes: if self.args.resident { u64::MAX } else { 0 },
             chunk_patches: self.args.chunk_patches,
             save_every: 0,
-            progress: false,
+            progress: SharedProgress::new(IndicatifProgress::without_bars()),
             ..TrainOptions::default()
         };
         let report = train_sweep::<B, _>(&sweep, &self.data, &opts, &device)?;

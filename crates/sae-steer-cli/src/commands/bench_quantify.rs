@@ -20,6 +20,8 @@ use sae_steer::{
     preprocess_path,
 };
 
+use crate::cli::IndicatifProgress;
+
 #[derive(Parser)]
 #[command(
     about = "Benchmark one quantify pass: the reference's full forward vs cached activations + rank-1 edit"
@@ -159,12 +161,15 @@ fn bench<B: Backend>(a: &Args, work: &std::path::Path, device: &B::Device) -> Re
             seed: a.seed,
             ..SynthOptions::default()
         },
+        &IndicatifProgress::new(),
     )
     .with_context(|| format!("synthesizing ADE20K in {}", work.display()))?;
     let val = Ade20k::open(&synth.root)?.split(Split::Validation)?;
     // The seed is part of the model id: a rerun with another seed must not
     // reuse activations of other random weights.
-    let spec = sae_layer_cache_spec(&format!("random-seed{}/dinov2_vitb14_reg", a.seed), a.layer);
+    let mut spec =
+        sae_layer_cache_spec(&format!("random-seed{}/dinov2_vitb14_reg", a.seed), a.layer);
+    spec.progress = IndicatifProgress::shared();
     // Random weights are a function of the seed, so the cache's ViT and the
     // one timed below are the same (the unedited agreement checks it).
     let mut vit = LazyVit::from(Dinov2::<B>::random(config, a.seed, device)?);
@@ -193,6 +198,7 @@ fn bench<B: Backend>(a: &Args, work: &std::path::Path, device: &B::Device) -> Re
             layer: a.layer,
             batch_images: a.batch,
             classes_per_batch: a.classes_per_batch,
+            progress: IndicatifProgress::shared(),
             ..QuantifyOptions::default()
         },
     )?;

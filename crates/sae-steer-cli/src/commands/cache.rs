@@ -14,6 +14,8 @@ use sae_steer_data::cache::{
 };
 use sae_steer_data::{ImageList, image_folder};
 
+use crate::cli::IndicatifProgress;
+
 #[derive(Parser, Debug)]
 #[command(about = "Cache DINOv2 activations and labels of ADE20K or an image folder")]
 pub struct Args {
@@ -128,6 +130,7 @@ fn run(args: Args) -> Result<()> {
     spec.skip_bad = args.skip_bad;
     spec.workers = args.workers;
     spec.part = args.shard;
+    spec.progress = IndicatifProgress::shared();
     let out = args.out.clone();
     let n = images.len();
     let part = match args.shard {

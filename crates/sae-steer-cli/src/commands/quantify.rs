@@ -19,6 +19,8 @@ use sae_steer::quantify::{
 use sae_steer::sae::stats::{DEFAULT_TOP_K, StatsInfo};
 use sae_steer::{FeatureStats, NormalizationSource, Probe, Sae, Steerer};
 
+use crate::cli::IndicatifProgress;
+
 #[derive(Parser, Debug)]
 #[command(
     about = "Measure how specifically SAE features steer a segmentation probe (four methods, every class)",
@@ -132,7 +134,10 @@ impl BackendTask for Run {
             .cache_dir
             .clone()
             .unwrap_or_else(|| args.out.join("caches"));
-        let spec = sae_layer_cache_spec(&args.vit, args.layer);
+        // One renderer for every step's progress.
+        let progress = IndicatifProgress::shared();
+        let mut spec = sae_layer_cache_spec(&args.vit, args.layer);
+        spec.progress = progress.clone();
         // Loaded once, by the first cache that needs it, and handed on.
         let mut vit = LazyVit::<B>::new(&args.vit, &device);
         let (val_cache, _) = ensure_cache(
@@ -230,6 +235,7 @@ impl BackendTask for Run {
                     top_k: DEFAULT_TOP_K,
                     info,
                     save_every: sae_steer::pipeline::STATS_SAVE_INTERVAL,
+                    progress: progress.clone(),
                 };
                 let path = args.out.join("feature-stats.safetensors");
                 let stats = feature_stats_file(&sae, cache, &tap, options, &path)?.stats;
@@ -259,6 +265,7 @@ impl BackendTask for Run {
                 split,
                 None,
                 8,
+                &*progress,
             )?;
             if args.max_frequency != sae_steer::sae::stats::FREQUENT {
                 notes.push(format!(
@@ -299,6 +306,7 @@ impl BackendTask for Run {
             classes_per_batch: args.classes_per_batch,
             max_images: None,
             max_frequency: args.max_frequency,
+            progress,
         };
         let run = Quantify::new(
             QuantifyInputs {

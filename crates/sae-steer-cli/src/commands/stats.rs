@@ -17,6 +17,8 @@ use sae_steer::pipeline::{
 use sae_steer::sae::stats::{DEFAULT_TOP_K, FREQUENT, StatsInfo};
 use sae_steer::{FeatureStats, Normalization, NormalizationSource, Sae};
 
+use crate::cli::IndicatifProgress;
+
 /// The layer of the published DINOv2 SAE, for checkpoints that do not record theirs.
 const DEFAULT_LAYER: usize = 10;
 
@@ -112,7 +114,9 @@ impl BackendTask for Run {
             .cache_dir
             .clone()
             .unwrap_or_else(|| out_dir.join("caches"));
+        let progress = IndicatifProgress::shared();
         let mut spec = sae_layer_cache_spec(&args.vit, layer);
+        spec.progress = progress.clone();
         if args.images.is_some() {
             spec.labels = LabelKind::None;
         }
@@ -179,6 +183,7 @@ impl BackendTask for Run {
             info,
             save_every: std::time::Duration::try_from_secs_f64(args.save_every)
                 .context("--save-every must be a number of seconds, 0 or more")?,
+            progress,
         };
         let run = feature_stats_file(&sae, &cache, &tap, options, &args.out)?;
         match run.resumed_from {

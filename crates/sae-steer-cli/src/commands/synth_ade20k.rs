@@ -9,6 +9,8 @@ use clap::Parser;
 use sae_steer_ade20k::synth::{SynthOptions, synthesize};
 use sae_steer_ade20k::{ClassNames, NUM_CLASSES};
 
+use crate::cli::IndicatifProgress;
+
 #[derive(Parser, Debug)]
 #[command(about = "Write a synthetic dataset in the ADE20K SceneParsing layout")]
 pub struct Args {
@@ -69,7 +71,7 @@ fn run(args: Args) -> Result<()> {
         ..SynthOptions::default()
     };
     let start = Instant::now();
-    let report = synthesize(&args.out, &opts)?;
+    let report = synthesize(&args.out, &opts, &IndicatifProgress::new())?;
     let secs = start.elapsed().as_secs_f64();
     if report.up_to_date {
         println!(

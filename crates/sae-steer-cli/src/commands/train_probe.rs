@@ -14,6 +14,8 @@ use sae_steer_probe::data::CachePatches;
 use sae_steer_probe::{ProbeError, SweepConfig, TrainOptions, TrainReport, train_sweep};
 use serde_json::{Map, json};
 
+use crate::cli::IndicatifProgress;
+
 #[derive(Parser, Debug)]
 #[command(
     about = "Train linear segmentation probes (a learning-rate x weight-decay sweep) on ADE20K"
@@ -123,7 +125,7 @@ impl BackendTask for Train {
             }),
             save_every: args.save_every,
             max_epochs: args.max_epochs,
-            progress: true,
+            progress: IndicatifProgress::shared(),
             run_info,
         };
         train_sweep::<B, _>(&self.sweep, &data, &opts, &device).map_err(|e| {

@@ -13,6 +13,8 @@ use sae_steer::sae::train::{
 };
 use sae_steer::sae::{Activation, Normalization};
 
+use crate::cli::IndicatifProgress;
+
 #[derive(Parser)]
 #[command(about = "Train sparse autoencoders on cached ViT activations")]
 pub struct Args {
@@ -181,7 +183,9 @@ impl BackendTask for Train {
             &mut self.shards,
             &self.args.out,
             &device,
-            &RunOptions { progress: true },
+            &RunOptions {
+                progress: IndicatifProgress::shared(),
+            },
         )?;
         if let Some(step) = report.resumed_from {
             eprintln!("(resumed from step {step})");

@@ -15,6 +15,8 @@ use sae_steer_probe::{
     ProbeCheckpoint, ValidateOptions, read_probes, validate_probes, write_reports,
 };
 
+use crate::cli::IndicatifProgress;
+
 #[derive(Parser, Debug)]
 #[command(
     about = "Validate linear segmentation probes on ADE20K and report the best sweep setting"
@@ -75,7 +77,7 @@ impl BackendTask for Validate {
             tap: PROBE_TAP.into(),
             batch_images: args.batch_size,
             threads: args.threads,
-            progress: true,
+            progress: IndicatifProgress::shared(),
         };
         let scores = validate_probes::<B>(&self.probes, &cache, &opts, &device)?;
         Ok(write_reports(

@@ -20,8 +20,7 @@ use std::time::{Duration, Instant};
 
 use burn::prelude::*;
 use half::f16;
-use indicatif::{ProgressBar, ProgressStyle};
-use sae_steer_files::ErrorChain;
+use sae_steer_files::{ErrorChain, Phase, SharedProgress};
 use sae_steer_vit::{Dinov2, Preprocess};
 
 use super::reader::check_shard_file;
@@ -52,9 +51,10 @@ pub struct CacheSpec {
     pub preprocess: Preprocess,
     /// Image loader threads; 0 = one per core (at most 16).
     pub workers: usize,
-    /// Draw a progress bar on stderr (indicatif hides it when stderr is not
-    /// a terminal).
-    pub progress: bool,
+    /// Where the build reports the images it has consumed (one phase,
+    /// "caching", counted from the position it resumes at) and the images
+    /// it skips; silent by default.
+    pub progress: SharedProgress,
     /// Build only part `I` of `N` (1-based) of the image list, beside other
     /// processes building the other parts in the same folder (see
     /// [`super::PartInfo`]).
@@ -63,7 +63,7 @@ pub struct CacheSpec {
 
 impl CacheSpec {
     /// Defaults: no labels, 256 images per shard, batches of 16, no skipping,
-    /// the reference preprocessing, one loader per core, a progress bar.
+    /// the reference preprocessing, one loader per core, no progress shown.
     pub fn new(model_id: impl Into<String>, taps: Vec<TapRequest>) -> Self {
         Self {
             model_id: model_id.into(),
@@ -74,7 +74,7 @@ impl CacheSpec {
             skip_bad: false,
             preprocess: Preprocess::default(),
             workers: 0,
-            progress: true,
+            progress: SharedProgress::default(),
             part: None,
         }
     }
@@ -202,7 +202,13 @@ pub fn build_cache_until<B: Backend>(
     .min((end - start).max(1));
     // Enough decoded images in flight for two batches.
     let prefetch = (2 * spec.batch).div_ceil(workers).max(2);
-    let progress = progress_bar(spec.progress, start, end);
+    let progress = Phase::start(
+        &*spec.progress,
+        "caching",
+        "images",
+        end as u64,
+        start as u64,
+    );
     let template = manifest.clone();
 
     let outcome = std::thread::scope(|s| {
@@ -244,7 +250,7 @@ pub fn build_cache_until<B: Backend>(
             .unwrap_or_else(|p| std::panic::resume_unwind(p));
         (produced, written)
     });
-    progress.finish_and_clear();
+    drop(progress);
     let (produced, written) = outcome;
     // A writer error explains a producer that stopped because the writer
     // went away, so it comes first.
@@ -497,20 +503,6 @@ fn remove_leftovers(dir: &Path, manifest: &CacheManifest) -> Result<(), CacheErr
     Ok(())
 }
 
-fn progress_bar(show: bool, start: usize, end: usize) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(end as u64).with_position(start as u64);
-    if let Ok(style) = ProgressStyle::with_template(
-        "caching {bar:40} {pos}/{len} images [{elapsed_precise}] {per_sec} ETA {eta}",
-    ) {
-        bar.set_style(style);
-    }
-    bar.reset_eta();
-    bar
-}
-
 /// A decoded image, ready for the model.
 struct Loaded {
     sample: Sample,
@@ -555,7 +547,7 @@ struct Run<'a, B: Backend> {
     template: &'a CacheManifest,
     loaders: Vec<Receiver<Result<Loaded, LoadError>>>,
     shard_tx: std::sync::mpsc::SyncSender<Finished>,
-    progress: &'a ProgressBar,
+    progress: &'a Phase<'a>,
     report: &'a mut CacheReport,
     /// Next dataset position to receive.
     pos: usize,
@@ -639,7 +631,7 @@ impl<B: Backend> Run<'_, B> {
             waited += t0.elapsed();
             let index = self.pos;
             self.pos += 1;
-            self.progress.inc(1);
+            self.progress.advance(1);
             let item = &self.images.items[index];
             match loaded {
                 Ok(Loaded { sample }) => {
@@ -658,9 +650,10 @@ impl<B: Backend> Run<'_, B> {
                     // The report keeps the whole chain (the I/O error under
                     // "cannot access ...", say) as text.
                     let error = ErrorChain(&*error).to_string();
-                    self.progress.suspend(|| {
-                        eprintln!("skipping image {index} ({}): {error}", item.image.display())
-                    });
+                    self.progress.note(&format!(
+                        "skipping image {index} ({}): {error}",
+                        item.image.display()
+                    ));
                     let skip = SkippedImage {
                         index,
                         path: item.image.display().to_string(),

@@ -3,6 +3,7 @@
 //! generated images with label maps.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use burn::backend::NdArray;
 use burn::prelude::*;
@@ -14,6 +15,8 @@ use sae_steer_data::cache::{
     TapTokens, build_cache, build_cache_until,
 };
 use sae_steer_data::{ImageItem, ImageList, MAX_LABEL, image_folder, load_sample, patch_labels};
+use sae_steer_files::SharedProgress;
+use sae_steer_testkit::RecordingProgress;
 use sae_steer_vit::{Dinov2, Preprocess};
 
 type B = NdArray<f32>;
@@ -91,7 +94,6 @@ fn spec(taps: &str, labels: LabelKind, shard_images: usize, batch: usize) -> Cac
     spec.shard_images = shard_images;
     spec.batch = batch;
     spec.workers = 3;
-    spec.progress = false;
     spec
 }
 
@@ -987,4 +989,59 @@ fn missing_duplicated_or_mismatched_parts_are_refused_by_name() {
     std::fs::copy(dir.join("part-0001-of-0003.json"), &stray).unwrap();
     let err = ActivationCache::open(&dir).err().unwrap().to_string();
     assert!(err.contains("does not belong"), "{err}");
+}
+
+#[test]
+fn the_build_reports_every_image_it_consumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let images = dataset(tmp.path(), 7);
+    std::fs::write(&images.items[4].image, b"not an image at all").unwrap();
+    let vit = vit();
+    let recorder = Arc::new(RecordingProgress::new());
+    let mut spec = spec("layer0:f16", LabelKind::None, 2, 2);
+    spec.skip_bad = true;
+    spec.progress = SharedProgress::from(recorder.clone());
+    let dir = tmp.path().join("cache");
+
+    // Killed after its first shard: one phase over the whole list, from 0,
+    // closed although the run stopped early.
+    build_cache_until(&vit, &images, &dir, &spec, Some(1)).unwrap();
+    let phases = recorder.phases();
+    assert_eq!(phases.len(), 1, "{phases:?}");
+    let first = &phases[0];
+    assert_eq!(
+        (
+            first.what.as_str(),
+            first.unit.as_str(),
+            first.total,
+            first.done
+        ),
+        ("caching", "images", 7, 0)
+    );
+    assert!(first.finished);
+    // It consumed at least the shard it wrote (more may have been in flight).
+    assert!((2..=7).contains(&first.advanced), "{first:?}");
+
+    // The resumed run counts from where the first one's shard ended, and its
+    // advances (the skipped image included) add up to the rest of the list.
+    recorder.clear();
+    let report = build_cache(&vit, &images, &dir, &spec).unwrap();
+    assert!(report.complete);
+    assert_eq!(report.resumed_from, 2);
+    let phases = recorder.phases();
+    assert_eq!(phases.len(), 1, "{phases:?}");
+    let resumed = &phases[0];
+    assert_eq!((resumed.total, resumed.done), (7, 2));
+    assert!(resumed.is_complete(), "{resumed:?}");
+    assert_eq!(resumed.advanced, report.images_processed as u64);
+    assert_eq!(report.images_processed, 5);
+    // The skipped image is a note, not a line drawn across a bar.
+    let notes = recorder.notes();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(notes[0].starts_with("skipping image 4 ("), "{notes:?}");
+
+    // A complete cache has nothing to report.
+    recorder.clear();
+    build_cache(&vit, &images, &dir, &spec).unwrap();
+    assert!(recorder.events().is_empty());
 }

@@ -6,6 +6,7 @@ use burn::backend::NdArray;
 use sae_steer_ade20k::synth::{SynthOptions, synthesize};
 use sae_steer_ade20k::{Ade20k, Split};
 use sae_steer_data::ActivationCache;
+use sae_steer_files::NoProgress;
 use sae_steer_metrics::BestProbe;
 use sae_steer_probe::activations::{PROBE_TAP, cache_is_ready, probe_cache_spec};
 use sae_steer_probe::checkpoint::ProbeCheckpoint;
@@ -37,14 +38,15 @@ fn synthetic_ade20k_probes_beat_chance() {
         max_shapes: 3,
         ..SynthOptions::default()
     };
-    let root = synthesize(&tmp.path().join("ade20k"), &synth).unwrap().root;
+    let root = synthesize(&tmp.path().join("ade20k"), &synth, &NoProgress)
+        .unwrap()
+        .root;
     let ade = Ade20k::open(&root).unwrap();
     let device = Default::default();
 
     let train_images = ade.split(Split::Training).unwrap();
     let train_dir = tmp.path().join("cache-training");
-    let mut spec = probe_cache_spec(&test_vit(), false);
-    spec.progress = false;
+    let spec = probe_cache_spec(&test_vit(), false);
     assert!(!cache_is_ready(&train_dir, &train_images, &spec));
     let vit = sae_steer_vit::Dinov2::<B>::load(&test_vit(), &device).unwrap();
     let built = sae_steer_data::build_cache(&vit, &train_images, &train_dir, &spec).unwrap();
@@ -64,7 +66,6 @@ fn synthetic_ade20k_probes_beat_chance() {
     let opts = TrainOptions {
         ckpt_root: ckpt.clone(),
         log_file: Some(tmp.path().join("logs/train.log")),
-        progress: false,
         ..TrainOptions::default()
     };
     let data = CachePatches::new(&train_cache, PROBE_TAP).unwrap();
@@ -77,8 +78,7 @@ fn synthetic_ade20k_probes_beat_chance() {
     );
 
     let val_images = ade.split(Split::Validation).unwrap();
-    let mut spec = probe_cache_spec(&test_vit(), true);
-    spec.progress = false;
+    let spec = probe_cache_spec(&test_vit(), true);
     let val_dir = tmp.path().join("cache-validation");
     sae_steer_data::build_cache(&vit, &val_images, &val_dir, &spec).unwrap();
     let val_cache = ActivationCache::open(&val_dir).unwrap();
@@ -95,7 +95,6 @@ fn synthetic_ade20k_probes_beat_chance() {
     let vopts = ValidateOptions {
         batch_images: 5,
         threads: 2,
-        progress: false,
         ..ValidateOptions::default()
     };
     let scores = validate_probes::<B>(&probes, &val_cache, &vopts, &device).unwrap();

@@ -2,6 +2,7 @@
 //! checkpoint layout.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use burn::backend::NdArray;
 use burn::tensor::{Tensor, TensorData};
@@ -12,6 +13,7 @@ use sae_steer_probe::config::SweepConfig;
 use sae_steer_probe::data::InMemoryPatches;
 use sae_steer_probe::sweep::ProbeSet;
 use sae_steer_probe::train::{TrainOptions, train_sweep};
+use sae_steer_testkit::RecordingProgress;
 
 type B = NdArray<f32>;
 
@@ -43,7 +45,6 @@ fn options(root: &Path) -> TrainOptions {
         n_classes: C,
         chunk_patches: 50,
         save_every: 1,
-        progress: false,
         ..Default::default()
     }
 }
@@ -86,11 +87,31 @@ fn converges_on_separable_classes() {
     let train = separable(64, 1);
     let test = separable(32, 2);
     let cfg = sweep(20);
-    let report =
-        train_sweep::<B, _>(&cfg, &train, &options(dir.path()), &Default::default()).unwrap();
+    let recorder = Arc::new(RecordingProgress::new());
+    let opts = TrainOptions {
+        progress: recorder.clone().into(),
+        ..options(dir.path())
+    };
+    let report = train_sweep::<B, _>(&cfg, &train, &opts, &Default::default()).unwrap();
     assert_eq!(report.epochs_run, 20);
     assert_eq!(report.steps, 20 * 6); // 64 images, 12 per step
     assert!(report.resident);
+    // One phase of every step, and the log's lines as notes (one per epoch
+    // after the line saying where the data lives).
+    let phases = recorder.phases();
+    assert_eq!(phases.len(), 1, "{phases:?}");
+    assert_eq!(
+        (
+            phases[0].what.as_str(),
+            phases[0].unit.as_str(),
+            phases[0].total
+        ),
+        ("training probes", "steps", 120)
+    );
+    assert!(phases[0].is_complete(), "{phases:?}");
+    let notes = recorder.notes();
+    assert_eq!(notes.len(), 1 + 20, "{notes:?}");
+    assert!(notes[1].starts_with("epoch: 0, step: 6,"), "{notes:?}");
 
     let probes = read_probes(dir.path()).unwrap();
     assert_eq!(probes.len(), 4);

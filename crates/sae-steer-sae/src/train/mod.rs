@@ -21,7 +21,7 @@
 //! Gradients are written out by hand (the SAE is five matrix products) and
 //! Adam runs on plain tensors, so training works on any `B: Backend` with no
 //! autodiff graph; a test checks every gradient against burn's autodiff.
-//! [`train`] drives a whole run with checkpoints, resume, a progress bar and
+//! [`train`] drives a whole run with checkpoints, resume, progress reports and
 //! a metrics CSV; [`Trainer`] is the in-memory stepping engine under it.
 
 mod adam;

@@ -21,10 +21,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use sae_steer_files::{FolderLock, is_temp_name};
+use sae_steer_files::{FolderLock, Phase, SharedProgress, is_temp_name};
 
 use burn::tensor::backend::Backend;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -43,8 +42,11 @@ const METRICS_FILE: &str = "metrics.csv";
 /// How [`train`] reports progress.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
-    /// Draw an indicatif progress bar and print metric lines on stderr.
-    pub progress: bool,
+    /// Where the run reports its steps (one phase, "training SAEs", counted
+    /// from the step it resumes at), the latest metrics (as the status; a
+    /// line per SAE when it trains several) and where it resumed and ended
+    /// (as notes); silent by default.
+    pub progress: SharedProgress,
 }
 
 /// What a run did.
@@ -143,20 +145,16 @@ pub fn train<'d, B: Backend>(
     };
 
     let mut csv = MetricsCsv::open(&out.join(METRICS_FILE), resumed_from.unwrap_or(0))?;
-    let bar = if options.progress {
-        ProgressBar::with_draw_target(Some(total_steps), ProgressDrawTarget::stderr())
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:30}] {pos}/{len} steps ({per_sec}, eta {eta}) {msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    let progress = &*options.progress;
+    let bar = Phase::start(
+        progress,
+        "training SAEs",
+        "steps",
+        total_steps,
+        trainer.steps().min(total_steps),
     );
-    bar.set_position(trainer.steps().min(total_steps));
-    if let (Some(step), true) = (resumed_from, options.progress) {
-        bar.println(format!(
+    if let Some(step) = resumed_from {
+        bar.note(&format!(
             "resuming {} at step {step} (pass {}, batch {})",
             out.display(),
             pos.epoch,
@@ -211,20 +209,20 @@ pub fn train<'d, B: Backend>(
         }
         trainer.step(&rows)?;
         trained_in_epoch = true;
-        bar.inc(1);
+        bar.advance(1);
 
         let step = trainer.steps();
         if step % config.log_every == 0 || step == total_steps {
             last_metrics = trainer.take_metrics();
             csv.write(&last_metrics)?;
-            report_metrics(&bar, &last_metrics, options.progress);
+            report_metrics(&bar, &last_metrics);
         }
         if step % config.checkpoint_every == 0 || step == total_steps {
             checkpoint(&trainer, out, &pos, &last_metrics, step == total_steps)?;
         }
     }
     drop(batches);
-    bar.finish_and_clear();
+    drop(bar);
 
     // A resumed run that had already finished: make sure the final files exist.
     let checkpoints: Vec<PathBuf> = config
@@ -235,15 +233,13 @@ pub fn train<'d, B: Backend>(
     if checkpoints.iter().any(|p| !p.exists()) {
         checkpoint(&trainer, out, &pos, &last_metrics, true)?;
     }
-    if options.progress {
-        eprintln!(
-            "trained {} steps ({} rows) in {:.1}s; SAEs in {}",
-            trainer.steps(),
-            trainer.tokens_seen(),
-            started.elapsed().as_secs_f64(),
-            out.display()
-        );
-    }
+    progress.note(&format!(
+        "trained {} steps ({} rows) in {:.1}s; SAEs in {}",
+        trainer.steps(),
+        trainer.tokens_seen(),
+        started.elapsed().as_secs_f64(),
+        out.display()
+    ));
     Ok(TrainReport {
         steps: trainer.steps(),
         tokens_seen: trainer.tokens_seen(),
@@ -262,16 +258,16 @@ struct Position {
     short: u64,
 }
 
-fn report_metrics(bar: &ProgressBar, metrics: &[IntervalMetrics], progress: bool) {
+fn report_metrics(bar: &Phase<'_>, metrics: &[IntervalMetrics]) {
     if let Some(m) = metrics.first() {
-        bar.set_message(format!(
+        bar.status(&format!(
             "loss {:.4} nmse {:.3} L0 {:.1} dead {}",
             m.loss, m.nmse, m.l0, m.dead
         ));
     }
-    if progress && metrics.len() > 1 {
+    if metrics.len() > 1 {
         for m in metrics {
-            bar.println(format!(
+            bar.note(&format!(
                 "step {:>7} {:<32} loss {:.5} nmse {:.4} L0 {:>7.1} dead {:>6} dense {:>6}",
                 m.step, m.sae, m.loss, m.nmse, m.l0, m.dead, m.dense
             ));

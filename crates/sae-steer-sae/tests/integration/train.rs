@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use burn::backend::{Autodiff, NdArray};
 use burn::tensor::{Int, Tensor, TensorData};
@@ -11,6 +12,7 @@ use sae_steer_sae::train::{
     TrainingData, objective_gradients, remove_parallel_grad, warmup,
 };
 use sae_steer_sae::{Activation, EncodeRule, Sae, SaeError, SaeWeights};
+use sae_steer_testkit::RecordingProgress;
 use sae_steer_vit::SafetensorsFile;
 
 type B = NdArray<f32>;
@@ -174,15 +176,30 @@ fn recovers_a_sparse_dictionary() {
     config.checkpoint_every = 10_000;
     let dir = tempfile::tempdir().unwrap();
     let mut data = train_rows.source();
+    let recorder = Arc::new(RecordingProgress::new());
     let report = train::train::<B>(
         &config,
         &mut data,
         dir.path(),
         &Default::default(),
-        &RunOptions::default(),
+        &RunOptions {
+            progress: recorder.clone().into(),
+        },
     )
     .unwrap();
     assert_eq!(report.steps, 2000);
+    // One phase of every step; with two SAEs, a line per SAE at each of the
+    // four logging steps, then where the run ended.
+    let phases = recorder.phases();
+    assert_eq!(phases.len(), 1, "{phases:?}");
+    assert_eq!(
+        (phases[0].what.as_str(), phases[0].total, phases[0].done),
+        ("training SAEs", 2000, 0)
+    );
+    assert!(phases[0].is_complete(), "{phases:?}");
+    let notes = recorder.notes();
+    assert_eq!(notes.len(), 4 * 2 + 1, "{notes:?}");
+    assert!(notes[8].starts_with("trained 2000 steps"), "{notes:?}");
     for (spec, path) in config.saes.iter().zip(&report.checkpoints) {
         let w = SaeWeights::load(path).unwrap();
         let share = recovered(&dict, &w);

@@ -24,10 +24,10 @@ use std::str::FromStr;
 use std::time::Instant;
 
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData, backend::Backend};
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sae_steer_data::ActivationCache;
+use sae_steer_files::{Phase, SharedProgress};
 use sae_steer_metrics::{
     ClassPass, MethodSummary, write_change_csv, write_class_csv, write_selection_csv,
     write_summary_csv, write_summary_md,
@@ -128,6 +128,10 @@ pub struct QuantifyOptions {
     /// Latents this frequent on the reference set are never drawn by the
     /// random-latent method (nor selected; see [`select_features`]).
     pub max_frequency: f32,
+    /// Where the run reports its work: the unedited predictions of
+    /// [`Quantify::new`] (a phase of images), then one phase per method in
+    /// [`Quantify::run`] (its classes still to do); silent by default.
+    pub progress: SharedProgress,
 }
 
 impl Default for QuantifyOptions {
@@ -143,6 +147,7 @@ impl Default for QuantifyOptions {
             classes_per_batch: 4,
             max_images: None,
             max_frequency: sae_steer_sae::stats::FREQUENT,
+            progress: SharedProgress::default(),
         }
     }
 }
@@ -314,13 +319,19 @@ impl<'a, B: Backend> Quantify<'a, B> {
     fn predict_original(&self) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(self.rows * self.n_patches);
         let mut buf = Vec::new();
-        let bar = progress(self.rows as u64, "unedited predictions");
+        let bar = Phase::start(
+            &*self.options.progress,
+            "unedited predictions",
+            "images",
+            self.rows as u64,
+            0,
+        );
         for rows in self.batches() {
             let x = self.load(&rows, &mut buf)?;
             out.extend(self.predict(x)?);
-            bar.inc(rows.len() as u64);
+            bar.advance(rows.len() as u64);
         }
-        bar.finish_and_clear();
+        drop(bar);
         Ok(out)
     }
 
@@ -504,7 +515,13 @@ impl<'a, B: Backend> Quantify<'a, B> {
             if todo.is_empty() {
                 continue;
             }
-            let bar = progress(todo.len() as u64, method.name());
+            let bar = Phase::start(
+                &*self.options.progress,
+                method.name(),
+                "classes",
+                todo.len() as u64,
+                0,
+            );
             for chunk in todo.chunks(self.options.classes_per_batch.max(1)) {
                 let started = Instant::now();
                 let skipped_before = state.skipped.len();
@@ -549,9 +566,9 @@ impl<'a, B: Backend> Quantify<'a, B> {
                 };
                 append_progress(&mut log, &line)?;
                 state.passes.extend(line.passes);
-                bar.inc(chunk.len() as u64);
+                bar.advance(chunk.len() as u64);
             }
-            bar.finish_and_clear();
+            drop(bar);
         }
         let mut passes: Vec<ClassPass> = state
             .passes
@@ -666,16 +683,6 @@ pub fn write_reports(
         notes,
     )?;
     Ok(())
-}
-
-fn progress(len: u64, what: &str) -> ProgressBar {
-    let bar = ProgressBar::new(len);
-    bar.set_style(
-        ProgressStyle::with_template("{msg:>24} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar.set_message(what.to_string());
-    bar
 }
 
 /// A standard normal draw (Box-Muller), so random directions are isotropic.

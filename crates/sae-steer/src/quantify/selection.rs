@@ -7,11 +7,12 @@ use std::path::Path;
 
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use sae_steer_data::ActivationCache;
+use sae_steer_files::{Phase, Progress};
 use sae_steer_metrics::{F1Selector, FeatureChoice};
 use sae_steer_sae::{FeatureStats, Sae};
 use serde::{Deserialize, Serialize};
 
-use super::{OUTPUTS, progress};
+use super::OUTPUTS;
 use crate::error::{Error, Result};
 
 /// Detection thresholds of the automatic selection (reference facts section 8).
@@ -79,7 +80,8 @@ pub fn read_manual_table(path: &Path) -> Result<BTreeMap<usize, usize>> {
 /// Scores every latent against the patch labels of a cache (reference facts section 8):
 /// F1 of `f_j > t` vs `label == c` over patches with purity >= 0.9, latents
 /// with frequency >= `max_frequency` (1e-2 in the preprint,
-/// [`sae_steer_sae::stats::FREQUENT`]) excluded.
+/// [`sae_steer_sae::stats::FREQUENT`]) excluded. The images scored are
+/// reported to `progress` as one phase, "selecting features (`split`)".
 #[allow(clippy::too_many_arguments)]
 pub fn select_features<B: Backend>(
     sae: &Sae<B>,
@@ -90,6 +92,7 @@ pub fn select_features<B: Backend>(
     split: &str,
     max_images: Option<usize>,
     batch_images: usize,
+    progress: &dyn Progress,
 ) -> Result<Selection> {
     let tap = format!("layer{layer}");
     let spec = cache.tap(&tap)?.clone();
@@ -99,7 +102,13 @@ pub fn select_features<B: Backend>(
         .collect();
     let mut selector = F1Selector::new(sae.d_sae(), OUTPUTS, &THRESHOLDS, Some(&excluded))?;
     let rows = max_images.map_or(cache.len(), |m| m.min(cache.len()));
-    let bar = progress(rows as u64, &format!("selecting features ({split})"));
+    let bar = Phase::start(
+        progress,
+        &format!("selecting features ({split})"),
+        "images",
+        rows as u64,
+        0,
+    );
     let mut buf = Vec::new();
     let min_count = (MIN_PURITY * 196.0).ceil() as u8;
     for start in (0..rows).step_by(batch_images.max(1)) {
@@ -126,7 +135,7 @@ pub fn select_features<B: Backend>(
                 }
             }
         }
-        bar.inc(batch.len() as u64);
+        bar.advance(batch.len() as u64);
         if keep_rows.is_empty() {
             continue;
         }
@@ -148,7 +157,7 @@ pub fn select_features<B: Backend>(
             .map_err(|e| Error::Input(format!("reading SAE activations back: {e:?}")))?;
         selector.add_dense(&f, &labels)?;
     }
-    bar.finish_and_clear();
+    drop(bar);
     let mut top = BTreeMap::new();
     for class in 1..OUTPUTS {
         let t = selector.top_k(class, 3);

@@ -6,6 +6,7 @@
 
 use std::path::Path;
 
+use sae_steer::NoProgress;
 use sae_steer::ade20k::synth::{SynthOptions, synthesize};
 use sae_steer::backend::Cpu;
 use sae_steer::data::cache::LabelKind;
@@ -58,6 +59,7 @@ fn a_downstream_user_loads_steers_segments_and_computes_statistics() {
             seed: 4,
             ..SynthOptions::default()
         },
+        &NoProgress,
     )
     .unwrap();
     let photos = ade.root.join("images/validation");
@@ -110,7 +112,6 @@ fn a_downstream_user_loads_steers_segments_and_computes_statistics() {
     // (c) Feature statistics over an image folder.
     let mut spec = sae_layer_cache_spec(&vit_spec, LAYER);
     spec.labels = LabelKind::None;
-    spec.progress = false;
     let mut vit = LazyVit::<Cpu>::new(&vit_spec, &device);
     let (cache, _) = ensure_cache(&dir.path().join("cache"), &images, &spec, &mut vit).unwrap();
     let stats = feature_stats(
@@ -120,6 +121,7 @@ fn a_downstream_user_loads_steers_segments_and_computes_statistics() {
         256,
         None,
         StatsInfo::default(),
+        &NoProgress,
     )
     .unwrap();
     assert_eq!(stats.n_images(), Some(6));

@@ -5,9 +5,9 @@
 //! normalization comes from the file, the checkpoint or an estimate.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use burn::backend::NdArray;
-use sae_steer::NormalizationSource;
 use sae_steer::ade20k::synth::{SynthOptions, synthesize};
 use sae_steer::ade20k::{Ade20k, Split};
 use sae_steer::data::cache::ActivationCache;
@@ -20,6 +20,8 @@ use sae_steer::sae::train::SplitMix64;
 use sae_steer::sae::{Activation, EncodeRule, SaeConfig};
 use sae_steer::vit::HostTensor;
 use sae_steer::{Dinov2, Normalization, Sae, SaeWeights};
+use sae_steer::{NoProgress, NormalizationSource, SharedProgress};
+use sae_steer_testkit::RecordingProgress;
 
 type B = NdArray<f32>;
 
@@ -37,10 +39,9 @@ fn cache(root: &Path) -> ActivationCache {
         max_side: 320,
         ..SynthOptions::default()
     };
-    let report = synthesize(&root.join("ade"), &opts).unwrap();
+    let report = synthesize(&root.join("ade"), &opts, &NoProgress).unwrap();
     let ade = Ade20k::open(&report.root).unwrap();
-    let mut spec = sae_layer_cache_spec("fixture/reg", LAYER);
-    spec.progress = false;
+    let spec = sae_layer_cache_spec("fixture/reg", LAYER);
     let dir = sae_steer_testkit::test_vit_dir();
     ensure_cache(
         &root.join("cache"),
@@ -85,6 +86,7 @@ fn options(info: StatsInfo, max_images: Option<usize>) -> StatsOptions {
         top_k: DEFAULT_TOP_K,
         info,
         save_every: sae_steer::pipeline::STATS_SAVE_INTERVAL,
+        progress: Default::default(),
     }
 }
 
@@ -101,8 +103,17 @@ fn interrupted_statistics_resume_to_the_uninterrupted_result() {
         fingerprint: cache.manifest().images.fingerprint.clone(),
         normalization: source.to_string(),
     };
-    let whole = feature_stats(&sae, &cache, TAP, PATCHES, None, info.clone()).unwrap();
+    let recorder = Arc::new(RecordingProgress::new());
+    let whole = feature_stats(&sae, &cache, TAP, PATCHES, None, info.clone(), &*recorder).unwrap();
     assert_eq!(whole.n_images(), Some(IMAGES as u64));
+    // One phase over every image, its advances adding up to them.
+    let phases = recorder.phases();
+    assert_eq!(phases.len(), 1, "{phases:?}");
+    assert_eq!(
+        (phases[0].what.as_str(), phases[0].total, phases[0].done),
+        ("feature statistics", IMAGES as u64, 0)
+    );
+    assert!(phases[0].is_complete(), "{phases:?}");
     // The SAE must exercise the statistics: some latents fire, some do not.
     assert!(whole.frequencies().iter().any(|&f| f > 0.0));
     assert!(whole.top_images(0).len() + whole.top_images(1).len() > 0);
@@ -123,18 +134,34 @@ fn interrupted_statistics_resume_to_the_uninterrupted_result() {
     assert!(!first.was_complete());
     assert_ne!(first.stats, whole);
 
-    let resumed =
-        feature_stats_file(&sae, &cache, TAP, options(info.clone(), None), &path).unwrap();
+    recorder.clear();
+    let mut resume = options(info.clone(), None);
+    resume.progress = SharedProgress::from(recorder.clone());
+    let resumed = feature_stats_file(&sae, &cache, TAP, resume.clone(), &path).unwrap();
     assert_eq!(resumed.resumed_from, Some(2 * STATS_BATCH as u64));
     assert_eq!(resumed.added, (IMAGES - 2 * STATS_BATCH) as u64);
+    // The resumed phase starts at the images the file held; its advances
+    // are the images this run added.
+    let phases = recorder.phases();
+    assert_eq!(phases.len(), 1, "{phases:?}");
+    assert_eq!(
+        (phases[0].total, phases[0].done, phases[0].advanced),
+        (IMAGES as u64, 2 * STATS_BATCH as u64, resumed.added)
+    );
+    assert!(phases[0].is_complete(), "{phases:?}");
     assert_eq!(resumed.stats, whole, "resumed statistics differ");
     let saved = sae_steer::FeatureStats::load(&path).unwrap();
     assert_eq!(saved, whole, "the file holds the final statistics");
 
     // Complete: nothing is computed and the file is not rewritten.
     let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
-    let again = feature_stats_file(&sae, &cache, TAP, options(info.clone(), None), &path).unwrap();
+    recorder.clear();
+    let again = feature_stats_file(&sae, &cache, TAP, resume, &path).unwrap();
     assert!(again.was_complete());
+    assert!(
+        recorder.events().is_empty(),
+        "a complete file has nothing to report"
+    );
     assert_eq!(again.stats, whole);
     assert_eq!(
         std::fs::metadata(&path).unwrap().modified().unwrap(),

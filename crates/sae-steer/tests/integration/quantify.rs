@@ -20,7 +20,7 @@ use sae_steer::quantify::{
 use sae_steer::sae::stats::StatsInfo;
 use sae_steer::sae::{Activation, EncodeRule, SaeConfig};
 use sae_steer::vit::HostTensor;
-use sae_steer::{Dinov2, Probe, Sae, SaeWeights, Steerer};
+use sae_steer::{Dinov2, NoProgress, Probe, Sae, SaeWeights, Steerer};
 
 type B = NdArray<f32>;
 
@@ -43,10 +43,9 @@ fn caches(root: &Path) -> (ActivationCache, ActivationCache) {
         classes: CLASSES.to_vec(),
         ..SynthOptions::default()
     };
-    let report = synthesize(&root.join("ade"), &opts).unwrap();
+    let report = synthesize(&root.join("ade"), &opts, &NoProgress).unwrap();
     let ade = Ade20k::open(&report.root).unwrap();
-    let mut spec = sae_layer_cache_spec("fixture/reg", LAYER);
-    spec.progress = false;
+    let spec = sae_layer_cache_spec("fixture/reg", LAYER);
     let train = ensure_cache(
         &root.join("train"),
         &ade.split(Split::Training).unwrap(),
@@ -227,10 +226,30 @@ fn automatic_latents_steer_their_class_and_random_directions_do_not() {
     let device = Default::default();
     let probe = Probe::<B>::new(&centroid_probe(&vit, &train), &device).unwrap();
     let tap = format!("layer{LAYER}");
-    let stats = feature_stats(&sae, &train, &tap, 256, None, StatsInfo::default()).unwrap();
+    let stats = feature_stats(
+        &sae,
+        &train,
+        &tap,
+        256,
+        None,
+        StatsInfo::default(),
+        &NoProgress,
+    )
+    .unwrap();
     // Four classes cover every patch, so each detector fires far more often
     // than the preprint's 1% cut-off for "dense" latents: lift it.
-    let selection = select_features(&sae, &train, LAYER, &stats, 1.0, "training", None, 4).unwrap();
+    let selection = select_features(
+        &sae,
+        &train,
+        LAYER,
+        &stats,
+        1.0,
+        "training",
+        None,
+        4,
+        &NoProgress,
+    )
+    .unwrap();
 
     // The automatic method finds each class's own latent.
     for (k, &c) in CLASSES.iter().enumerate() {

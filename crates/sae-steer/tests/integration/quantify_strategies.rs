@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use burn::backend::NdArray;
+use sae_steer::NoProgress;
 use sae_steer::ade20k::synth::{SynthOptions, synthesize};
 use sae_steer::ade20k::{Ade20k, Split};
 use sae_steer::pipeline::{LazyVit, ensure_cache, sae_layer_cache_spec};
@@ -70,11 +71,10 @@ fn cached_rank1_passes_predict_what_the_full_forward_predicts() {
         classes: vec![8, 21, 23, 66],
         ..SynthOptions::default()
     };
-    let report = synthesize(&dir.path().join("ade"), &opts).unwrap();
+    let report = synthesize(&dir.path().join("ade"), &opts, &NoProgress).unwrap();
     let ade = Ade20k::open(&report.root).unwrap();
     let val_list = ade.split(Split::Validation).unwrap();
-    let mut spec = sae_layer_cache_spec("fixture/reg", LAYER);
-    spec.progress = false;
+    let spec = sae_layer_cache_spec("fixture/reg", LAYER);
     let (cache, _) = ensure_cache(
         &dir.path().join("val"),
         &val_list,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 /// A library function that runs for a while (building a cache, training,
 /// scoring every image) reports what it does to a [`Progress`] sink instead
 /// of drawing anything itself: the command-line programs hand it a sink that
-/// draws progress bars (`sae_steer_examples::cli::IndicatifProgress`), tests
+/// draws progress bars (`sae_steer_cli::cli::IndicatifProgress`), tests
 /// and embedders hand it [`NoProgress`], which shows nothing, or one of their
 /// own (counting units, feeding a web page).
 ///

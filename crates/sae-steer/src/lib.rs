@@ -30,7 +30,7 @@
 //! ```no_run
 //! use sae_steer::data::{cache::LabelKind, image_folder};
 //! use sae_steer::pipeline::{LazyVit, ensure_cache, feature_stats, sae_layer_cache_spec};
-//! use sae_steer::{NormalizationSource, Sae, backend::Cpu, sae::StatsInfo};
+//! use sae_steer::{NoProgress, NormalizationSource, Sae, backend::Cpu, sae::StatsInfo};
 //! # fn main() -> sae_steer::Result<()> {
 //! # let device = Default::default();
 //! # let (sae, _) = Sae::<Cpu>::load("sae.safetensors", &device)?.resolve(NormalizationSource::Checkpoint)?;
@@ -40,7 +40,8 @@
 //! spec.labels = LabelKind::None;
 //! let mut vit = LazyVit::<Cpu>::new(vit, &device);
 //! let (cache, _) = ensure_cache("caches/photos".as_ref(), &images, &spec, &mut vit)?;
-//! let stats = feature_stats(&sae, &cache, "layer10", 256, None, StatsInfo::default())?;
+//! let info = StatsInfo::default();
+//! let stats = feature_stats(&sae, &cache, "layer10", 256, None, info, &NoProgress)?;
 //! # Ok(()) }
 //! ```
 

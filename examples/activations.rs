@@ -23,5 +23,6 @@
 //! the one they store, which `--sae-norm` replaces.
 
 fn main() -> std::process::ExitCode {
+    sae_steer_cli::cli::tune_allocator();
     sae_steer_cli::commands::activations::main()
 }

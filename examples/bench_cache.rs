@@ -15,5 +15,6 @@
 //! freshly written (so page-cached) shards.
 
 fn main() -> std::process::ExitCode {
+    sae_steer_cli::cli::tune_allocator();
     sae_steer_cli::commands::bench_cache::main()
 }

@@ -20,5 +20,6 @@
 //! ```
 
 fn main() -> std::process::ExitCode {
+    sae_steer_cli::cli::tune_allocator();
     sae_steer_cli::commands::bench_quantify::main()
 }

@@ -11,5 +11,6 @@
 //! ```
 
 fn main() -> std::process::ExitCode {
+    sae_steer_cli::cli::tune_allocator();
     sae_steer_cli::commands::bench_sae::main()
 }

@@ -3,5 +3,6 @@
 //! Run through `cargo xtask bench vit`, which also runs PyTorch when asked.
 
 fn main() -> std::process::ExitCode {
+    sae_steer_cli::cli::tune_allocator();
     sae_steer_cli::commands::bench_vit::main()
 }

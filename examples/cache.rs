@@ -17,5 +17,6 @@
 //! a cache made differently is refused with the list of differences.
 
 fn main() -> std::process::ExitCode {
+    sae_steer_cli::cli::tune_allocator();
     sae_steer_cli::commands::cache::main()
 }

@@ -18,5 +18,6 @@
 //! latent the data at hand lacks is reported and skipped.
 
 fn main() -> std::process::ExitCode {
+    sae_steer_cli::cli::tune_allocator();
     sae_steer_cli::commands::figures::main()
 }

@@ -21,5 +21,6 @@
 //! only its embedded page and the API, never files.
 
 fn main() -> std::process::ExitCode {
+    sae_steer_cli::cli::tune_allocator();
     sae_steer_cli::commands::manipulate::main()
 }

@@ -24,5 +24,6 @@
 //! uninterrupted one.
 
 fn main() -> std::process::ExitCode {
+    sae_steer_cli::cli::tune_allocator();
     sae_steer_cli::commands::quantify::main()
 }

@@ -8,5 +8,6 @@
 //! ```
 
 fn main() -> std::process::ExitCode {
+    sae_steer_cli::cli::tune_allocator();
     sae_steer_cli::commands::random_vit::main()
 }

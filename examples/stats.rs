@@ -18,5 +18,6 @@
 //! summary.
 
 fn main() -> std::process::ExitCode {
+    sae_steer_cli::cli::tune_allocator();
     sae_steer_cli::commands::stats::main()
 }

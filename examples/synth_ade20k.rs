@@ -10,5 +10,6 @@
 //! write is never touched.
 
 fn main() -> std::process::ExitCode {
+    sae_steer_cli::cli::tune_allocator();
     sae_steer_cli::commands::synth_ade20k::main()
 }

@@ -11,5 +11,6 @@
 //! nothing means anything: it is for trying the page, not for results.
 
 fn main() -> std::process::ExitCode {
+    sae_steer_cli::cli::tune_allocator();
     sae_steer_cli::commands::toy_files::main()
 }

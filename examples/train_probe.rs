@@ -19,5 +19,6 @@
 //! training from the newest checkpoint all probes share.
 
 fn main() -> std::process::ExitCode {
+    sae_steer_cli::cli::tune_allocator();
     sae_steer_cli::commands::train_probe::main()
 }

@@ -12,5 +12,6 @@
 //! command resumes from the last checkpoint in `--out`.
 
 fn main() -> std::process::ExitCode {
+    sae_steer_cli::cli::tune_allocator();
     sae_steer_cli::commands::train_sae::main()
 }

@@ -17,5 +17,6 @@
 //! missing or incomplete.
 
 fn main() -> std::process::ExitCode {
+    sae_steer_cli::cli::tune_allocator();
     sae_steer_cli::commands::validate::main()
 }

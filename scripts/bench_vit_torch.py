@@ -15,9 +15,12 @@ p = argparse.ArgumentParser()
 p.add_argument("--batch", default="1,16")
 p.add_argument("--iters", type=int, default=3)
 p.add_argument("--device", default="cpu")
+p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own)")
 p.add_argument("--json", help="also write the last batch size's rate here ({\"images_per_s\": ...})")
 args = p.parse_args()
 dev = torch.device(args.device)
+if args.threads:
+    torch.set_num_threads(args.threads)
 sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
 
 torch.manual_seed(0)

@@ -48,25 +48,39 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum Bench {
-    /// DINOv2 ViT-B/14-reg forward at 224 px, random weights, on the CPU.
-    Vit {
-        /// Batch sizes to measure.
-        #[arg(long, value_delimiter = ',', default_value = "1,16")]
-        batch: Vec<usize>,
-        /// Timed repetitions per batch size (after one warm-up).
-        #[arg(long, default_value_t = 3)]
-        iters: usize,
-        /// A Python with torch + transformers: also run scripts/bench_vit_torch.py
-        /// with the same settings, in the same run.
-        #[arg(long)]
-        python: Option<PathBuf>,
-        /// Extra cargo features for the Rust side (e.g. openblas-system, flex).
-        #[arg(long)]
-        features: Option<String>,
-        /// Device for the Rust side: cpu, flex or cuda.
-        #[arg(long, default_value = "cpu")]
-        device: String,
-    },
+    /// DINOv2 ViT-B/14-reg forward at 224 px, random weights (images/s by
+    /// batch size).
+    Vit(BenchArgs),
+    /// SAE encode + decode and training steps: ReLU + L1, and TopK + AuxK
+    /// with `-- --topk K` (rows/s).
+    Sae(BenchArgs),
+    /// One epoch of the linear-probe sweep over cached activations.
+    Probe(BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// A Python with torch + transformers (../shared/tools/baseline-python.sh
+    /// makes one): runs the PyTorch side in the same run and prints the ratio.
+    #[arg(long)]
+    python: Option<PathBuf>,
+    /// Extra cargo features for the Rust side (cuda, openblas-system).
+    #[arg(long)]
+    features: Option<String>,
+    /// Everything after `--` goes to the benchmark (`-- --help` lists it).
+    #[arg(last = true)]
+    args: Vec<String>,
+}
+
+impl Bench {
+    /// The benchmark's example and its arguments.
+    fn command(self) -> (&'static str, BenchArgs) {
+        match self {
+            Self::Vit(a) => ("bench_vit", a),
+            Self::Sae(a) => ("bench_sae", a),
+            Self::Probe(a) => ("bench_probe", a),
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -125,55 +139,18 @@ fn run(cli: Cli) -> Result<()> {
             test.args(["test", "--workspace", "--no-fail-fast"]);
             status(test)
         }
-        Cmd::Bench {
-            what:
-                Bench::Vit {
-                    batch,
-                    iters,
-                    python,
-                    features,
-                    device,
-                },
-        } => {
-            let batches = batch
-                .iter()
-                .map(|b| b.to_string())
-                .collect::<Vec<_>>()
-                .join(",");
-            let mut rust = cargo();
-            rust.args([
-                "run",
-                "--release",
-                "-p",
-                "sae-steer-examples",
-                "--example",
-                "bench_vit",
-            ]);
-            if let Some(f) = &features {
+        Cmd::Bench { what } => {
+            let (name, args) = what.command();
+            let mut rust = example(name);
+            if let Some(f) = &args.features {
                 rust.args(["--features", f]);
             }
-            rust.args([
-                "--",
-                "--batch",
-                &batches,
-                "--iters",
-                &iters.to_string(),
-                "--device",
-                &device,
-            ]);
-            status(rust)?;
-            if let Some(py) = python {
-                let mut torch = Command::new(py);
-                torch.current_dir(root()).args([
-                    "scripts/bench_vit_torch.py",
-                    "--batch",
-                    &batches,
-                    "--iters",
-                    &iters.to_string(),
-                ]);
-                status(torch)?;
+            rust.arg("--");
+            if let Some(py) = &args.python {
+                rust.arg("--torch").arg(py);
             }
-            Ok(())
+            rust.args(&args.args);
+            status(rust)
         }
     }
 }

@@ -16,6 +16,26 @@ use sae_steer_data::ImageList;
 use sae_steer_data::cache::{ActivationCache, CacheError};
 use sae_steer_probe::activations::probe_cache_spec;
 
+/// Tunes glibc's allocator for tensor work; every program calls it first.
+///
+/// A ViT at batch 16 makes 50 MB temporaries (the MLP's [16, 261, 3072]
+/// activations) many times a forward pass. Above glibc's mmap threshold
+/// (at most 32 MiB by default) each one is a fresh `mmap`, page-faulted in
+/// and returned on free: 5% of the CPU time and more of the wall time went
+/// to the kernel. With the threshold at 1 GiB and trimming off, freed
+/// blocks stay in the heap and are reused (+15% images/s at batch 16 on the
+/// CPU, docs/performance.md); the peak memory is unchanged. Elsewhere than
+/// glibc this does nothing.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes the allocator's thresholds; it is called
+    // before the program allocates in earnest.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
+}
+
 /// Prints an error with its chain of causes and returns a failing exit code:
 /// examples report bad input as a message, never as a panic.
 pub fn report(result: anyhow::Result<()>) -> ExitCode {

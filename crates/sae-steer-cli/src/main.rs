@@ -70,6 +70,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    sae_steer_cli::cli::tune_allocator();
     match Cli::parse().command {
         Command::Activations(a) => activations::run_args(a),
         Command::Cache(a) => cache::run_args(a),

@@ -74,7 +74,7 @@ pub struct Args {
     /// and the report sets the Python reference's estimated cost beside ours.
     #[arg(long, requires = "scale")]
     python: Option<PathBuf>,
-    /// cpu, flex, cuda or cuda:N. The full run is a GPU job.
+    /// cpu (burn-flex, the default), ndarray, cuda or cuda:N. The full run is a GPU job.
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Output folder [default: runs/demo, or runs/reproduce].
@@ -985,7 +985,9 @@ pub fn run(args: Args, programs: crate::Programs) -> Result<()> {
     let plan = Plan::new(&args, &root)?;
     if !plan.demo
         && plan.scale.is_none()
-        && (plan.device.starts_with("cpu") || plan.device.starts_with("flex"))
+        && (plan.device.starts_with("cpu")
+            || plan.device.starts_with("flex")
+            || plan.device.starts_with("ndarray"))
     {
         let warning = cpu_estimate();
         if !args.yes {

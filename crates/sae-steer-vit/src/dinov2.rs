@@ -14,12 +14,10 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use burn::prelude::*;
-use burn::tensor::activation::gelu;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 
 use crate::config::Dinov2Config;
 use crate::error::{Result, VitError};
+use crate::kernels;
 use crate::resample::resample_grid;
 use crate::weights::{HostTensor, TensorSource};
 
@@ -34,14 +32,17 @@ struct Linear<B: Backend> {
 impl<B: Backend> Linear<B> {
     // x: [b, n, in] -> [b, n, out]
     fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        kernels::add_bias(self.product(x), self.bias.as_ref())
+    }
+
+    // x W without the bias, for the kernels that fuse it with what follows.
+    // x: [b, n, in] -> [b, n, out]
+    fn product(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, n, d] = x.dims();
         let out = self.weight.dims()[1];
-        let y = x.reshape([b * n, d]).matmul(self.weight.clone());
-        let y = match &self.bias {
-            Some(bias) => y + bias.clone().unsqueeze::<2>(),
-            None => y,
-        };
-        y.reshape([b, n, out])
+        x.reshape([b * n, d])
+            .matmul(self.weight.clone())
+            .reshape([b, n, out])
     }
 }
 
@@ -55,9 +56,7 @@ struct LayerNorm<B: Backend> {
 impl<B: Backend> LayerNorm<B> {
     // x: [b, n, d] -> [b, n, d]
     fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let (var, mean) = x.clone().var_mean_bias(2);
-        let x = (x - mean) / (var + self.eps).sqrt();
-        x * self.weight.clone().unsqueeze::<3>() + self.bias.clone().unsqueeze::<3>()
+        kernels::layer_norm(x, &self.weight, &self.bias, self.eps)
     }
 }
 
@@ -82,42 +81,25 @@ struct Block<B: Backend> {
 impl<B: Backend> Block<B> {
     // x: [b, n, d] -> [b, n, d]
     fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        // x + attention(norm1(x)) * ls1, the projection's bias fused in.
         let h = self.attention(self.norm1.forward(x.clone()));
-        let x = x + h * self.ls1.clone().unsqueeze::<3>();
+        let x = kernels::scaled_residual(x, h, self.proj.bias.as_ref(), &self.ls1);
+        // x + fc2(gelu(fc1(norm2(x)))) * ls2, each bias fused into the pass
+        // after its product.
+        let h = self.fc1.product(self.norm2.forward(x.clone()));
         let h = self
             .fc2
-            .forward(gelu(self.fc1.forward(self.norm2.forward(x.clone()))));
-        x + h * self.ls2.clone().unsqueeze::<3>()
+            .product(kernels::bias_gelu(h, self.fc1.bias.as_ref()));
+        kernels::scaled_residual(x, h, self.fc2.bias.as_ref(), &self.ls2)
     }
 
     // x: [b, n, d] -> [b, n, d]
     fn attention(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let [b, n, d] = x.dims();
-        let hd = d / self.heads;
-        // [b, n, 3d] -> [3, b, heads, n, hd]
-        let qkv = self
-            .qkv
-            .forward(x)
-            .reshape([b, n, 3, self.heads, hd])
-            .permute([2, 0, 3, 1, 4]);
-        let part = |i: usize| {
-            qkv.clone()
-                .slice([i..i + 1, 0..b, 0..self.heads, 0..n, 0..hd])
-                .reshape([b, self.heads, n, hd])
-        };
-        let (q, k, v) = (part(0), part(1), part(2));
-        // softmax(q k^T / sqrt(hd)) v: [b, heads, n, hd]. burn's attention op
-        // is the plain arithmetic on ndarray and flex's fused CPU kernel on
-        // flex (+30% images/s at batch 1). The scale is passed explicitly
-        // because CubeCL then keeps its unfused path, the one checked against
-        // PyTorch on a GPU; its flash kernels are unchecked and autotuned per
-        // shape, which adds JIT time short GPU jobs already suffer from.
-        let options = AttentionModuleOptions {
-            scale: Some(1.0 / (hd as f64).sqrt()),
-            ..AttentionModuleOptions::default()
-        };
-        let ctx = attention(q, k, v, None, None, options);
-        self.proj.forward(ctx.swap_dims(1, 2).reshape([b, n, d]))
+        // softmax(q k^T / sqrt(hd)) v for every head, from the fused q, k, v
+        // product [b, n, 3d]; the output projection's bias is added with the
+        // LayerScale.
+        let ctx = kernels::attention(self.qkv.forward(x), self.heads);
+        self.proj.product(ctx)
     }
 }
 

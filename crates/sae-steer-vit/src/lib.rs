@@ -12,6 +12,7 @@ mod config;
 mod decode;
 mod dinov2;
 mod error;
+mod kernels;
 pub mod load;
 mod preprocess;
 pub mod resample;

@@ -12,11 +12,12 @@ use burn::prelude::Backend;
 /// A device the user asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DeviceChoice {
-    /// burn-ndarray on the CPU (the default).
+    /// The CPU with burn-flex, the default: the fastest CPU backend that
+    /// passes every parity test (see docs/performance.md).
     #[default]
     Cpu,
-    /// burn-flex on the CPU.
-    Flex,
+    /// The CPU with burn-ndarray.
+    Ndarray,
     /// The n-th CUDA GPU.
     Cuda(usize),
 }
@@ -25,7 +26,7 @@ impl fmt::Display for DeviceChoice {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Cpu => write!(f, "cpu"),
-            Self::Flex => write!(f, "flex"),
+            Self::Ndarray => write!(f, "ndarray"),
             Self::Cuda(i) => write!(f, "cuda:{i}"),
         }
     }
@@ -34,11 +35,11 @@ impl fmt::Display for DeviceChoice {
 impl FromStr for DeviceChoice {
     type Err = BackendError;
 
-    /// `cpu`, `flex`, `cuda` or `cuda:N`.
+    /// `cpu` (or `flex`), `ndarray`, `cuda` or `cuda:N`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
-            "cpu" | "ndarray" => Ok(Self::Cpu),
-            "flex" => Ok(Self::Flex),
+            "cpu" | "flex" => Ok(Self::Cpu),
+            "ndarray" => Ok(Self::Ndarray),
             "cuda" | "gpu" => Ok(Self::Cuda(0)),
             _ => s
                 .strip_prefix("cuda:")
@@ -51,7 +52,7 @@ impl FromStr for DeviceChoice {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
-    #[error("unknown device `{0}`: expected cpu, flex, cuda or cuda:N")]
+    #[error("unknown device `{0}`: expected cpu (flex), ndarray, cuda or cuda:N")]
     Unknown(String),
     #[error(
         "device `{device}` needs the `{feature}` feature, which this build lacks; rebuild with `--features {feature}`"
@@ -70,34 +71,34 @@ pub trait BackendTask {
     fn run<B: Backend>(self, device: B::Device) -> Self::Output;
 }
 
-/// The default CPU backend type.
-#[cfg(feature = "ndarray")]
-pub type Cpu = burn::backend::NdArray<f32>;
+/// The default CPU backend type (burn-flex).
+#[cfg(feature = "flex")]
+pub type Cpu = burn::backend::Flex;
 
 /// Runs `task` on the chosen device, or says why it cannot.
 pub fn run_on<T: BackendTask>(choice: DeviceChoice, task: T) -> Result<T::Output, BackendError> {
     match choice {
         DeviceChoice::Cpu => {
-            #[cfg(feature = "ndarray")]
-            return Ok(task.run::<Cpu>(Default::default()));
-            #[cfg(not(feature = "ndarray"))]
-            {
-                let _ = task;
-                Err(BackendError::NotCompiled {
-                    device: choice,
-                    feature: "ndarray",
-                })
-            }
-        }
-        DeviceChoice::Flex => {
             #[cfg(feature = "flex")]
-            return Ok(task.run::<burn::backend::Flex>(Default::default()));
+            return Ok(task.run::<Cpu>(Default::default()));
             #[cfg(not(feature = "flex"))]
             {
                 let _ = task;
                 Err(BackendError::NotCompiled {
                     device: choice,
                     feature: "flex",
+                })
+            }
+        }
+        DeviceChoice::Ndarray => {
+            #[cfg(feature = "ndarray")]
+            return Ok(task.run::<burn::backend::NdArray<f32>>(Default::default()));
+            #[cfg(not(feature = "ndarray"))]
+            {
+                let _ = task;
+                Err(BackendError::NotCompiled {
+                    device: choice,
+                    feature: "ndarray",
                 })
             }
         }
@@ -158,6 +159,11 @@ mod tests {
     #[test]
     fn parses_device_names() {
         assert_eq!("cpu".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cpu);
+        assert_eq!("flex".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cpu);
+        assert_eq!(
+            "ndarray".parse::<DeviceChoice>().unwrap(),
+            DeviceChoice::Ndarray
+        );
         assert_eq!(
             "cuda".parse::<DeviceChoice>().unwrap(),
             DeviceChoice::Cuda(0)
@@ -188,6 +194,7 @@ mod tests {
     #[test]
     fn runs_on_cpu_and_refuses_missing_backends() {
         assert_eq!(run_on(DeviceChoice::Cpu, Sum).unwrap(), 3.5);
+        assert_eq!(run_on(DeviceChoice::Ndarray, Sum).unwrap(), 3.5);
         #[cfg(not(feature = "cuda"))]
         {
             let err = run_on(DeviceChoice::Cuda(0), Sum).unwrap_err();

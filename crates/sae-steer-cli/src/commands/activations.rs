@@ -36,7 +36,7 @@ pub struct Args {
     /// Where to write the activations (safetensors).
     #[arg(long)]
     out: PathBuf,
-    /// cpu, flex, cuda or cuda:N.
+    /// cpu (burn-flex, the default), ndarray, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: DeviceChoice,
     /// An SAE to apply to one layer's patch tokens: a saev sae.pt or one of our

@@ -52,7 +52,7 @@ pub struct Args {
     /// removed at the end.
     #[arg(long)]
     work: Option<PathBuf>,
-    /// cpu, flex, cuda or cuda:N.
+    /// cpu (burn-flex, the default), ndarray, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: DeviceChoice,
 }

@@ -1,36 +1,55 @@
 //! The `bench_vit` program; its usage is documented in `examples/bench_vit.rs`.
 
-use std::process::ExitCode;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use clap::Parser;
-use sae_steer::backend::{BackendTask, DeviceChoice};
+use sae_steer::backend::{BackendTask, DeviceChoice, run_on};
 use sae_steer::burn::prelude::*;
 use sae_steer::{Dinov2, Dinov2Config};
 
-#[derive(Parser)]
-#[command(about = "Benchmark the DINOv2 ViT-B/14-reg forward pass")]
+#[derive(Parser, Clone)]
+#[command(about = "Benchmark the DINOv2 ViT-B/14-reg forward pass (random weights, 224 px)")]
 pub struct Args {
     #[arg(long, value_delimiter = ',', default_value = "1,16")]
     batch: Vec<usize>,
+    /// Timed repetitions per batch size, after one warm-up.
     #[arg(long, default_value_t = 3)]
     iters: usize,
+    /// cpu (burn-flex, the default), ndarray, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: DeviceChoice,
+    /// Python with torch + transformers: run scripts/bench_vit_torch.py with
+    /// the same sizes and print the ratio.
+    #[arg(long)]
+    torch: Option<PathBuf>,
+    /// Threads PyTorch may use (torch.set_num_threads); ours use every core.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Alternate ours and PyTorch this many times and keep each one's best
+    /// rate: on a shared machine the load changes between measurements.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
 }
+
+/// Images per second by batch size.
+type Results = BTreeMap<usize, f64>;
 
 struct Bench(Args);
 
 impl BackendTask for Bench {
-    type Output = Result<()>;
-    fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+    type Output = Result<Results>;
+    fn run<B: Backend>(self, device: B::Device) -> Result<Results> {
         let vit = Dinov2::<B>::random(Dinov2Config::vit_b14_reg(), 0, &device)?;
         println!(
             "backend={} threads={}",
             self.0.device,
             std::thread::available_parallelism().map_or(1, |n| n.get())
         );
+        let mut results = Results::new();
         for &b in &self.0.batch {
             let x = Tensor::<B, 4>::random(
                 [b, 3, 224, 224],
@@ -45,14 +64,84 @@ impl BackendTask for Bench {
                 vit.forward(x.clone())?.into_data();
             }
             let secs = start.elapsed().as_secs_f64();
+            let rate = (b * self.0.iters) as f64 / secs;
             println!(
-                "rust batch={b} images_per_s={:.3} peak_rss_mib={:.0}",
-                (b * self.0.iters) as f64 / secs,
+                "rust batch={b} images_per_s={rate:.3} peak_rss_mib={:.0}",
                 crate::cli::peak_rss_mib()
             );
+            results.insert(b, rate);
         }
-        Ok(())
+        Ok(results)
     }
+}
+
+fn torch_results(args: &Args, python: &PathBuf) -> Result<Results> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/bench_vit_torch.py");
+    let batches: Vec<String> = args.batch.iter().map(|b| b.to_string()).collect();
+    let torch_device = match args.device {
+        DeviceChoice::Cuda(i) => format!("cuda:{i}"),
+        _ => "cpu".into(),
+    };
+    let out = Command::new(python)
+        .arg(&script)
+        .args(["--batch", &batches.join(",")])
+        .args(["--iters", &args.iters.to_string()])
+        .args(["--threads", &args.threads.to_string()])
+        .args(["--device", &torch_device])
+        .output()
+        .with_context(|| format!("cannot run {} {}", python.display(), script.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut results = Results::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        println!("{line}");
+        // "torch batch=N images_per_s=R peak_rss_mib=M"
+        let field = |key: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+        };
+        if let (Some(b), Some(rate)) = (field("batch"), field("images_per_s")) {
+            if let (Ok(b), Ok(rate)) = (b.parse(), rate.parse()) {
+                results.insert(b, rate);
+            }
+        }
+    }
+    Ok(results)
+}
+
+fn main_inner(args: Args) -> Result<()> {
+    let mut ours = Results::new();
+    let mut theirs = Results::new();
+    let keep_best = |all: &mut Results, new: Results| {
+        for (b, rate) in new {
+            let e = all.entry(b).or_insert(0.0);
+            *e = e.max(rate);
+        }
+    };
+    for round in 0..args.rounds.max(1) {
+        if args.rounds > 1 {
+            println!("round {}", round + 1);
+        }
+        keep_best(&mut ours, run_on(args.device, Bench(args.clone()))??);
+        if let Some(python) = &args.torch {
+            keep_best(&mut theirs, torch_results(&args, python)?);
+        }
+    }
+    if args.torch.is_some() {
+        println!("\n| batch | ours (images/s) | PyTorch (images/s) | ours / PyTorch |");
+        println!("|---:|---:|---:|---:|");
+        for (b, rate) in &ours {
+            if let Some(t) = theirs.get(b) {
+                println!("| {b} | {rate:.2} | {t:.2} | {:.2} |", rate / t);
+            }
+        }
+    }
+    Ok(())
 }
 
 pub fn main() -> ExitCode {
@@ -61,6 +150,5 @@ pub fn main() -> ExitCode {
 
 /// Runs the program with parsed arguments (the `sae-steer` subcommand).
 pub fn run_args(args: Args) -> ExitCode {
-    let device = args.device;
-    crate::cli::run_and_report(device, Bench(args))
+    crate::cli::report(main_inner(args))
 }

@@ -60,7 +60,7 @@ pub struct Args {
     /// Image decoding threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     workers: usize,
-    /// cpu, flex, cuda or cuda:N.
+    /// cpu (burn-flex, the default), ndarray, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: DeviceChoice,
     /// Cache only part I of N (1-based) of the image list, into the same

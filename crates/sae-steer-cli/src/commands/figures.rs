@@ -33,7 +33,7 @@ pub struct Args {
     /// Output folder.
     #[arg(long)]
     out: PathBuf,
-    /// cpu, flex, cuda or cuda:N.
+    /// cpu (burn-flex, the default), ndarray, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: DeviceChoice,
 }

@@ -18,7 +18,7 @@ pub struct Args {
     /// Address to listen on (loopback by default).
     #[arg(long, default_value = "127.0.0.1:8000")]
     addr: SocketAddr,
-    /// cpu, flex, cuda or cuda:N.
+    /// cpu (burn-flex, the default), ndarray, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: DeviceChoice,
     /// Largest upload, in MiB.

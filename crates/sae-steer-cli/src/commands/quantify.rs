@@ -111,7 +111,7 @@ pub struct Args {
     /// Where activation caches live (default: <out>/caches).
     #[arg(long)]
     cache_dir: Option<PathBuf>,
-    /// cpu, flex, cuda or cuda:N.
+    /// cpu (burn-flex, the default), ndarray, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: DeviceChoice,
 }

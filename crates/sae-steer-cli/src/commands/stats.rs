@@ -78,7 +78,7 @@ pub struct Args {
     /// of images), so an interrupted run loses at most that much work.
     #[arg(long, default_value_t = sae_steer::pipeline::STATS_SAVE_INTERVAL.as_secs_f64())]
     save_every: f64,
-    /// cpu, flex, cuda or cuda:N.
+    /// cpu (burn-flex, the default), ndarray, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: DeviceChoice,
 }

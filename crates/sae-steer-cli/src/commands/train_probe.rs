@@ -55,7 +55,7 @@ pub struct Args {
     /// Where train.log goes.
     #[arg(long, default_value = "logs/contrib/semseg")]
     log_to: PathBuf,
-    /// cpu, flex, cuda or cuda:N.
+    /// cpu (burn-flex, the default), ndarray, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: DeviceChoice,
     #[command(flatten)]

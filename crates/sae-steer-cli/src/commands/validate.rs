@@ -46,7 +46,7 @@ pub struct Args {
     /// Only the first N validation images (quick runs).
     #[arg(long)]
     max_images: Option<usize>,
-    /// cpu, flex, cuda or cuda:N.
+    /// cpu (burn-flex, the default), ndarray, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: DeviceChoice,
     #[command(flatten)]

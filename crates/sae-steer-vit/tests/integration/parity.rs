@@ -21,10 +21,10 @@ fn expected(name: &str) -> HostTensor {
         .unwrap_or_else(|e| panic!("fixture {name}: {e}"))
 }
 
-fn pixels(name: &str) -> Tensor<B, 4> {
+fn pixels<E: Backend>(name: &str) -> Tensor<E, 4> {
     if name == "pixel_values_wide" {
         // The photo's top 168 rows: 12 x 16 patches.
-        return pixels("pixel_values").slice([0..1, 0..3, 0..168, 0..224]);
+        return pixels::<E>("pixel_values").slice([0..1, 0..3, 0..168, 0..224]);
     }
     let t = expected(name);
     let [c, h, w] = t.shape[..] else {
@@ -33,7 +33,7 @@ fn pixels(name: &str) -> Tensor<B, 4> {
     Tensor::from_data(TensorData::new(t.data, [1, c, h, w]), &Default::default())
 }
 
-fn host<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+fn host<E: Backend, const D: usize>(t: Tensor<E, D>) -> Vec<f32> {
     t.into_data().convert::<f32>().into_vec::<f32>().unwrap()
 }
 
@@ -48,7 +48,7 @@ fn assert_close(what: &str, ours: &[f32], reference: &HostTensor) {
     assert!(worst <= 1e-4, "{what}: worst relative error {worst:e}");
 }
 
-fn load_reg() -> Dinov2<B> {
+fn load_reg<E: Backend>() -> Dinov2<E> {
     Dinov2::load(
         fixtures().join("reg").to_str().unwrap(),
         &Default::default(),
@@ -56,7 +56,7 @@ fn load_reg() -> Dinov2<B> {
     .unwrap()
 }
 
-fn check_reg_model(vit: &Dinov2<B>) {
+fn check_reg_model<E: Backend>(vit: &Dinov2<E>) {
     assert_eq!(vit.depth(), 3);
     let (last, taps) = vit
         .forward_taps(pixels("pixel_values"), 2, &[0, 1, 2])
@@ -88,7 +88,24 @@ fn check_reg_model(vit: &Dinov2<B>) {
 
 #[test]
 fn hugging_face_folder_matches_transformers_at_every_layer() {
-    check_reg_model(&load_reg());
+    check_reg_model(&load_reg::<B>());
+}
+
+/// The default CPU backend runs the block's glue through fused kernels
+/// (crates/sae-steer-vit/src/kernels.rs): the same parity, every layer.
+#[cfg(feature = "flex")]
+#[test]
+fn flex_with_fused_kernels_matches_transformers_at_every_layer() {
+    use burn::backend::Flex;
+    check_reg_model(&load_reg::<Flex>());
+    check_plain_model(
+        &Dinov2::<Flex>::load(
+            fixtures().join("plain").to_str().unwrap(),
+            &Default::default(),
+        )
+        .unwrap(),
+    );
+    check_batch_agrees(&load_reg::<Flex>());
 }
 
 #[test]
@@ -100,7 +117,7 @@ fn torch_hub_checkpoint_matches_transformers_at_every_layer() {
     .unwrap();
     assert_eq!(
         vit.config(),
-        load_reg().config(),
+        load_reg::<B>().config(),
         "geometry inferred from the .pth"
     );
     check_reg_model(&vit);
@@ -113,6 +130,10 @@ fn model_without_registers_uses_plain_bicubic() {
         &Default::default(),
     )
     .unwrap();
+    check_plain_model(&vit);
+}
+
+fn check_plain_model<E: Backend>(vit: &Dinov2<E>) {
     assert_eq!(vit.config().num_register_tokens, 0);
     let (last, taps) = vit
         .forward_taps(pixels("pixel_values"), 1, &[0, 1])
@@ -139,8 +160,8 @@ fn model_without_registers_uses_plain_bicubic() {
 
 #[test]
 fn split_forward_is_exactly_the_full_forward() {
-    let vit = load_reg();
-    let px = pixels("pixel_values");
+    let vit = load_reg::<B>();
+    let px = pixels::<B>("pixel_values");
     let full = host(vit.forward(px.clone()).unwrap());
     for layer in 0..vit.depth() {
         let mid = vit.forward_until(px.clone(), layer).unwrap();
@@ -156,8 +177,11 @@ fn split_forward_is_exactly_the_full_forward() {
 
 #[test]
 fn batched_inference_equals_one_image_at_a_time() {
-    let vit = load_reg();
-    let a = pixels("pixel_values");
+    check_batch_agrees(&load_reg::<B>());
+}
+
+fn check_batch_agrees<E: Backend>(vit: &Dinov2<E>) {
+    let a = pixels::<E>("pixel_values");
     let b = a.clone().flip([3]) * 0.7;
     let both = host(
         vit.forward(Tensor::cat(vec![a.clone(), b.clone()], 0))

@@ -9,7 +9,7 @@ use std::process::{Command, ExitCode};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use sae_steer_jobs::{Programs, cargo, fetch, reproduce, root, scale, status};
+use sae_steer_jobs::{Programs, cargo, fetch, reproduce, scale, status};
 
 mod synth;
 

@@ -164,10 +164,12 @@ pub(crate) fn attention<B: Backend>(qkv: Tensor<B, 3>, heads: usize) -> Tensor<B
 /// `erff` is a scalar call per element.
 #[inline(always)]
 pub(crate) fn gelu_f32(x: f32) -> f32 {
+    // The published coefficients, digit for digit.
+    #[allow(clippy::excessive_precision)]
     const A: [f32; 6] = [
-        0.070_523_08,
-        0.042_282_012,
-        0.009_270_527,
+        0.070_523_078_4,
+        0.042_282_012_3,
+        0.009_270_527_2,
         0.000_152_014_3,
         0.000_276_567_2,
         0.000_043_063_8,
@@ -342,14 +344,13 @@ mod flex {
                     let inv = 1.0 / sum;
                     row.iter_mut().for_each(|x| *x *= inv);
                 }
-                let dst = dst;
                 unsafe {
                     // out[image, :, head] [n, hd] = scores [n, n] v [n, hd]
                     gemm::gemm(
                         n,
                         hd,
                         n,
-                        dst.0.add(image * n * d + head * hd),
+                        dst.get().add(image * n * d + head * hd),
                         1,
                         d as isize,
                         false,
@@ -377,6 +378,14 @@ mod flex {
     /// A pointer the attention tasks share; each writes a disjoint part.
     #[derive(Clone, Copy)]
     struct SendPtr(*mut f32);
+
+    impl SendPtr {
+        // A method, so closures capture the whole (Sync) wrapper rather than
+        // its raw-pointer field.
+        fn get(self) -> *mut f32 {
+            self.0
+        }
+    }
     // SAFETY: see `attention`: the tasks write disjoint elements.
     unsafe impl Send for SendPtr {}
     unsafe impl Sync for SendPtr {}

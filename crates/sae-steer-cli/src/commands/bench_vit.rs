@@ -105,10 +105,11 @@ fn torch_results(args: &Args, python: &PathBuf) -> Result<Results> {
             line.split_whitespace()
                 .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
         };
-        if let (Some(b), Some(rate)) = (field("batch"), field("images_per_s")) {
-            if let (Ok(b), Ok(rate)) = (b.parse(), rate.parse()) {
-                results.insert(b, rate);
-            }
+        if let (Some(Ok(b)), Some(Ok(rate))) = (
+            field("batch").map(str::parse),
+            field("images_per_s").map(str::parse),
+        ) {
+            results.insert(b, rate);
         }
     }
     Ok(results)

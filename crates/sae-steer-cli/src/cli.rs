@@ -172,6 +172,70 @@ impl Progress for IndicatifProgress {
     }
 }
 
+/// A benchmark's rounds: ours, then PyTorch's when `theirs` is given,
+/// `rounds` times in turn, each side keeping its best figure per key
+/// (`best(kept, new)`): on a shared machine the load changes between
+/// measurements, and alternating gives both sides the same chances.
+pub fn alternate_rounds<K: Ord, V: Default>(
+    rounds: usize,
+    mut ours: impl FnMut() -> anyhow::Result<std::collections::BTreeMap<K, V>>,
+    mut theirs: Option<impl FnMut() -> anyhow::Result<std::collections::BTreeMap<K, V>>>,
+    best: impl Fn(&mut V, V),
+) -> anyhow::Result<(
+    std::collections::BTreeMap<K, V>,
+    std::collections::BTreeMap<K, V>,
+)> {
+    let (mut kept_ours, mut kept_theirs) = Default::default();
+    let keep = |all: &mut std::collections::BTreeMap<K, V>,
+                new: std::collections::BTreeMap<K, V>| {
+        for (key, value) in new {
+            best(all.entry(key).or_default(), value);
+        }
+    };
+    for round in 0..rounds.max(1) {
+        if rounds > 1 {
+            println!("round {}", round + 1);
+        }
+        keep(&mut kept_ours, ours()?);
+        if let Some(theirs) = theirs.as_mut() {
+            keep(&mut kept_theirs, theirs()?);
+        }
+    }
+    Ok((kept_ours, kept_theirs))
+}
+
+/// Runs `scripts/<script>` (a benchmark's PyTorch side) with `python` and
+/// `args`, echoes its output and returns its lines.
+pub fn run_torch_script(
+    python: &Path,
+    script: &str,
+    args: &[String],
+) -> anyhow::Result<Vec<String>> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../scripts")
+        .join(script);
+    let out = std::process::Command::new(python)
+        .arg(&script)
+        .args(args)
+        .output()
+        .with_context(|| format!("cannot run {} {}", python.display(), script.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    for line in &lines {
+        println!("{line}");
+    }
+    Ok(lines)
+}
+
 /// Peak resident memory of this process in MiB (Linux; 0 elsewhere), for the
 /// benchmarks' memory columns.
 pub fn peak_rss_mib() -> f64 {

@@ -1,11 +1,11 @@
 //! The `bench_sae` program; its usage is documented in `examples/bench_sae.rs`.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::{Command, ExitCode};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use clap::Parser;
 use sae_steer::backend::{BackendTask, DeviceChoice, run_on};
 use sae_steer::burn::prelude::*;
@@ -143,32 +143,27 @@ impl BackendTask for Bench {
     }
 }
 
-fn torch_results(args: &Args, python: &PathBuf) -> Result<Results> {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/bench_sae_torch.py");
-    let mut cmd = Command::new(python);
-    cmd.arg(&script)
-        .args(["--d-model", &args.d_model.to_string()])
-        .args(["--d-sae", &args.d_sae.to_string()])
-        .args(["--batch", &args.batch.to_string()])
-        .args(["--train-batch", &args.train_batch.to_string()])
-        .args(["--iters", &args.iters.to_string()])
-        .args(["--threads", &args.threads.to_string()]);
+fn torch_results(args: &Args, python: &Path) -> Result<Results> {
+    let mut script_args: Vec<String> = vec![
+        "--d-model".into(),
+        args.d_model.to_string(),
+        "--d-sae".into(),
+        args.d_sae.to_string(),
+        "--batch".into(),
+        args.batch.to_string(),
+        "--train-batch".into(),
+        args.train_batch.to_string(),
+        "--iters".into(),
+        args.iters.to_string(),
+        "--threads".into(),
+        args.threads.to_string(),
+    ];
     if let Some(k) = args.topk {
-        cmd.args(["--topk", &k.to_string()]);
+        script_args.extend(["--topk".into(), k.to_string()]);
     }
-    let out = cmd
-        .output()
-        .with_context(|| format!("cannot run {} {}", python.display(), script.display()))?;
-    if !out.status.success() {
-        bail!(
-            "{} failed: {}",
-            script.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let lines = crate::cli::run_torch_script(python, "bench_sae_torch.py", &script_args)?;
     let mut results = Results::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        println!("{line}");
+    for line in &lines {
         // "torch <label> <what> batch=N <unit>=R ... rows_per_s=R"
         let words: Vec<&str> = line.split_whitespace().collect();
         if words.len() < 5 || words[0] != "torch" {
@@ -206,23 +201,12 @@ fn main_inner(args: Args) -> Result<()> {
         args.d_model,
         args.d_sae
     );
-    let mut ours = Results::new();
-    let mut theirs = Results::new();
-    let keep_best = |all: &mut Results, new: Results| {
-        for (key, (a, b)) in new {
-            let e = all.entry(key).or_insert((0.0, 0.0));
-            *e = (e.0.max(a), e.1.max(b));
-        }
-    };
-    for round in 0..args.rounds.max(1) {
-        if args.rounds > 1 {
-            println!("round {}", round + 1);
-        }
-        keep_best(&mut ours, run_on(args.device, Bench(args.clone()))??);
-        if let Some(python) = &args.torch {
-            keep_best(&mut theirs, torch_results(&args, python)?);
-        }
-    }
+    let (ours, theirs) = crate::cli::alternate_rounds(
+        args.rounds,
+        || run_on(args.device, Bench(args.clone()))?,
+        args.torch.as_ref().map(|py| || torch_results(&args, py)),
+        |kept: &mut (f64, f64), new| *kept = (kept.0.max(new.0), kept.1.max(new.1)),
+    )?;
     if args.torch.is_some() {
         println!("\n| measurement | ours (rows/s) | PyTorch (rows/s) | ours / PyTorch |");
         println!("|---|---:|---:|---:|");

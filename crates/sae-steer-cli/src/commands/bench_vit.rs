@@ -1,11 +1,11 @@
 //! The `bench_vit` program; its usage is documented in `examples/bench_vit.rs`.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::{Command, ExitCode};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use clap::Parser;
 use sae_steer::backend::{BackendTask, DeviceChoice, run_on};
 use sae_steer::burn::prelude::*;
@@ -75,31 +75,28 @@ impl BackendTask for Bench {
     }
 }
 
-fn torch_results(args: &Args, python: &PathBuf) -> Result<Results> {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/bench_vit_torch.py");
+fn torch_results(args: &Args, python: &Path) -> Result<Results> {
     let batches: Vec<String> = args.batch.iter().map(|b| b.to_string()).collect();
     let torch_device = match args.device {
         DeviceChoice::Cuda(i) => format!("cuda:{i}"),
         _ => "cpu".into(),
     };
-    let out = Command::new(python)
-        .arg(&script)
-        .args(["--batch", &batches.join(",")])
-        .args(["--iters", &args.iters.to_string()])
-        .args(["--threads", &args.threads.to_string()])
-        .args(["--device", &torch_device])
-        .output()
-        .with_context(|| format!("cannot run {} {}", python.display(), script.display()))?;
-    if !out.status.success() {
-        bail!(
-            "{} failed: {}",
-            script.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let lines = crate::cli::run_torch_script(
+        python,
+        "bench_vit_torch.py",
+        &[
+            "--batch".into(),
+            batches.join(","),
+            "--iters".into(),
+            args.iters.to_string(),
+            "--threads".into(),
+            args.threads.to_string(),
+            "--device".into(),
+            torch_device,
+        ],
+    )?;
     let mut results = Results::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        println!("{line}");
+    for line in lines {
         // "torch batch=N images_per_s=R peak_rss_mib=M"
         let field = |key: &str| {
             line.split_whitespace()
@@ -116,23 +113,12 @@ fn torch_results(args: &Args, python: &PathBuf) -> Result<Results> {
 }
 
 fn main_inner(args: Args) -> Result<()> {
-    let mut ours = Results::new();
-    let mut theirs = Results::new();
-    let keep_best = |all: &mut Results, new: Results| {
-        for (b, rate) in new {
-            let e = all.entry(b).or_insert(0.0);
-            *e = e.max(rate);
-        }
-    };
-    for round in 0..args.rounds.max(1) {
-        if args.rounds > 1 {
-            println!("round {}", round + 1);
-        }
-        keep_best(&mut ours, run_on(args.device, Bench(args.clone()))??);
-        if let Some(python) = &args.torch {
-            keep_best(&mut theirs, torch_results(&args, python)?);
-        }
-    }
+    let (ours, theirs) = crate::cli::alternate_rounds(
+        args.rounds,
+        || run_on(args.device, Bench(args.clone()))?,
+        args.torch.as_ref().map(|py| || torch_results(&args, py)),
+        |kept: &mut f64, new| *kept = kept.max(new),
+    )?;
     if args.torch.is_some() {
         println!("\n| batch | ours (images/s) | PyTorch (images/s) | ours / PyTorch |");
         println!("|---:|---:|---:|---:|");

@@ -172,6 +172,22 @@ impl Progress for IndicatifProgress {
     }
 }
 
+/// The PyTorch side of a benchmark, the same flags in each.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BaselineArgs {
+    /// Python with torch (+ transformers for the ViT): run the benchmark's
+    /// script under scripts/ with the same sizes and print the ratio.
+    #[arg(long)]
+    pub torch: Option<PathBuf>,
+    /// Threads PyTorch may use (torch.set_num_threads); ours use every core.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Alternate ours and PyTorch this many times and keep each one's best
+    /// rate: on a shared machine the load changes between measurements.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
+}
+
 /// A benchmark's rounds: ours, then PyTorch's when `theirs` is given,
 /// `rounds` times in turn, each side keeping its best figure per key
 /// (`best(kept, new)`): on a shared machine the load changes between

@@ -1,7 +1,7 @@
 //! The `bench_sae` program; its usage is documented in `examples/bench_sae.rs`.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -33,16 +33,8 @@ pub struct Args {
     iters: usize,
     #[arg(long, default_value = "cpu")]
     device: DeviceChoice,
-    /// Python with torch: run scripts/bench_sae_torch.py with the same sizes.
-    #[arg(long)]
-    torch: Option<PathBuf>,
-    /// Threads PyTorch may use (torch.set_num_threads).
-    #[arg(long, default_value_t = 2)]
-    threads: usize,
-    /// Alternate ours and PyTorch this many times and keep each one's best
-    /// rate: on a shared machine the load changes between measurements.
-    #[arg(long, default_value_t = 1)]
-    rounds: usize,
+    #[command(flatten)]
+    baseline: crate::cli::BaselineArgs,
 }
 
 /// One measurement: what, per-second rate, rows per second.
@@ -156,7 +148,7 @@ fn torch_results(args: &Args, python: &Path) -> Result<Results> {
         "--iters".into(),
         args.iters.to_string(),
         "--threads".into(),
-        args.threads.to_string(),
+        args.baseline.threads.to_string(),
     ];
     if let Some(k) = args.topk {
         script_args.extend(["--topk".into(), k.to_string()]);
@@ -202,12 +194,15 @@ fn main_inner(args: Args) -> Result<()> {
         args.d_sae
     );
     let (ours, theirs) = crate::cli::alternate_rounds(
-        args.rounds,
+        args.baseline.rounds,
         || run_on(args.device, Bench(args.clone()))?,
-        args.torch.as_ref().map(|py| || torch_results(&args, py)),
+        args.baseline
+            .torch
+            .as_ref()
+            .map(|py| || torch_results(&args, py)),
         |kept: &mut (f64, f64), new| *kept = (kept.0.max(new.0), kept.1.max(new.1)),
     )?;
-    if args.torch.is_some() {
+    if args.baseline.torch.is_some() {
         println!("\n| measurement | ours (rows/s) | PyTorch (rows/s) | ours / PyTorch |");
         println!("|---|---:|---:|---:|");
         for (key, (_, rate)) in &ours {

@@ -1,7 +1,7 @@
 //! The `bench_vit` program; its usage is documented in `examples/bench_vit.rs`.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -22,17 +22,8 @@ pub struct Args {
     /// cpu (burn-flex, the default), ndarray, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: DeviceChoice,
-    /// Python with torch + transformers: run scripts/bench_vit_torch.py with
-    /// the same sizes and print the ratio.
-    #[arg(long)]
-    torch: Option<PathBuf>,
-    /// Threads PyTorch may use (torch.set_num_threads); ours use every core.
-    #[arg(long, default_value_t = 2)]
-    threads: usize,
-    /// Alternate ours and PyTorch this many times and keep each one's best
-    /// rate: on a shared machine the load changes between measurements.
-    #[arg(long, default_value_t = 1)]
-    rounds: usize,
+    #[command(flatten)]
+    baseline: crate::cli::BaselineArgs,
 }
 
 /// Images per second by batch size.
@@ -90,7 +81,7 @@ fn torch_results(args: &Args, python: &Path) -> Result<Results> {
             "--iters".into(),
             args.iters.to_string(),
             "--threads".into(),
-            args.threads.to_string(),
+            args.baseline.threads.to_string(),
             "--device".into(),
             torch_device,
         ],
@@ -114,12 +105,15 @@ fn torch_results(args: &Args, python: &Path) -> Result<Results> {
 
 fn main_inner(args: Args) -> Result<()> {
     let (ours, theirs) = crate::cli::alternate_rounds(
-        args.rounds,
+        args.baseline.rounds,
         || run_on(args.device, Bench(args.clone()))?,
-        args.torch.as_ref().map(|py| || torch_results(&args, py)),
+        args.baseline
+            .torch
+            .as_ref()
+            .map(|py| || torch_results(&args, py)),
         |kept: &mut f64, new| *kept = kept.max(new),
     )?;
-    if args.torch.is_some() {
+    if args.baseline.torch.is_some() {
         println!("\n| batch | ours (images/s) | PyTorch (images/s) | ours / PyTorch |");
         println!("|---:|---:|---:|---:|");
         for (b, rate) in &ours {

@@ -32,11 +32,16 @@ fn ensure_programs(dir: &Path) {
 }
 
 fn reproduce(out: &Path, bins: &Path) -> String {
+    reproduce_with(out, bins, &[])
+}
+
+fn reproduce_with(out: &Path, bins: &Path, extra: &[&str]) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args(["reproduce", "--demo", "--quick", "--out"])
         .arg(out)
         .arg("--bin-dir")
         .arg(bins)
+        .args(extra)
         .output()
         .unwrap();
     let log = String::from_utf8_lossy(&output.stderr).into_owned();
@@ -405,4 +410,44 @@ fn a_scale_run_records_every_stage_in_scale_json() {
             "`{needle}` not in report.md:\n{report}"
         );
     }
+}
+
+/// The demo's stages on a patch-16 model without registers: the random
+/// CLIP vision tower of the parity fixtures (a 14 x 14 grid at 224 px, one
+/// CLS token). Labels, the probe, validation upsampling, the SAE on the
+/// patch tokens, statistics and quantify all follow the model's geometry.
+#[test]
+fn the_demo_runs_on_a_patch_16_clip_model() {
+    let bins = profile_dir();
+    ensure_programs(&bins);
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("demo-clip");
+    let clip = sae_steer_testkit::fixture("vit/clip");
+    reproduce_with(&out, &bins, &["--vit", clip.to_str().unwrap()]);
+
+    let manifest: serde_json::Value =
+        serde_json::from_str(&read(&out.join("caches/training-layer1/manifest.json"))).unwrap();
+    assert_eq!(manifest["model_config"]["family"], "clip");
+    assert_eq!(manifest["model_config"]["patch_size"], 16);
+    // CLS + 14 x 14 patches per image, as CLIP's processor crops 224 px.
+    let tap = &manifest["taps"][0];
+    assert_eq!(tap["n_tokens"], 1 + 14 * 14, "{tap}");
+    assert_eq!(tap["dim"], 64, "{tap}");
+    let (_, rows) = csv(&out.join("validate/results.csv"));
+    assert_eq!(rows.len(), 3, "three probes");
+    let best: serde_json::Value =
+        serde_json::from_str(&read(&out.join("validate/best.json"))).unwrap();
+    let miou = best["mean_iou"].as_f64().unwrap();
+    assert!(miou > 0.0 && miou <= 1.0, "mIoU {miou}");
+    let (_, rows) = csv(&out.join("quantify/results.csv"));
+    let methods: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(methods, ["random-vector", "random-latent", "auto"]);
+    // The SAE read CLIP's 196 patch tokens of width 64.
+    let training: serde_json::Value =
+        serde_json::from_str(&read(&out.join("stages/train-sae.json"))).unwrap();
+    let command = training.to_string();
+    assert!(command.contains("patches"), "{command}");
+    let report = read(&out.join("report.md"));
+    assert!(report.contains("vit/clip"), "{report}");
+    assert!(report.contains("| auto |"), "{report}");
 }

@@ -9,7 +9,7 @@ use sae_steer::ade20k::{Ade20k, Split};
 use sae_steer::data::ImageList;
 use sae_steer::pipeline::estimate_normalization_on_images;
 use sae_steer::sae::StatsInfo;
-use sae_steer::{Dinov2, FeatureStats, NormalizationSource, Preprocess, Probe, Sae, Steerer};
+use sae_steer::{FeatureStats, NormalizationSource, Probe, Sae, Steerer, Vit};
 
 use crate::error::Result;
 use crate::images::{ImageStore, ReferenceSet};
@@ -59,7 +59,7 @@ pub struct Loaded<B: Backend> {
 pub fn load<B: Backend>(opts: &LoadOptions, device: &B::Device) -> Result<Loaded<B>> {
     let mut notes = Vec::new();
     eprintln!("loading the ViT {}", opts.vit);
-    let vit = Dinov2::<B>::load(&opts.vit, device)?;
+    let vit = Vit::<B>::load(&opts.vit, device)?;
     eprintln!("loading the SAE {}", opts.sae);
     let sae = Sae::<B>::load(&opts.sae, device)?;
     let layer = opts.layer.or(sae.config().layer).unwrap_or(DEFAULT_LAYER);
@@ -82,8 +82,7 @@ pub fn load<B: Backend>(opts: &LoadOptions, device: &B::Device) -> Result<Loaded
                 "estimating the SAE normalization on {} ADE20K {from} images",
                 images.len()
             );
-            let norm =
-                estimate_normalization_on_images(&vit, layer, &images, &Preprocess::default())?;
+            let norm = estimate_normalization_on_images(&vit, layer, &images, &vit.preprocess())?;
             NormalizationSource::Estimated {
                 images: images.len(),
                 norm,
@@ -136,9 +135,10 @@ pub fn load<B: Backend>(opts: &LoadOptions, device: &B::Device) -> Result<Loaded
         Some(stats) => reference_set(&ade, &examples, opts.split, &stats.info, &mut notes),
         None => None,
     };
+    let preprocess = vit.preprocess();
     let steering = Steering::new(Steerer::new(vit, sae, probe, layer)?, stats)?;
-    let store = ImageStore::new(examples, ade.classes().clone(), Preprocess::default())
-        .with_reference(reference);
+    let store =
+        ImageStore::new(examples, ade.classes().clone(), preprocess).with_reference(reference);
     Ok(Loaded {
         steering,
         store,

@@ -8,7 +8,7 @@
 
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use sae_steer::ade20k::NUM_CLASSES;
-use sae_steer::{Dinov2, Edit, FeatureStats, Labels, PixelValues, Probe, Sae, Steerer};
+use sae_steer::{Edit, FeatureStats, Labels, PixelValues, Probe, Sae, Steerer, Vit};
 use serde::Serialize;
 
 use crate::error::{AppError, Result};
@@ -186,7 +186,7 @@ impl<B: Backend> Steering<B> {
         &self.steerer
     }
 
-    pub fn vit(&self) -> &Dinov2<B> {
+    pub fn vit(&self) -> &Vit<B> {
         self.steerer.vit()
     }
 

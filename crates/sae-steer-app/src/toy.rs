@@ -24,7 +24,7 @@ use sae_steer_probe::sweep::{AdamMoments, ProbeState, ProbeWeights};
 use sae_steer_sae::{
     Activation, EncodeRule, FeatureStats, Normalization, Sae, SaeConfig, SaeWeights, StatsInfo,
 };
-use sae_steer_vit::{Dinov2, HostTensor, PixelValues, Preprocess};
+use sae_steer_vit::{HostTensor, PixelValues, Vit};
 
 use crate::error::{AppError, Result};
 use crate::images::{ImageStore, ReferenceSet};
@@ -70,7 +70,7 @@ pub struct Toy<B: Backend> {
 
 /// Builds a toy setup around `vit`, writing the synthetic dataset to `dir`
 /// (an empty folder, or one this function wrote before).
-pub fn build<B: Backend>(vit: Dinov2<B>, dir: &Path, opts: &ToyOptions) -> Result<Toy<B>> {
+pub fn build<B: Backend>(vit: Vit<B>, dir: &Path, opts: &ToyOptions) -> Result<Toy<B>> {
     let synth = SynthOptions {
         train: 1,
         val: opts.images.max(1),
@@ -83,10 +83,10 @@ pub fn build<B: Backend>(vit: Dinov2<B>, dir: &Path, opts: &ToyOptions) -> Resul
     let report = synthesize(dir, &synth, &NoProgress)?;
     let ade = Ade20k::open(&report.root)?;
     let val = ade.split(Split::Validation)?;
-    let pre = Preprocess::default();
+    let pre = vit.preprocess();
     let device = vit.device().clone();
     let d = vit.config().hidden_size;
-    let prefix = 1 + vit.config().num_register_tokens;
+    let prefix = vit.config().prefix_tokens();
 
     let pixels: Vec<PixelValues> = val
         .items
@@ -157,6 +157,7 @@ pub fn build<B: Backend>(vit: Dinov2<B>, dir: &Path, opts: &ToyOptions) -> Resul
         b_enc: HostTensor::new(vec![s], b_enc),
         w_dec: HostTensor::new(vec![s, d], w_dec),
         b_dec: HostTensor::new(vec![d], vec![0.0; d]),
+        threshold: None,
         norm: Some(norm),
     };
     let sae = Sae::from_weights(weights, &device);

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use sae_steer_cli::commands::{
-    activations, cache, figures, manipulate, quantify, random_vit, stats, synth_ade20k,
+    activations, cache, export_sae, figures, manipulate, quantify, random_vit, stats, synth_ade20k,
     train_probe, train_sae, validate,
 };
 use sae_steer_jobs::{Programs, fetch, reproduce, scale};
@@ -34,9 +34,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run DINOv2 on one image and save every layer's activations (and an SAE's view of one).
+    /// Run a ViT (DINOv2, DINOv3, CLIP, SigLIP) on one image and save every layer's
+    /// activations (and an SAE's view of one).
     Activations(activations::Args),
-    /// Cache DINOv2 activations and labels of ADE20K or an image folder.
+    /// Cache ViT activations and labels of ADE20K or an image folder.
     Cache(cache::Args),
     /// Train linear segmentation probes (a learning-rate x weight-decay sweep) on ADE20K.
     TrainProbe(train_probe::Args),
@@ -44,6 +45,8 @@ enum Command {
     Validate(validate::Args),
     /// Train sparse autoencoders on cached ViT activations.
     TrainSae(train_sae::Args),
+    /// Write an SAE (ours, saev's, SAELens's) as a SAELens folder, normalization folded in.
+    ExportSae(export_sae::Args),
     /// Feature statistics of an SAE over images: max_obs, firing frequency, top images.
     Stats(stats::Args),
     /// Measure how specifically SAE features steer a segmentation probe.
@@ -77,6 +80,7 @@ fn main() -> ExitCode {
         Command::TrainProbe(a) => train_probe::run_args(a),
         Command::Validate(a) => validate::run_args(a),
         Command::TrainSae(a) => train_sae::run_args(a),
+        Command::ExportSae(a) => export_sae::run_args(a),
         Command::Stats(a) => stats::run_args(a),
         Command::Quantify(a) => quantify::run_args(a),
         Command::Serve(a) => manipulate::run_args(a),

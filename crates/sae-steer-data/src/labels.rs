@@ -152,22 +152,24 @@ fn nearest_source(i: usize, input: usize, output: usize) -> usize {
     ((2 * i + 1) * input / (2 * output)).min(input - 1)
 }
 
-/// The reference's label preprocessing: nearest-neighbour resize (PIL
-/// `NEAREST`, torch's "nearest-exact") to `resize x resize`, then the center
+/// The image pipeline applied to a label map: nearest-neighbour resize (PIL
+/// `NEAREST`, torch's "nearest-exact") to the size the image is resized to
+/// (`resize x resize`, or the shorter side to `resize`), then the same center
 /// `crop x crop`. Returns `crop * crop` labels, row-major.
 ///
 /// # Panics
-/// If the map is empty or `pre.resize < pre.crop`.
+/// If the map is empty or the crop is larger than the resized map.
 pub fn resize_crop_labels(map: &LabelMap, pre: &Preprocess) -> Vec<u8> {
-    let (resize, crop) = (pre.resize as usize, pre.crop as usize);
+    let crop = pre.crop as usize;
     let (w, h) = (map.width as usize, map.height as usize);
-    let off = (resize - crop) / 2;
-    let xs: Vec<usize> = (off..off + crop)
-        .map(|x| nearest_source(x, w, resize))
-        .collect();
+    let resized = pre.resized_size(map.width, map.height);
+    let (rw, rh) = (resized.0 as usize, resized.1 as usize);
+    let (ox, oy) = pre.crop_offset(resized);
+    let (ox, oy) = (ox as usize, oy as usize);
+    let xs: Vec<usize> = (ox..ox + crop).map(|x| nearest_source(x, w, rw)).collect();
     let mut out = Vec::with_capacity(crop * crop);
-    for y in off..off + crop {
-        let row = &map.data[nearest_source(y, h, resize) * w..][..w];
+    for y in oy..oy + crop {
+        let row = &map.data[nearest_source(y, h, rh) * w..][..w];
         out.extend(xs.iter().map(|&x| row[x]));
     }
     out
@@ -179,7 +181,7 @@ pub struct PatchLabels {
     /// Most frequent label of each patch, patches row-major.
     pub labels: Vec<u8>,
     /// How many of the patch's pixels carry that label (0..=196 for 14x14;
-    /// saturates at 255 for patches larger than 15x15).
+    /// saturates at 255 for patches larger than 15x15, e.g. 256 for 16x16).
     pub purity: Vec<u8>,
 }
 

@@ -97,7 +97,10 @@ pub struct Args {
     /// a hub id [default: the published DINOv2 SAE].
     #[arg(long)]
     sae: Option<String>,
-    /// The backbone (full run) [default: facebook/dinov2-with-registers-base].
+    /// The backbone [default: facebook/dinov2-with-registers-base]: a hub id
+    /// or a Hugging Face folder of any supported family (DINOv2, DINOv3,
+    /// CLIP, SigLIP). With --demo, a local folder replaces the embedded
+    /// DINOv2 (its block 1 is read), e.g. tests/fixtures/vit/clip.
     #[arg(long)]
     vit: Option<String>,
     /// Do not download: use what `cargo xtask fetch` placed before, or fail
@@ -299,16 +302,24 @@ impl Plan {
             });
         }
         if args.demo {
-            if args.sae.is_some() || args.vit.is_some() || args.imagenet.is_some() {
-                bail!("--demo uses its own ViT, SAE and data: drop --sae, --vit and --imagenet");
+            if args.sae.is_some() || args.imagenet.is_some() {
+                bail!("--demo trains its own SAE on its own data: drop --sae and --imagenet");
             }
+            let vit = match &args.vit {
+                Some(v) if Path::new(v).join("config.json").is_file() => absolute(v)?,
+                Some(v) => bail!(
+                    "--demo --vit {v}: the demo runs offline, so the ViT must be a local \
+                     Hugging Face folder (config.json + model.safetensors)"
+                ),
+                None => root.join(DEMO_VIT),
+            };
             return Ok(Self {
                 demo: true,
                 quick: args.quick,
                 scale: None,
                 ade20k: out.join("data/ade20k"),
                 out,
-                vit: root.join(DEMO_VIT).to_string_lossy().into_owned(),
+                vit: vit.to_string_lossy().into_owned(),
                 layer: DEMO_LAYER,
                 device: args.device.clone(),
                 sae: None,
@@ -539,7 +550,7 @@ impl Plan {
             outputs: vec![self.path("probes")],
             // Patch-epochs: every probe sees every patch once an epoch.
             work: Work::Items(
-                (self.images().0 * PATCHES_PER_IMAGE * epochs) as u64,
+                (self.images().0 * patches_per_image(&self.vit) * epochs) as u64,
                 "patch-epochs",
             ),
         });
@@ -607,8 +618,8 @@ impl Plan {
         push(&mut args, "--device", &self.device);
         push(&mut args, "--data", self.cache("training").as_os_str());
         push(&mut args, "--tensor", format!("layer{}", self.layer));
-        // Patch tokens only: [CLS, 4 registers, 256 patches].
-        push(&mut args, "--tokens", "5..261");
+        // Patch tokens only (the cache's manifest says which they are).
+        push(&mut args, "--tokens", "patches");
         push(&mut args, "--d-sae", r.d_sae.to_string());
         if let Some(lr) = r.lr {
             push(&mut args, "--lr", lr);
@@ -800,8 +811,23 @@ struct SaeRecipe {
     about: String,
 }
 
-/// A 224-px crop of a patch-14 ViT: 16 x 16 patches.
-const PATCHES_PER_IMAGE: usize = 256;
+/// Patches of a 224-px crop (the crop of every supported family's
+/// processor) for the ViT's patch size: the `patch_size` of a local
+/// folder's config.json (a multimodal config's `vision_config`), else
+/// DINOv2's 14 (16 x 16 patches). Only the stages' progress totals use it;
+/// the programs take the geometry from the model itself.
+fn patches_per_image(vit: &str) -> usize {
+    let patch = std::fs::read_to_string(Path::new(vit).join("config.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|c| {
+            let c = c.get("vision_config").cloned().unwrap_or(c);
+            c.get("patch_size")?.as_u64()
+        })
+        .filter(|&p| (1..=224).contains(&p))
+        .unwrap_or(14) as usize;
+    (224 / patch).pow(2)
+}
 
 struct DemoSizes {
     train: usize,
@@ -1247,9 +1273,9 @@ fn report_markdown(
         writeln!(
             md,
             "The offline demo: a synthetic ADE20K-layout dataset, a small random-weight \
-             DINOv2-shaped ViT (hidden 128, 3 blocks) and an SAE trained here on its block {}. \
-             The numbers show the pipeline working, not the preprint's results.\n",
-            plan.layer
+             ViT (`{}`) and an SAE trained here on its block {}. The numbers show the \
+             pipeline working, not the preprint's results.\n",
+            plan.vit, plan.layer
         )?;
     }
     if let Some((fraction, epochs)) = plan.scale {

@@ -1,8 +1,8 @@
 //! SAE weights on the host and our own checkpoint format.
 //!
 //! Our format is a safetensors file with the f32 tensors `W_enc [d, s]`,
-//! `b_enc [s]`, `W_dec [s, d]`, `b_dec [d]`, optionally `norm.mean [d]` and
-//! `norm.scalar []`, and the [`SaeConfig`] as JSON under the `config` key of
+//! `b_enc [s]`, `W_dec [s, d]`, `b_dec [d]`, optionally `threshold [s]`
+//! (per-latent JumpReLU thresholds), `norm.mean [d]` and `norm.scalar []`, and the [`SaeConfig`] as JSON under the `config` key of
 //! the safetensors `__metadata__` map (`format` = `sae-steer-sae/1`).
 
 use std::collections::HashMap;
@@ -97,16 +97,23 @@ pub struct SaeWeights {
     pub w_dec: HostTensor,
     /// `[d]`
     pub b_dec: HostTensor,
+    /// `[s]`: per-latent JumpReLU thresholds (SAELens), which replace the
+    /// config's single one; `None` for every other SAE.
+    pub threshold: Option<HostTensor>,
     /// Input normalization; saev files carry none.
     pub norm: Option<Normalization>,
 }
 
 impl SaeWeights {
-    /// Loads an SAE from a file or a hub id (see [`crate::SaeSource`]):
-    /// either a saev `sae.pt` or one of our safetensors checkpoints, told
-    /// apart by the first byte (`{` starts saev's JSON header line).
+    /// Loads an SAE from a SAELens folder (`cfg.json` + `sae_weights.safetensors`,
+    /// or either file in it), a file or a hub id (see [`crate::SaeSource`]):
+    /// a saev `sae.pt` or one of our safetensors checkpoints, told apart by
+    /// the first byte (`{` starts saev's JSON header line).
     pub fn load(spec: impl AsRef<std::ffi::OsStr>) -> Result<Self> {
         let spec = spec.as_ref();
+        if let Some(dir) = crate::saelens::saelens_folder(Path::new(spec)) {
+            return crate::saelens::read(dir);
+        }
         let path = match spec.to_str() {
             // An absolute or `./`-style path is a file, present or not (its
             // error is the file's); anything else may be a hub id.
@@ -151,7 +158,13 @@ impl SaeWeights {
                 serde_json::from_str(c).map_err(|e| format_error(format!("config JSON: {e}")))
             })?;
         let (d, s) = (config.d_model, config.d_sae);
-        if d == 0 || s == 0 || matches!(config.activation, crate::config::Activation::Topk { k: 0 })
+        if d == 0
+            || s == 0
+            || matches!(
+                config.activation,
+                crate::config::Activation::Topk { k: 0 }
+                    | crate::config::Activation::TopkRelu { k: 0 }
+            )
         {
             return Err(format_error(format!(
                 "config has d_model = {d}, d_sae = {s}, activation {:?}: sizes and k must be positive",
@@ -170,11 +183,17 @@ impl SaeWeights {
         } else {
             None
         };
+        let threshold = if file.contains("threshold") {
+            Some(read_checked(&file, "threshold", &[s], &ctx)?)
+        } else {
+            None
+        };
         Ok(Self {
             w_enc: read_checked(&file, "W_enc", &[d, s], &ctx)?,
             b_enc: read_checked(&file, "b_enc", &[s], &ctx)?,
             w_dec: read_checked(&file, "W_dec", &[s, d], &ctx)?,
             b_dec: read_checked(&file, "b_dec", &[d], &ctx)?,
+            threshold,
             config,
             norm,
         })
@@ -193,6 +212,9 @@ impl SaeWeights {
             ("W_dec".to_string(), self.w_dec.clone()),
             ("b_dec".to_string(), self.b_dec.clone()),
         ];
+        if let Some(t) = &self.threshold {
+            tensors.push(("threshold".to_string(), t.clone()));
+        }
         if let Some(norm) = &self.norm {
             tensors.push((
                 "norm.mean".to_string(),

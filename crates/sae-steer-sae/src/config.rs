@@ -12,8 +12,13 @@ pub enum Activation {
     /// saev's `TopKActivation` there is no ReLU: a kept value may be negative.
     /// Ties at the k-th value keep every tied entry.
     Topk { k: usize },
+    /// SAELens's TopK: the `k` largest pre-activations of each row, then a
+    /// ReLU (a kept negative value becomes 0).
+    TopkRelu { k: usize },
     /// `f = h if h > threshold else 0`: saev's BatchTopK at inference time
-    /// (its running threshold; a threshold <= 0 acts as ReLU).
+    /// (its running threshold; a threshold <= 0 acts as ReLU), and SAELens's
+    /// JumpReLU, whose per-latent thresholds (`SaeWeights::threshold`)
+    /// replace this one.
     JumpRelu { threshold: f32 },
 }
 

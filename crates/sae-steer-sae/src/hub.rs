@@ -46,7 +46,9 @@ impl SaeSource {
         if path.is_dir() {
             return Err(SaeError::Hub {
                 spec: spec.to_string(),
-                message: "is a folder; give the SAE file inside it (e.g. sae.pt)".into(),
+                message: "is a folder but not a SAELens one (cfg.json + sae_weights.safetensors); \
+                          give the SAE file inside it (e.g. sae.pt)"
+                    .into(),
             });
         }
         // `runs/sae.pt` is a missing file, not the hub repository `runs/sae.pt`.

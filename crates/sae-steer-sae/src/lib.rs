@@ -9,6 +9,7 @@ pub mod error;
 pub mod hub;
 pub mod load;
 pub mod sae;
+pub mod saelens;
 pub mod saev;
 pub mod stats;
 pub mod train;
@@ -25,6 +26,6 @@ pub use stats::{
     DEFAULT_TOP_K, Exemplar, FREQUENT, FeatureStats, NO_IMAGE, STATS_FORMAT_TAG, StatsInfo,
 };
 pub use train::{
-    NormalizationPlan, SaeSpec, SafetensorsShards, TrainConfig, TrainReport, Trainer, TrainingData,
+    ActivationShards, NormalizationPlan, SaeSpec, TrainConfig, TrainReport, Trainer, TrainingData,
     train,
 };

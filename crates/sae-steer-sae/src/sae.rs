@@ -33,6 +33,9 @@ pub struct Sae<B: Backend> {
     pub w_dec: Tensor<B, 2>,
     /// `[d]`
     pub b_dec: Tensor<B, 1>,
+    /// `[s]`: per-latent JumpReLU thresholds (SAELens), replacing the
+    /// config's single one.
+    pub threshold: Option<Tensor<B, 1>>,
     pub norm: Option<DeviceNorm<B>>,
 }
 
@@ -47,6 +50,7 @@ impl<B: Backend> Sae<B> {
             b_enc: from_host(w.b_enc, device),
             w_dec: from_host(w.w_dec, device),
             b_dec: from_host(w.b_dec, device),
+            threshold: w.threshold.map(|t| from_host(t, device)),
             norm: w.norm.map(|n| {
                 let d = n.mean.len();
                 DeviceNorm {
@@ -65,6 +69,7 @@ impl<B: Backend> Sae<B> {
             b_enc: to_host(self.b_enc.clone()),
             w_dec: to_host(self.w_dec.clone()),
             b_dec: to_host(self.b_dec.clone()),
+            threshold: self.threshold.as_ref().map(|t| to_host(t.clone())),
             norm: self.norm.as_ref().map(|n| Normalization {
                 mean: to_host(n.mean.clone()).data,
                 scalar: n.scalar,
@@ -174,11 +179,14 @@ impl<B: Backend> Sae<B> {
     /// latent of its row, so TopK encodes in full.
     pub fn encode_latents(&self, x_n: Tensor<B, 2>, idx: Tensor<B, 1, Int>) -> Tensor<B, 2> {
         match self.config.activation {
-            Activation::Topk { .. } => self.encode(x_n).select(1, idx),
+            Activation::Topk { .. } | Activation::TopkRelu { .. } => {
+                self.encode(x_n).select(1, idx)
+            }
             Activation::Relu | Activation::JumpRelu { .. } => {
                 let w = self.w_enc.clone().select(1, idx.clone()); // [d, m]
-                let b = self.b_enc.clone().select(0, idx); // [m]
-                self.activate(self.pre_activations_of(x_n, w, b))
+                let b = self.b_enc.clone().select(0, idx.clone()); // [m]
+                let t = self.threshold.clone().map(|t| t.select(0, idx));
+                self.activate_with(self.pre_activations_of(x_n, w, b), t)
             }
         }
     }
@@ -187,14 +195,27 @@ impl<B: Backend> Sae<B> {
     /// compares each latent with the others of its row; see [`keep_top_k`]).
     /// TopK with `k >= s` keeps every pre-activation unchanged.
     pub fn activate(&self, h: Tensor<B, 2>) -> Tensor<B, 2> {
+        self.activate_with(h, self.threshold.clone())
+    }
+
+    /// [`Self::activate`] with the per-latent thresholds of `h`'s columns.
+    fn activate_with(&self, h: Tensor<B, 2>, thresholds: Option<Tensor<B, 1>>) -> Tensor<B, 2> {
         match self.config.activation {
             Activation::Relu => h.clamp_min(0.0),
             Activation::JumpRelu { threshold } => {
-                let t = threshold.max(0.0);
-                let off = h.clone().lower_equal_elem(t);
+                let off = match thresholds {
+                    // SAELens: relu(h) * (h > t_j), i.e. off where h <= max(t_j, 0).
+                    Some(t) => {
+                        let dims = h.dims();
+                        h.clone()
+                            .lower_equal(t.clamp_min(0.0).unsqueeze_dim::<2>(0).expand(dims))
+                    }
+                    None => h.clone().lower_equal_elem(threshold.max(0.0)),
+                };
                 h.mask_fill(off, 0.0)
             }
             Activation::Topk { k } => keep_top_k(h, k),
+            Activation::TopkRelu { k } => keep_top_k(h, k).clamp_min(0.0),
         }
     }
 
@@ -387,6 +408,7 @@ mod tests {
                 b_enc: HostTensor::new(vec![6], vec![0.0; 6]),
                 w_dec: HostTensor::new(vec![6, 3], vec![0.0; 18]),
                 b_dec: HostTensor::new(vec![3], vec![0.0; 3]),
+                threshold: None,
                 norm: None,
             },
             &device,

@@ -183,6 +183,7 @@ pub fn read(path: impl AsRef<Path>) -> Result<SaeWeights> {
         b_enc,
         w_dec,
         b_dec,
+        threshold: None,
         norm: None,
     })
 }

@@ -287,7 +287,9 @@ impl FeatureStats {
         // Only TopK keeps negative values; the other activations are >= 0.
         let positive = match sae.config.activation {
             Activation::Topk { .. } => f.clone().clamp_min(0.0),
-            Activation::Relu | Activation::JumpRelu { .. } => f.clone(),
+            Activation::Relu | Activation::TopkRelu { .. } | Activation::JumpRelu { .. } => {
+                f.clone()
+            }
         };
         let active_sum = host_f32(positive.sum_dim(0)); // [1, s]
         let f = f.reshape([b, n, s]);

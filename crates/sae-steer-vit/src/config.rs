@@ -1,14 +1,14 @@
-//! DINOv2 geometry, read from a Hugging Face `config.json` or inferred from
-//! torch-hub weights.
+//! ViT geometry of every supported family, read from a Hugging Face
+//! `config.json` (each family's file parses its own fields) or inferred from
+//! torch-hub weights (DINOv2).
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, VitError};
-use crate::weights::TensorSource;
 
-/// The largest `config.json` read (real ones are about 1 KB): a bigger file
+/// The largest `config.json` read (real ones are a few KB): a bigger file
 /// is refused rather than read whole into memory.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
@@ -18,19 +18,105 @@ pub const MAX_LAYERS: usize = 1024;
 
 /// How the stored position embeddings are resampled to another patch grid.
 ///
-/// The implementations disagree: Hugging Face's `Dinov2Model` uses plain
-/// bicubic, `Dinov2WithRegistersModel` and the torch-hub register models use
-/// antialiased bicubic, and the torch-hub models without registers ask torch for
-/// a scale factor of `(grid + 0.1) / native` instead of a target size.
+/// The implementations disagree: Hugging Face's `Dinov2Model`, CLIP and
+/// SigLIP use plain bicubic, `Dinov2WithRegistersModel` and the torch-hub
+/// register models use antialiased bicubic, and the torch-hub models without
+/// registers ask torch for a scale factor of `(grid + 0.1) / native` instead
+/// of a target size.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct PosEmbedResample {
     pub antialias: bool,
     pub offset: f64,
 }
 
-/// The geometry of a DINOv2 ViT (S, B, L with GELU MLPs), with or without registers.
+impl PosEmbedResample {
+    /// Plain bicubic to the target size (`align_corners=False`).
+    pub const BICUBIC: Self = Self {
+        antialias: false,
+        offset: 0.0,
+    };
+}
+
+/// Which family a ViT belongs to: how its embeddings are built, which
+/// tensors its checkpoints hold and what its `last_hidden_state` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    /// DINOv2, with or without registers (`Dinov2Model`,
+    /// `Dinov2WithRegistersModel`, torch-hub files).
+    #[default]
+    Dinov2,
+    /// CLIP's vision tower (`CLIPVisionModel`, or the vision half of a
+    /// `CLIPModel`).
+    Clip,
+    /// SigLIP and SigLIP 2 at fixed resolution (`SiglipVisionModel`, or the
+    /// vision half of a `SiglipModel`): no CLS token.
+    Siglip,
+    /// DINOv3 ViTs (`DINOv3ViTModel`): RoPE instead of position embeddings.
+    Dinov3,
+}
+
+impl Family {
+    /// The name reports print.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Dinov2 => "dinov2",
+            Family::Clip => "clip",
+            Family::Siglip => "siglip",
+            Family::Dinov3 => "dinov3",
+        }
+    }
+
+    /// Whether the family's token sequence starts with a CLS token.
+    pub fn has_cls_token(self) -> bool {
+        !matches!(self, Family::Siglip)
+    }
+}
+
+/// The MLP's nonlinearity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HiddenAct {
+    /// The exact (erf) GELU: DINOv2, DINOv3, some CLIPs.
+    #[default]
+    Gelu,
+    /// `x * sigmoid(1.702 x)`: OpenAI's CLIPs.
+    QuickGelu,
+    /// The tanh approximation of GELU: SigLIP (`gelu_pytorch_tanh`).
+    GeluTanh,
+}
+
+impl HiddenAct {
+    /// Reads a transformers `hidden_act` name.
+    pub fn from_hf(name: &str) -> std::result::Result<Self, String> {
+        match name {
+            "gelu" => Ok(Self::Gelu),
+            "quick_gelu" => Ok(Self::QuickGelu),
+            "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => Ok(Self::GeluTanh),
+            other => Err(format!(
+                "hidden_act `{other}` is not supported (gelu, quick_gelu or gelu_pytorch_tanh)"
+            )),
+        }
+    }
+
+    /// The transformers `hidden_act` name.
+    pub fn hf_name(self) -> &'static str {
+        match self {
+            Self::Gelu => "gelu",
+            Self::QuickGelu => "quick_gelu",
+            Self::GeluTanh => "gelu_pytorch_tanh",
+        }
+    }
+}
+
+/// The geometry of a ViT of any supported [`Family`].
+///
+/// Serialised into cache manifests; the fields added with the other
+/// families default to DINOv2's, so manifests written before read back.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Dinov2Config {
+pub struct VitConfig {
+    #[serde(default)]
+    pub family: Family,
     pub hidden_size: usize,
     pub num_hidden_layers: usize,
     pub num_attention_heads: usize,
@@ -41,56 +127,42 @@ pub struct Dinov2Config {
     pub image_size: usize,
     pub patch_size: usize,
     pub num_channels: usize,
+    /// Whether the attention projections carry biases.
     pub qkv_bias: bool,
     pub num_register_tokens: usize,
+    /// How learned position embeddings are resampled to another grid
+    /// (unused by RoPE models).
     pub pos_embed_resample: PosEmbedResample,
-}
-
-/// The fields of a Hugging Face `config.json` we read; unknown keys are ignored.
-#[derive(Deserialize)]
-struct HfConfig {
-    model_type: String,
-    hidden_size: usize,
-    num_hidden_layers: usize,
-    num_attention_heads: usize,
-    #[serde(default = "default_mlp_ratio")]
-    mlp_ratio: f64,
-    #[serde(default = "default_eps")]
-    layer_norm_eps: f64,
-    image_size: usize,
-    patch_size: usize,
-    #[serde(default = "default_channels")]
-    num_channels: usize,
-    #[serde(default = "default_true")]
-    qkv_bias: bool,
     #[serde(default)]
-    num_register_tokens: usize,
-    #[serde(default)]
-    use_swiglu_ffn: bool,
-    #[serde(default = "default_act")]
-    hidden_act: String,
+    pub hidden_act: HiddenAct,
+    /// DINOv3's RoPE base period; `None` for learned position embeddings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_theta: Option<f64>,
 }
 
-fn default_mlp_ratio() -> f64 {
-    4.0
-}
-fn default_eps() -> f64 {
-    1e-6
-}
-fn default_channels() -> usize {
-    3
-}
-fn default_true() -> bool {
-    true
-}
-fn default_act() -> String {
-    "gelu".into()
+/// Reads a whole small text file, refusing one over `MAX_CONFIG_BYTES`
+/// before reading it.
+pub(crate) fn read_small_text(path: &Path) -> Result<String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| VitError::io(path, e))?;
+    let mut text = String::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| VitError::io(path, e))?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(VitError::Config {
+            path: path.to_path_buf(),
+            message: format!("larger than {MAX_CONFIG_BYTES} bytes; a config is a few KB"),
+        });
+    }
+    Ok(text)
 }
 
-impl Dinov2Config {
+impl VitConfig {
     /// DINOv2 ViT-B/14 with 4 registers (`facebook/dinov2-with-registers-base`).
     pub fn vit_b14_reg() -> Self {
         Self {
+            family: Family::Dinov2,
             hidden_size: 768,
             num_hidden_layers: 12,
             num_attention_heads: 12,
@@ -105,30 +177,60 @@ impl Dinov2Config {
                 antialias: true,
                 offset: 0.0,
             },
+            hidden_act: HiddenAct::Gelu,
+            rope_theta: None,
         }
     }
 
-    /// Reads a Hugging Face `config.json` (`dinov2` or `dinov2_with_registers`).
+    /// Reads a Hugging Face `config.json` of any supported family.
     pub fn from_hf_json(path: impl AsRef<Path>) -> Result<Self> {
-        use std::io::Read;
         let path = path.as_ref();
-        let file = std::fs::File::open(path).map_err(|e| VitError::io(path, e))?;
-        let mut text = String::new();
-        file.take(MAX_CONFIG_BYTES + 1)
-            .read_to_string(&mut text)
-            .map_err(|e| VitError::io(path, e))?;
-        if text.len() as u64 > MAX_CONFIG_BYTES {
-            return Err(VitError::Config {
-                path: path.to_path_buf(),
-                message: format!(
-                    "larger than {MAX_CONFIG_BYTES} bytes; a config.json is about 1 KB"
-                ),
-            });
-        }
+        let text = read_small_text(path)?;
         Self::from_hf_str(&text).map_err(|message| VitError::Config {
             path: path.to_path_buf(),
             message,
         })
+    }
+
+    /// Parses the text of a Hugging Face `config.json`, dispatching on its
+    /// `model_type`. A multimodal config (`clip`, `siglip`) is read through
+    /// its `vision_config`.
+    pub fn from_hf_str(text: &str) -> std::result::Result<Self, String> {
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let model_type = value
+            .get("model_type")
+            .and_then(|v| v.as_str())
+            .ok_or("no `model_type` string")?
+            .to_string();
+        let vision = || -> std::result::Result<serde_json::Value, String> {
+            value
+                .get("vision_config")
+                .cloned()
+                .ok_or_else(|| format!("a `{model_type}` config without `vision_config`"))
+        };
+        let cfg = match model_type.as_str() {
+            "dinov2" | "dinov2_with_registers" => crate::dinov2::config_from_hf(value.clone())?,
+            "clip_vision_model" => crate::clip::config_from_hf(value.clone())?,
+            "clip" => crate::clip::config_from_hf(vision()?)?,
+            "siglip_vision_model" => crate::siglip::config_from_hf(value.clone())?,
+            "siglip" => crate::siglip::config_from_hf(vision()?)?,
+            "dinov3_vit" => crate::dinov3::config_from_hf(value.clone())?,
+            "siglip2" | "siglip2_vision_model" => {
+                return Err(
+                    "SigLIP 2 NaFlex (variable resolution) models are not supported; \
+                     use a fixed-resolution SigLIP 2 such as google/siglip2-base-patch16-224"
+                        .into(),
+                );
+            }
+            other => {
+                return Err(format!(
+                    "model_type `{other}` is not a supported ViT (dinov2, dinov2_with_registers, \
+                     clip, clip_vision_model, siglip, siglip_vision_model, dinov3_vit)"
+                ));
+            }
+        };
+        cfg.validate()?;
+        Ok(cfg)
     }
 
     /// This geometry as a Hugging Face `config.json` ([`Self::from_hf_str`]
@@ -136,186 +238,13 @@ impl Dinov2Config {
     /// format cannot say: the torch-hub no-register position-embedding rule
     /// (`pos_embed_resample.offset` not 0).
     pub fn to_hf_json(&self) -> Option<String> {
-        if self.pos_embed_resample.offset != 0.0 {
-            return None;
-        }
-        let (model_type, architecture) = if self.pos_embed_resample.antialias {
-            ("dinov2_with_registers", "Dinov2WithRegistersModel")
-        } else {
-            ("dinov2", "Dinov2Model")
+        let json = match self.family {
+            Family::Dinov2 => crate::dinov2::config_to_hf(self)?,
+            Family::Clip => crate::clip::config_to_hf(self),
+            Family::Siglip => crate::siglip::config_to_hf(self),
+            Family::Dinov3 => crate::dinov3::config_to_hf(self),
         };
-        let json = serde_json::json!({
-            "architectures": [architecture],
-            "model_type": model_type,
-            "hidden_size": self.hidden_size,
-            "num_hidden_layers": self.num_hidden_layers,
-            "num_attention_heads": self.num_attention_heads,
-            "mlp_ratio": self.intermediate_size as f64 / self.hidden_size as f64,
-            "layer_norm_eps": self.layer_norm_eps,
-            "image_size": self.image_size,
-            "patch_size": self.patch_size,
-            "num_channels": self.num_channels,
-            "qkv_bias": self.qkv_bias,
-            "num_register_tokens": self.num_register_tokens,
-            "hidden_act": "gelu",
-            "use_swiglu_ffn": false,
-            "layerscale_value": 1.0,
-        });
         serde_json::to_string_pretty(&json).ok()
-    }
-
-    /// Parses the text of a Hugging Face `config.json`.
-    pub fn from_hf_str(text: &str) -> std::result::Result<Self, String> {
-        let hf: HfConfig = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        let antialias = match hf.model_type.as_str() {
-            "dinov2" => false,
-            "dinov2_with_registers" => true,
-            other => {
-                return Err(format!(
-                    "model_type `{other}` is not a DINOv2 (expected `dinov2` or `dinov2_with_registers`)"
-                ));
-            }
-        };
-        if hf.use_swiglu_ffn {
-            return Err("SwiGLU MLPs (ViT-g) are not supported; use ViT-S, B or L".into());
-        }
-        if hf.hidden_act != "gelu" {
-            return Err(format!(
-                "hidden_act `{}` is not supported (DINOv2 uses exact `gelu`)",
-                hf.hidden_act
-            ));
-        }
-        // `as usize` saturates: a huge, negative or NaN ratio must not become
-        // a width of usize::MAX (or 0) that the model then allocates.
-        let mlp_width = hf.hidden_size as f64 * hf.mlp_ratio;
-        if !(hf.mlp_ratio.is_finite() && mlp_width >= 1.0 && mlp_width <= (1u64 << 40) as f64) {
-            return Err(format!(
-                "mlp_ratio {} with hidden_size {} does not give a positive MLP width",
-                hf.mlp_ratio, hf.hidden_size
-            ));
-        }
-        let cfg = Self {
-            hidden_size: hf.hidden_size,
-            num_hidden_layers: hf.num_hidden_layers,
-            num_attention_heads: hf.num_attention_heads,
-            intermediate_size: mlp_width as usize,
-            layer_norm_eps: hf.layer_norm_eps,
-            image_size: hf.image_size,
-            patch_size: hf.patch_size,
-            num_channels: hf.num_channels,
-            qkv_bias: hf.qkv_bias,
-            num_register_tokens: hf.num_register_tokens,
-            pos_embed_resample: PosEmbedResample {
-                antialias,
-                offset: 0.0,
-            },
-        };
-        cfg.validate()?;
-        Ok(cfg)
-    }
-
-    /// Infers the geometry of a torch-hub checkpoint from its tensor shapes
-    /// (the file carries no config).
-    pub fn infer_from_hub(src: &dyn TensorSource) -> Result<Self> {
-        let path = src.path().to_path_buf();
-        let shape = |name: &str| {
-            src.shape(name).ok_or_else(|| VitError::MissingTensor {
-                path: path.clone(),
-                name: name.to_string(),
-            })
-        };
-        if src.contains("blocks.0.mlp.w12.weight") {
-            return Err(VitError::Unsupported {
-                path,
-                message: "SwiGLU MLPs (ViT-g) are not supported; use ViT-S, B or L".into(),
-            });
-        }
-        // Every shape comes from the file: check its rank before indexing it.
-        let ranked = |name: &str, shape: Vec<usize>, layout: &str| -> Result<Vec<usize>> {
-            if shape.len() == layout.split(',').count() {
-                Ok(shape)
-            } else {
-                Err(VitError::Unsupported {
-                    path: path.clone(),
-                    message: format!(
-                        "`{name}` has shape {shape:?}, expected a {}-D tensor [{layout}]",
-                        layout.split(',').count()
-                    ),
-                })
-            }
-        };
-        let unsupported = |message: String| VitError::Unsupported {
-            path: path.clone(),
-            message,
-        };
-        let cls = ranked("cls_token", shape("cls_token")?, "1, 1, hidden")?;
-        let hidden_size = cls[2];
-        let patch = ranked(
-            "patch_embed.proj.weight",
-            shape("patch_embed.proj.weight")?,
-            "hidden, channels, patch, patch",
-        )?;
-        let pos = ranked("pos_embed", shape("pos_embed")?, "1, 1 + grid^2, hidden")?;
-        let fc1 = ranked(
-            "blocks.0.mlp.fc1.weight",
-            shape("blocks.0.mlp.fc1.weight")?,
-            "mlp, hidden",
-        )?;
-        let num_register_tokens = match src.shape("register_tokens") {
-            Some(s) => ranked("register_tokens", s, "1, registers, hidden")?[1],
-            None => 0,
-        };
-        let num_hidden_layers = (0..)
-            .take_while(|i| src.contains(&format!("blocks.{i}.norm1.weight")))
-            .count();
-        let grid = pos[1].saturating_sub(1).isqrt();
-        if pos[1] == 0 || grid * grid + 1 != pos[1] || patch[2] != patch[3] {
-            return Err(unsupported(format!(
-                "pos_embed {pos:?} / patch_embed.proj.weight {patch:?} do not describe a square ViT"
-            )));
-        }
-        if !hidden_size.is_multiple_of(64) || hidden_size == 0 {
-            return Err(unsupported(format!(
-                "cls_token width {hidden_size} is not a positive multiple of DINOv2's 64-wide heads"
-            )));
-        }
-        let image_size = grid.checked_mul(patch[2]).ok_or_else(|| {
-            unsupported(format!(
-                "a {grid}-patch grid of {} pixels overflows",
-                patch[2]
-            ))
-        })?;
-        let cfg = Self {
-            hidden_size,
-            num_hidden_layers,
-            // Every DINOv2 uses 64-wide heads.
-            num_attention_heads: hidden_size / 64,
-            intermediate_size: fc1[0],
-            layer_norm_eps: 1e-6,
-            image_size,
-            patch_size: patch[2],
-            num_channels: patch[1],
-            qkv_bias: src.contains("blocks.0.attn.qkv.bias"),
-            num_register_tokens,
-            // hubconf: register models interpolate with antialias and no
-            // offset, the original ones without antialias and offset 0.1.
-            pos_embed_resample: if num_register_tokens > 0 {
-                PosEmbedResample {
-                    antialias: true,
-                    offset: 0.0,
-                }
-            } else {
-                PosEmbedResample {
-                    antialias: false,
-                    offset: 0.1,
-                }
-            },
-        };
-        cfg.validate().map_err(|message| VitError::Unsupported {
-            path: src.path().to_path_buf(),
-            message,
-        })?;
-        Ok(cfg)
     }
 
     /// Checks that the geometry describes a model that can be built: no zero
@@ -353,6 +282,17 @@ impl Dinov2Config {
                 "hidden_size {} is not divisible by num_attention_heads {}",
                 self.hidden_size, self.num_attention_heads
             ));
+        }
+        if let Some(theta) = self.rope_theta {
+            if !(theta.is_finite() && theta > 0.0) {
+                return Err(format!("rope_theta {theta} is not a positive number"));
+            }
+            if !self.head_dim().is_multiple_of(4) {
+                return Err(format!(
+                    "RoPE needs a head width divisible by 4, not {}",
+                    self.head_dim()
+                ));
+            }
         }
         if !self.image_size.is_multiple_of(self.patch_size) {
             return Err(format!(
@@ -411,8 +351,29 @@ impl Dinov2Config {
         self.image_size.checked_div(self.patch_size).unwrap_or(0)
     }
 
-    /// Tokens before the patches: CLS and the registers.
+    /// Tokens before the patches: the CLS token (where the family has one)
+    /// and the registers.
     pub fn prefix_tokens(&self) -> usize {
-        1 + self.num_register_tokens
+        usize::from(self.family.has_cls_token()) + self.num_register_tokens
+    }
+
+    /// Tokens of an image of `side x side` pixels: the prefix and the patches.
+    pub fn tokens_for(&self, side: usize) -> usize {
+        let g = side / self.patch_size.max(1);
+        self.prefix_tokens() + g * g
+    }
+}
+
+/// A field of a config JSON object, with the reader's default when absent.
+pub(crate) fn field<T: serde::de::DeserializeOwned>(
+    value: &serde_json::Value,
+    name: &str,
+    default: Option<T>,
+) -> std::result::Result<T, String> {
+    match value.get(name) {
+        Some(v) if !v.is_null() => {
+            serde_json::from_value(v.clone()).map_err(|e| format!("`{name}`: {e}"))
+        }
+        _ => default.ok_or_else(|| format!("no `{name}`")),
     }
 }

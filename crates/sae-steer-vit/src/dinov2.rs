@@ -1,109 +1,21 @@
-//! DINOv2 vision transformer (Oquab et al. 2023; registers: Darcet et al. 2024).
+//! DINOv2 (Oquab et al. 2023; registers: Darcet et al. 2024): its
+//! `config.json`, its Hugging Face tensor names (`Dinov2Model`,
+//! `Dinov2WithRegistersModel`) and the torch-hub layout
+//! (`dinov2_vitb14_reg4_pretrain.pth`) mapped onto the same pieces.
 //!
-//! Written after the checkpoint: every tensor keeps the name it has in the
-//! Hugging Face `Dinov2Model` / `Dinov2WithRegistersModel` state dict, and the
-//! torch-hub layout (`dinov2_vitb14_reg4_pretrain.pth`) is mapped onto it.
-//!
-//! Tokens are ordered `[CLS, reg_0 .. reg_{r-1}, patch_0 .. patch_{n-1}]`, the
-//! patches row-major. "Layer i" is the residual stream after block i (0-based),
-//! before the final LayerNorm.
-
-use std::collections::HashMap;
-#[cfg(feature = "random")]
-use std::path::Path;
-use std::sync::Mutex;
+//! Pre-norm blocks with LayerScale, exact GELU, a CLS token, optional
+//! registers (inserted after the position embeddings are added) and a final
+//! LayerNorm (`layernorm`) that gives `last_hidden_state`.
 
 use burn::prelude::*;
+use serde::Deserialize;
 
-use crate::config::Dinov2Config;
+use crate::config::{Family, HiddenAct, PosEmbedResample, VitConfig};
 use crate::error::{Result, VitError};
-use crate::kernels;
-use crate::resample::resample_grid;
-use crate::weights::{HostTensor, TensorSource};
+use crate::vit::{Block, Loader, Parts};
+use crate::weights::TensorSource;
 
-/// A dense layer `y = x W + b`, with `W` stored `[in, out]` (transposed from
-/// PyTorch's `[out, in]` once, at load time).
-#[derive(Debug, Clone)]
-struct Linear<B: Backend> {
-    weight: Tensor<B, 2>,
-    bias: Option<Tensor<B, 1>>,
-}
-
-impl<B: Backend> Linear<B> {
-    // x: [b, n, in] -> [b, n, out]
-    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        kernels::add_bias(self.product(x), self.bias.as_ref())
-    }
-
-    // x W without the bias, for the kernels that fuse it with what follows.
-    // x: [b, n, in] -> [b, n, out]
-    fn product(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let [b, n, d] = x.dims();
-        let out = self.weight.dims()[1];
-        x.reshape([b * n, d])
-            .matmul(self.weight.clone())
-            .reshape([b, n, out])
-    }
-}
-
-#[derive(Debug, Clone)]
-struct LayerNorm<B: Backend> {
-    weight: Tensor<B, 1>,
-    bias: Tensor<B, 1>,
-    eps: f64,
-}
-
-impl<B: Backend> LayerNorm<B> {
-    // x: [b, n, d] -> [b, n, d]
-    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        kernels::layer_norm(x, &self.weight, &self.bias, self.eps)
-    }
-}
-
-/// One pre-norm transformer block with LayerScale.
-#[derive(Debug, Clone)]
-struct Block<B: Backend> {
-    norm1: LayerNorm<B>,
-    /// q, k and v fused into one `[d, 3d]` product.
-    qkv: Linear<B>,
-    /// `attention.output.dense`
-    proj: Linear<B>,
-    /// `layer_scale1.lambda1` [d]
-    ls1: Tensor<B, 1>,
-    norm2: LayerNorm<B>,
-    fc1: Linear<B>,
-    fc2: Linear<B>,
-    /// `layer_scale2.lambda1` [d]
-    ls2: Tensor<B, 1>,
-    heads: usize,
-}
-
-impl<B: Backend> Block<B> {
-    // x: [b, n, d] -> [b, n, d]
-    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        // x + attention(norm1(x)) * ls1, the projection's bias fused in.
-        let h = self.attention(self.norm1.forward(x.clone()));
-        let x = kernels::scaled_residual(x, h, self.proj.bias.as_ref(), &self.ls1);
-        // x + fc2(gelu(fc1(norm2(x)))) * ls2, each bias fused into the pass
-        // after its product.
-        let h = self.fc1.product(self.norm2.forward(x.clone()));
-        let h = self
-            .fc2
-            .product(kernels::bias_gelu(h, self.fc1.bias.as_ref()));
-        kernels::scaled_residual(x, h, self.fc2.bias.as_ref(), &self.ls2)
-    }
-
-    // x: [b, n, d] -> [b, n, d]
-    fn attention(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        // softmax(q k^T / sqrt(hd)) v for every head, from the fused q, k, v
-        // product [b, n, 3d]; the output projection's bias is added with the
-        // LayerScale.
-        let ctx = kernels::attention(self.qkv.forward(x), self.heads);
-        self.proj.product(ctx)
-    }
-}
-
-/// Where a tensor lives in the two checkpoint layouts.
+/// Where a tensor lives in the two DINOv2 checkpoint layouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyLayout {
     /// `Dinov2Model` / `Dinov2WithRegistersModel` state dicts.
@@ -112,390 +24,325 @@ pub enum KeyLayout {
     TorchHub,
 }
 
-/// A DINOv2 ViT, frozen (inference only).
-///
-/// ```no_run
-/// use burn::backend::NdArray;
-/// use sae_steer_vit::Dinov2;
-/// # fn main() -> Result<(), sae_steer_vit::VitError> {
-/// let device = Default::default();
-/// let vit = Dinov2::<NdArray>::load("facebook/dinov2-with-registers-base", &device)?;
-/// let pixels = sae_steer_vit::preprocess_path("cat.jpg")?.to_tensor::<NdArray>(&device);
-/// let layer10 = vit.forward_until(pixels, 10)?; // [1, 261, 768]
-/// let normed = vit.forward_from(10, layer10)?;   // final LayerNorm output
-/// # Ok(()) }
-/// ```
-pub struct Dinov2<B: Backend> {
-    config: Dinov2Config,
-    /// `embeddings.cls_token` [1, 1, d]
-    cls_token: Tensor<B, 3>,
-    /// `embeddings.register_tokens` [1, r, d]
-    register_tokens: Option<Tensor<B, 3>>,
-    /// `embeddings.position_embeddings` [1, 1 + g*g, d] for the native grid g,
-    /// kept on the host: each new input grid resamples it once.
-    position_embeddings: HostTensor,
-    /// Resampled position embeddings per (rows, cols) patch grid: [1, 1 + rows*cols, d]
-    pos_cache: Mutex<HashMap<(usize, usize), Tensor<B, 3>>>,
-    /// `embeddings.patch_embeddings.projection` as a linear map over
-    /// flattened `[c, p, p]` patches: [c*p*p, d]
-    patch_embed: Linear<B>,
-    blocks: Vec<Block<B>>,
-    /// `layernorm`
-    norm: LayerNorm<B>,
-    device: B::Device,
+/// The fields of a DINOv2 `config.json` we read; unknown keys are ignored.
+#[derive(Deserialize)]
+struct HfConfig {
+    model_type: String,
+    hidden_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    #[serde(default = "default_mlp_ratio")]
+    mlp_ratio: f64,
+    #[serde(default = "default_eps")]
+    layer_norm_eps: f64,
+    image_size: usize,
+    patch_size: usize,
+    #[serde(default = "default_channels")]
+    num_channels: usize,
+    #[serde(default = "default_true")]
+    qkv_bias: bool,
+    #[serde(default)]
+    num_register_tokens: usize,
+    #[serde(default)]
+    use_swiglu_ffn: bool,
+    #[serde(default = "default_act")]
+    hidden_act: String,
 }
 
-impl<B: Backend> Dinov2<B> {
-    pub fn config(&self) -> &Dinov2Config {
-        &self.config
-    }
+fn default_mlp_ratio() -> f64 {
+    4.0
+}
+fn default_eps() -> f64 {
+    1e-6
+}
+fn default_channels() -> usize {
+    3
+}
+fn default_true() -> bool {
+    true
+}
+fn default_act() -> String {
+    "gelu".into()
+}
 
-    pub fn device(&self) -> &B::Device {
-        &self.device
+/// Reads a `dinov2` / `dinov2_with_registers` config.
+pub(crate) fn config_from_hf(value: serde_json::Value) -> std::result::Result<VitConfig, String> {
+    let hf: HfConfig = serde_json::from_value(value).map_err(|e| e.to_string())?;
+    let antialias = hf.model_type == "dinov2_with_registers";
+    if hf.use_swiglu_ffn {
+        return Err("SwiGLU MLPs (ViT-g) are not supported; use ViT-S, B or L".into());
     }
-
-    /// Number of transformer blocks.
-    pub fn depth(&self) -> usize {
-        self.blocks.len()
+    if hf.hidden_act != "gelu" {
+        return Err(format!(
+            "hidden_act `{}` is not supported (DINOv2 uses exact `gelu`)",
+            hf.hidden_act
+        ));
     }
+    // `as usize` saturates: a huge, negative or NaN ratio must not become
+    // a width of usize::MAX (or 0) that the model then allocates.
+    let mlp_width = hf.hidden_size as f64 * hf.mlp_ratio;
+    if !(hf.mlp_ratio.is_finite() && mlp_width >= 1.0 && mlp_width <= (1u64 << 40) as f64) {
+        return Err(format!(
+            "mlp_ratio {} with hidden_size {} does not give a positive MLP width",
+            hf.mlp_ratio, hf.hidden_size
+        ));
+    }
+    Ok(VitConfig {
+        family: Family::Dinov2,
+        hidden_size: hf.hidden_size,
+        num_hidden_layers: hf.num_hidden_layers,
+        num_attention_heads: hf.num_attention_heads,
+        intermediate_size: mlp_width as usize,
+        layer_norm_eps: hf.layer_norm_eps,
+        image_size: hf.image_size,
+        patch_size: hf.patch_size,
+        num_channels: hf.num_channels,
+        qkv_bias: hf.qkv_bias,
+        num_register_tokens: hf.num_register_tokens,
+        pos_embed_resample: PosEmbedResample {
+            antialias,
+            offset: 0.0,
+        },
+        hidden_act: HiddenAct::Gelu,
+        rope_theta: None,
+    })
+}
 
-    /// Builds the model from any tensor source in either key layout.
-    pub fn from_source(
-        config: Dinov2Config,
-        src: &dyn TensorSource,
-        layout: KeyLayout,
-        device: &B::Device,
-    ) -> Result<Self> {
-        let d = config.hidden_size;
-        let c = config.num_channels;
-        let p = config.patch_size;
-        let g = config.native_grid();
-        let r = config.num_register_tokens;
-        let m = config.intermediate_size;
-        // Models saved from a task head (e.g. `Dinov2ForImageClassification`)
-        // nest the backbone under `dinov2.`.
-        let prefix = if layout == KeyLayout::HuggingFace
-            && !src.contains("embeddings.cls_token")
-            && src.contains("dinov2.embeddings.cls_token")
-        {
-            "dinov2."
+/// The `config.json` of a DINOv2 geometry; `None` for the torch-hub
+/// no-register position-embedding rule, which the format cannot say.
+pub(crate) fn config_to_hf(c: &VitConfig) -> Option<serde_json::Value> {
+    if c.pos_embed_resample.offset != 0.0 {
+        return None;
+    }
+    let (model_type, architecture) = if c.pos_embed_resample.antialias {
+        ("dinov2_with_registers", "Dinov2WithRegistersModel")
+    } else {
+        ("dinov2", "Dinov2Model")
+    };
+    Some(serde_json::json!({
+        "architectures": [architecture],
+        "model_type": model_type,
+        "hidden_size": c.hidden_size,
+        "num_hidden_layers": c.num_hidden_layers,
+        "num_attention_heads": c.num_attention_heads,
+        "mlp_ratio": c.intermediate_size as f64 / c.hidden_size as f64,
+        "layer_norm_eps": c.layer_norm_eps,
+        "image_size": c.image_size,
+        "patch_size": c.patch_size,
+        "num_channels": c.num_channels,
+        "qkv_bias": c.qkv_bias,
+        "num_register_tokens": c.num_register_tokens,
+        "hidden_act": "gelu",
+        "use_swiglu_ffn": false,
+        "layerscale_value": 1.0,
+    }))
+}
+
+/// Infers the geometry of a torch-hub checkpoint from its tensor shapes
+/// (the file carries no config).
+pub fn infer_from_hub(src: &dyn TensorSource) -> Result<VitConfig> {
+    let path = src.path().to_path_buf();
+    let shape = |name: &str| {
+        src.shape(name).ok_or_else(|| VitError::MissingTensor {
+            path: path.clone(),
+            name: name.to_string(),
+        })
+    };
+    if src.contains("blocks.0.mlp.w12.weight") {
+        return Err(VitError::Unsupported {
+            path,
+            message: "SwiGLU MLPs (ViT-g) are not supported; use ViT-S, B or L".into(),
+        });
+    }
+    // Every shape comes from the file: check its rank before indexing it.
+    let ranked = |name: &str, shape: Vec<usize>, layout: &str| -> Result<Vec<usize>> {
+        if shape.len() == layout.split(',').count() {
+            Ok(shape)
         } else {
-            ""
-        };
-        let get = |name: &str, shape: &[usize]| src.read_shaped(&format!("{prefix}{name}"), shape);
-        let up1 = |t: HostTensor| {
-            Tensor::<B, 1>::from_data(
-                TensorData::new(t.data, [t.shape.iter().product::<usize>()]),
-                device,
-            )
-        };
-        let up3 = |t: HostTensor, s: [usize; 3]| {
-            Tensor::<B, 3>::from_data(TensorData::new(t.data, s), device)
-        };
-        // PyTorch [out, in] -> ours [in, out]
-        let linear = |w: HostTensor, b: Option<HostTensor>| -> Linear<B> {
-            let (out, inp) = (w.shape[0], w.data.len() / w.shape[0]);
-            let weight =
-                Tensor::<B, 2>::from_data(TensorData::new(w.data, [out, inp]), device).transpose();
-            Linear {
-                weight,
-                bias: b.map(up1),
-            }
-        };
-        let norm = |name: &str| -> Result<LayerNorm<B>> {
-            Ok(LayerNorm {
-                weight: up1(get(&format!("{name}.weight"), &[d])?),
-                bias: up1(get(&format!("{name}.bias"), &[d])?),
-                eps: config.layer_norm_eps,
+            Err(VitError::Unsupported {
+                path: path.clone(),
+                message: format!(
+                    "`{name}` has shape {shape:?}, expected a {}-D tensor [{layout}]",
+                    layout.split(',').count()
+                ),
             })
-        };
-        let dense = |name: &str, out: usize, inp: usize| -> Result<Linear<B>> {
-            Ok(linear(
-                get(&format!("{name}.weight"), &[out, inp])?,
-                Some(get(&format!("{name}.bias"), &[out])?),
-            ))
-        };
+        }
+    };
+    let unsupported = |message: String| VitError::Unsupported {
+        path: path.clone(),
+        message,
+    };
+    let cls = ranked("cls_token", shape("cls_token")?, "1, 1, hidden")?;
+    let hidden_size = cls[2];
+    let patch = ranked(
+        "patch_embed.proj.weight",
+        shape("patch_embed.proj.weight")?,
+        "hidden, channels, patch, patch",
+    )?;
+    let pos = ranked("pos_embed", shape("pos_embed")?, "1, 1 + grid^2, hidden")?;
+    let fc1 = ranked(
+        "blocks.0.mlp.fc1.weight",
+        shape("blocks.0.mlp.fc1.weight")?,
+        "mlp, hidden",
+    )?;
+    let num_register_tokens = match src.shape("register_tokens") {
+        Some(s) => ranked("register_tokens", s, "1, registers, hidden")?[1],
+        None => 0,
+    };
+    let num_hidden_layers = (0..)
+        .take_while(|i| src.contains(&format!("blocks.{i}.norm1.weight")))
+        .count();
+    let grid = pos[1].saturating_sub(1).isqrt();
+    if pos[1] == 0 || grid * grid + 1 != pos[1] || patch[2] != patch[3] {
+        return Err(unsupported(format!(
+            "pos_embed {pos:?} / patch_embed.proj.weight {patch:?} do not describe a square ViT"
+        )));
+    }
+    if !hidden_size.is_multiple_of(64) || hidden_size == 0 {
+        return Err(unsupported(format!(
+            "cls_token width {hidden_size} is not a positive multiple of DINOv2's 64-wide heads"
+        )));
+    }
+    let image_size = grid.checked_mul(patch[2]).ok_or_else(|| {
+        unsupported(format!(
+            "a {grid}-patch grid of {} pixels overflows",
+            patch[2]
+        ))
+    })?;
+    let cfg = VitConfig {
+        family: Family::Dinov2,
+        hidden_size,
+        num_hidden_layers,
+        // Every DINOv2 uses 64-wide heads.
+        num_attention_heads: hidden_size / 64,
+        intermediate_size: fc1[0],
+        layer_norm_eps: 1e-6,
+        image_size,
+        patch_size: patch[2],
+        num_channels: patch[1],
+        qkv_bias: src.contains("blocks.0.attn.qkv.bias"),
+        num_register_tokens,
+        // hubconf: register models interpolate with antialias and no
+        // offset, the original ones without antialias and offset 0.1.
+        pos_embed_resample: if num_register_tokens > 0 {
+            PosEmbedResample {
+                antialias: true,
+                offset: 0.0,
+            }
+        } else {
+            PosEmbedResample {
+                antialias: false,
+                offset: 0.1,
+            }
+        },
+        hidden_act: HiddenAct::Gelu,
+        rope_theta: None,
+    };
+    cfg.validate().map_err(|message| VitError::Unsupported {
+        path: src.path().to_path_buf(),
+        message,
+    })?;
+    Ok(cfg)
+}
 
-        let hf = layout == KeyLayout::HuggingFace;
-        let name = |hf_name: &str, hub_name: &str| {
+/// Reads a DINOv2 state dict in either key layout.
+pub(crate) fn parts<B: Backend>(
+    config: &VitConfig,
+    src: &dyn TensorSource,
+    layout: KeyLayout,
+    device: &B::Device,
+) -> Result<Parts<B>> {
+    let d = config.hidden_size;
+    let c = config.num_channels;
+    let p = config.patch_size;
+    let g = config.native_grid();
+    let r = config.num_register_tokens;
+    let m = config.intermediate_size;
+    let hf = layout == KeyLayout::HuggingFace;
+    // Models saved from a task head (e.g. `Dinov2ForImageClassification`)
+    // nest the backbone under `dinov2.`.
+    let prefix = if hf
+        && !src.contains("embeddings.cls_token")
+        && src.contains("dinov2.embeddings.cls_token")
+    {
+        "dinov2."
+    } else {
+        ""
+    };
+    let w = Loader::<B> {
+        src,
+        prefix: prefix.into(),
+        device,
+        eps: config.layer_norm_eps,
+    };
+    let name = |hf_name: &str, hub_name: &str| {
+        if hf {
+            hf_name.to_string()
+        } else {
+            hub_name.to_string()
+        }
+    };
+    let cls_token = w.tensor3(&name("embeddings.cls_token", "cls_token"), [1, 1, d])?;
+    let register_tokens = if r > 0 {
+        Some(w.tensor3(
+            &name("embeddings.register_tokens", "register_tokens"),
+            [1, r, d],
+        )?)
+    } else {
+        None
+    };
+    let mut position_embeddings = w.host(
+        &name("embeddings.position_embeddings", "pos_embed"),
+        &[1, 1 + g * g, d],
+    )?;
+    position_embeddings.shape = vec![1 + g * g, d];
+    let proj = name("embeddings.patch_embeddings.projection", "patch_embed.proj");
+    let patch_embed = w.linear(
+        w.host(&format!("{proj}.weight"), &[d, c, p, p])?,
+        Some(w.host(&format!("{proj}.bias"), &[d])?),
+    );
+
+    let mut blocks = Vec::with_capacity(config.num_hidden_layers);
+    for i in 0..config.num_hidden_layers {
+        let blk = |hf_name: &str, hub_name: &str| {
             if hf {
-                hf_name.to_string()
+                format!("encoder.layer.{i}.{hf_name}")
             } else {
-                hub_name.to_string()
+                format!("blocks.{i}.{hub_name}")
             }
         };
-
-        let cls_token = up3(
-            get(&name("embeddings.cls_token", "cls_token"), &[1, 1, d])?,
-            [1, 1, d],
-        );
-        let register_tokens = if r > 0 {
-            Some(up3(
-                get(
-                    &name("embeddings.register_tokens", "register_tokens"),
-                    &[1, r, d],
-                )?,
-                [1, r, d],
-            ))
+        let qkv = if hf {
+            let part = |p: &str| blk(&format!("attention.attention.{p}"), "");
+            w.fused_qkv([&part("query"), &part("key"), &part("value")], d)?
         } else {
-            None
+            w.dense(&blk("", "attn.qkv"), 3 * d, d, config.qkv_bias)?
         };
-        let position_embeddings = get(
-            &name("embeddings.position_embeddings", "pos_embed"),
-            &[1, 1 + g * g, d],
-        )?;
-        let proj = name("embeddings.patch_embeddings.projection", "patch_embed.proj");
-        let patch_embed = linear(
-            get(&format!("{proj}.weight"), &[d, c, p, p])?,
-            Some(get(&format!("{proj}.bias"), &[d])?),
-        );
-
-        let mut blocks = Vec::with_capacity(config.num_hidden_layers);
-        for i in 0..config.num_hidden_layers {
-            let blk = |hf_name: &str, hub_name: &str| {
-                if hf {
-                    format!("encoder.layer.{i}.{hf_name}")
-                } else {
-                    format!("blocks.{i}.{hub_name}")
-                }
-            };
-            let qkv = if hf {
-                // Fuse q, k, v: rows [q; k; v] of a [3d, d] PyTorch weight.
-                let mut w = Vec::with_capacity(3 * d * d);
-                let mut b = Vec::with_capacity(3 * d);
-                for part in ["query", "key", "value"] {
-                    let base = blk(&format!("attention.attention.{part}"), "");
-                    w.extend(get(&format!("{base}.weight"), &[d, d])?.data);
-                    if config.qkv_bias {
-                        b.extend(get(&format!("{base}.bias"), &[d])?.data);
-                    }
-                }
-                let bias = config.qkv_bias.then(|| HostTensor::new(vec![3 * d], b));
-                linear(HostTensor::new(vec![3 * d, d], w), bias)
-            } else {
-                let base = blk("", "attn.qkv");
-                let bias = if config.qkv_bias {
-                    Some(get(&format!("{base}.bias"), &[3 * d])?)
-                } else {
-                    None
-                };
-                linear(get(&format!("{base}.weight"), &[3 * d, d])?, bias)
-            };
-            blocks.push(Block {
-                norm1: norm(&blk("norm1", "norm1"))?,
-                qkv,
-                proj: dense(&blk("attention.output.dense", "attn.proj"), d, d)?,
-                ls1: up1(get(&blk("layer_scale1.lambda1", "ls1.gamma"), &[d])?),
-                norm2: norm(&blk("norm2", "norm2"))?,
-                fc1: dense(&blk("mlp.fc1", "mlp.fc1"), m, d)?,
-                fc2: dense(&blk("mlp.fc2", "mlp.fc2"), d, m)?,
-                ls2: up1(get(&blk("layer_scale2.lambda1", "ls2.gamma"), &[d])?),
-                heads: config.num_attention_heads,
-            });
-        }
-        let norm = norm(&name("layernorm", "norm"))?;
-        Ok(Self {
-            config,
-            cls_token,
-            register_tokens,
-            position_embeddings,
-            pos_cache: Mutex::new(HashMap::new()),
-            patch_embed,
-            blocks,
-            norm,
-            device: device.clone(),
-        })
+        blocks.push(Block {
+            norm1: w.norm(&blk("norm1", "norm1"), d)?,
+            qkv,
+            proj: w.dense(&blk("attention.output.dense", "attn.proj"), d, d, true)?,
+            ls1: w.vector(&blk("layer_scale1.lambda1", "ls1.gamma"), d)?,
+            norm2: w.norm(&blk("norm2", "norm2"), d)?,
+            fc1: w.dense(&blk("mlp.fc1", "mlp.fc1"), m, d, true)?,
+            fc2: w.dense(&blk("mlp.fc2", "mlp.fc2"), d, m, true)?,
+            ls2: w.vector(&blk("layer_scale2.lambda1", "ls2.gamma"), d)?,
+            heads: config.num_attention_heads,
+            act: HiddenAct::Gelu,
+        });
     }
-
-    /// Position embeddings for a `rows x cols` patch grid: [1, 1 + rows*cols, d]
-    fn position_embeddings(&self, rows: usize, cols: usize) -> Tensor<B, 3> {
-        let mut cache = self.pos_cache.lock().unwrap_or_else(|e| e.into_inner());
-        cache
-            .entry((rows, cols))
-            .or_insert_with(|| {
-                let d = self.config.hidden_size;
-                let g = self.config.native_grid();
-                let pe = &self.position_embeddings.data;
-                let mut data = pe[..d].to_vec();
-                if rows == g && cols == g {
-                    data.extend_from_slice(&pe[d..]);
-                } else {
-                    data.extend(resample_grid(
-                        &pe[d..],
-                        g,
-                        d,
-                        rows,
-                        cols,
-                        self.config.pos_embed_resample,
-                    ));
-                }
-                Tensor::from_data(TensorData::new(data, [1, 1 + rows * cols, d]), &self.device)
-            })
-            .clone()
-    }
-
-    /// Patch embedding, CLS, position embeddings and registers.
-    ///
-    /// pixels: [b, c, H, W] (H, W multiples of the patch) -> [b, 1 + r + n, d]
-    pub fn embed(&self, pixels: Tensor<B, 4>) -> Result<Tensor<B, 3>> {
-        let [b, c, h, w] = pixels.dims();
-        let p = self.config.patch_size;
-        if c != self.config.num_channels {
-            return Err(VitError::InputShape {
-                channels: self.config.num_channels,
-                found: vec![b, c, h, w],
-            });
-        }
-        if h % p != 0 || w % p != 0 || h == 0 || w == 0 {
-            return Err(VitError::InputSize {
-                height: h,
-                width: w,
-                patch: p,
-            });
-        }
-        let (rows, cols) = (h / p, w / p);
-        let d = self.config.hidden_size;
-        // A stride-p convolution is a matmul over flattened patches:
-        // [b, c, rows, p, cols, p] -> [b, rows, cols, c, p, p] -> [b, n, c*p*p]
-        let patches = pixels
-            .reshape([b, c, rows, p, cols, p])
-            .permute([0, 2, 4, 1, 3, 5])
-            .reshape([b, rows * cols, c * p * p]);
-        let x = self.patch_embed.forward(patches);
-        let cls = self.cls_token.clone().expand([b, 1, d]);
-        let x = Tensor::cat(vec![cls, x], 1) + self.position_embeddings(rows, cols);
-        // Registers carry no position embedding: they go in after it is added.
-        Ok(match &self.register_tokens {
-            Some(reg) => {
-                let r = reg.dims()[1];
-                let n = rows * cols;
-                Tensor::cat(
-                    vec![
-                        x.clone().slice([0..b, 0..1, 0..d]),
-                        reg.clone().expand([b, r, d]),
-                        x.slice([0..b, 1..1 + n, 0..d]),
-                    ],
-                    1,
-                )
-            }
-            None => x,
-        })
-    }
-
-    fn check_layer(&self, layer: usize) -> Result<()> {
-        if layer >= self.blocks.len() {
-            return Err(VitError::Layer {
-                layer,
-                depth: self.blocks.len(),
-            });
-        }
-        Ok(())
-    }
-
-    /// Runs blocks `first..=last` on a residual stream, calling `tap` with
-    /// each block's output.
-    pub fn run_blocks(
-        &self,
-        mut x: Tensor<B, 3>,
-        first: usize,
-        last: usize,
-        mut tap: impl FnMut(usize, &Tensor<B, 3>),
-    ) -> Result<Tensor<B, 3>> {
-        if first <= last {
-            self.check_layer(last)?;
-        }
-        for i in first..=last.min(self.blocks.len().saturating_sub(1)) {
-            x = self.blocks[i].forward(x);
-            tap(i, &x);
-        }
-        Ok(x)
-    }
-
-    /// Runs from the pixels to the residual stream after block `layer`.
-    ///
-    /// pixels: [b, c, H, W] -> [b, tokens, d]
-    pub fn forward_until(&self, pixels: Tensor<B, 4>, layer: usize) -> Result<Tensor<B, 3>> {
-        self.check_layer(layer)?;
-        let x = self.embed(pixels)?;
-        self.run_blocks(x, 0, layer, |_, _| {})
-    }
-
-    /// Like [`Self::forward_until`], also returning the residual stream after
-    /// each block in `taps` (every tap must be `<= layer`).
-    pub fn forward_taps(
-        &self,
-        pixels: Tensor<B, 4>,
-        layer: usize,
-        taps: &[usize],
-    ) -> Result<(Tensor<B, 3>, LayerTaps<B>)> {
-        self.check_layer(layer)?;
-        if let Some(&bad) = taps.iter().find(|&&t| t > layer) {
-            return Err(VitError::Layer {
-                layer: bad,
-                depth: layer + 1,
-            });
-        }
-        let mut kept = Vec::with_capacity(taps.len());
-        let x = self.embed(pixels)?;
-        let x = self.run_blocks(x, 0, layer, |i, x| {
-            if taps.contains(&i) {
-                kept.push((i, x.clone()));
-            }
-        })?;
-        Ok((x, kept))
-    }
-
-    /// Finishes the network from the residual stream after block `layer`:
-    /// the remaining blocks and the final LayerNorm.
-    ///
-    /// `forward_from(l, forward_until(px, l)) == forward(px)`, exactly.
-    /// residual: [b, tokens, d] -> normed tokens [b, tokens, d]
-    pub fn forward_from(&self, layer: usize, residual: Tensor<B, 3>) -> Result<Tensor<B, 3>> {
-        self.check_layer(layer)?;
-        let x = self.run_blocks(residual, layer + 1, self.blocks.len() - 1, |_, _| {})?;
-        Ok(self.norm.forward(x))
-    }
-
-    /// The whole network: normed tokens [b, tokens, d].
-    pub fn forward(&self, pixels: Tensor<B, 4>) -> Result<Tensor<B, 3>> {
-        let x = self.embed(pixels)?;
-        let x = self.run_blocks(x, 0, self.blocks.len() - 1, |_, _| {})?;
-        Ok(self.norm.forward(x))
-    }
-
-    /// The final LayerNorm alone: [b, tokens, d] -> [b, tokens, d]
-    pub fn final_norm(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.norm.forward(x)
-    }
-
-    /// Splits tokens into CLS [b, d], registers [b, r, d] and patches [b, n, d].
-    pub fn split_tokens(&self, x: Tensor<B, 3>) -> Tokens<B> {
-        let [b, t, d] = x.dims();
-        let r = self.config.num_register_tokens;
-        Tokens {
-            cls: x.clone().slice([0..b, 0..1, 0..d]).reshape([b, d]),
-            registers: x.clone().slice([0..b, 1..1 + r, 0..d]),
-            patches: x.slice([0..b, 1 + r..t, 0..d]),
-        }
-    }
-}
-
-/// Residual streams kept by [`Dinov2::forward_taps`]: (block index, [b, tokens, d]).
-pub type LayerTaps<B> = Vec<(usize, Tensor<B, 3>)>;
-
-/// Tokens of a layer, split by kind.
-#[derive(Debug, Clone)]
-pub struct Tokens<B: Backend> {
-    /// [b, d]
-    pub cls: Tensor<B, 2>,
-    /// [b, r, d]
-    pub registers: Tensor<B, 3>,
-    /// [b, n, d], row-major over the patch grid
-    pub patches: Tensor<B, 3>,
+    Ok(Parts {
+        cls_token: Some(cls_token),
+        register_tokens,
+        position_embeddings: Some(position_embeddings),
+        patch_embed,
+        pre_norm: None,
+        blocks,
+        norm: Some(w.norm(&name("layernorm", "norm"), d)?),
+    })
 }
 
 /// Every tensor of a Hugging Face DINOv2 state dict with its shape.
-pub fn hf_tensor_shapes(config: &Dinov2Config) -> Vec<(String, Vec<usize>)> {
+pub(crate) fn tensor_shapes(config: &VitConfig) -> Vec<(String, Vec<usize>)> {
     let (d, m, c, p) = (
         config.hidden_size,
         config.intermediate_size,
@@ -553,108 +400,4 @@ pub fn hf_tensor_shapes(config: &Dinov2Config) -> Vec<(String, Vec<usize>)> {
         }
     }
     out
-}
-
-/// Deterministic random weights with DINOv2's shapes, for benchmarks and the
-/// offline demo: no download, same numbers on every machine.
-#[cfg(feature = "random")]
-struct RandomSource {
-    shapes: HashMap<String, Vec<usize>>,
-    seed: u64,
-}
-
-#[cfg(feature = "random")]
-impl TensorSource for RandomSource {
-    fn path(&self) -> &std::path::Path {
-        std::path::Path::new("<random weights>")
-    }
-    fn names(&self) -> Vec<String> {
-        self.shapes.keys().cloned().collect()
-    }
-    fn shape(&self, name: &str) -> Option<Vec<usize>> {
-        self.shapes.get(name).cloned()
-    }
-    fn read(&self, name: &str) -> Result<HostTensor> {
-        let shape = self.shape(name).ok_or_else(|| VitError::MissingTensor {
-            path: self.path().to_path_buf(),
-            name: name.to_string(),
-        })?;
-        let n: usize = shape.iter().product();
-        // Name-keyed stream: a tensor's values do not depend on load order.
-        let mut state = name
-            .bytes()
-            .fold(self.seed ^ 0x9E37_79B9_7F4A_7C15, |h, b| {
-                (h ^ b as u64).wrapping_mul(0x100_0000_01B3)
-            });
-        let mut next = || {
-            // splitmix64 -> uniform in [-1, 1)
-            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            ((z ^ (z >> 31)) >> 11) as f32 / (1u64 << 52) as f32 - 1.0
-        };
-        let fan_in = if shape.len() >= 2 {
-            shape[1..].iter().product::<usize>()
-        } else {
-            1
-        };
-        let (center, spread) = if name.ends_with("lambda1") {
-            (0.5, 0.4)
-        } else if name.contains("norm") && name.ends_with("weight") {
-            (1.0, 0.2)
-        } else if name.ends_with("bias") {
-            (0.0, 0.05)
-        } else if shape.len() >= 2 && !name.contains("embeddings.") {
-            (0.0, (3.0 / fan_in as f32).sqrt())
-        } else {
-            (0.0, 0.5)
-        };
-        Ok(HostTensor::new(
-            shape,
-            (0..n).map(|_| center + spread * next()).collect(),
-        ))
-    }
-}
-
-#[cfg(feature = "random")]
-impl<B: Backend> Dinov2<B> {
-    /// A model with deterministic random weights (for benchmarks and demos;
-    /// the `random` feature).
-    pub fn random(config: Dinov2Config, seed: u64, device: &B::Device) -> Result<Self> {
-        let src = RandomSource {
-            shapes: hf_tensor_shapes(&config).into_iter().collect(),
-            seed,
-        };
-        Self::from_source(config, &src, KeyLayout::HuggingFace, device)
-    }
-}
-
-/// Writes the weights of [`Dinov2::random`] as a Hugging Face folder
-/// (`config.json`, `model.safetensors`), which [`Dinov2::load`] reads back as
-/// the same model: programs that take `--vit` can run at a real geometry
-/// (ViT-B/14 is 346 MB of f32) with no download. (The `random` feature.)
-#[cfg(feature = "random")]
-pub fn write_random_hf_folder(config: &Dinov2Config, seed: u64, dir: &Path) -> Result<()> {
-    config.validate().map_err(|message| VitError::Config {
-        path: dir.join("config.json"),
-        message,
-    })?;
-    let json = config.to_hf_json().ok_or_else(|| VitError::Config {
-        path: dir.join("config.json"),
-        message: "the torch-hub no-register geometry has no Hugging Face config".into(),
-    })?;
-    let shapes = hf_tensor_shapes(config);
-    let src = RandomSource {
-        shapes: shapes.iter().cloned().collect(),
-        seed,
-    };
-    let tensors = shapes
-        .into_iter()
-        .map(|(name, _)| Ok((name.clone(), src.read(&name)?)))
-        .collect::<Result<Vec<_>>>()?;
-    std::fs::create_dir_all(dir).map_err(|e| VitError::io(dir, e))?;
-    // Weights first: a folder with a config.json is a complete model.
-    crate::weights::write_safetensors(dir.join("model.safetensors"), &tensors, None)?;
-    crate::weights::write_atomic(&dir.join("config.json"), json.as_bytes())
 }

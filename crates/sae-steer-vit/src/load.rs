@@ -1,14 +1,17 @@
-//! Finding and opening DINOv2 weights: a Hugging Face folder, a torch-hub
-//! `.pth`, a single `.safetensors` file next to its `config.json`, or a hub id
-//! resolved through `hf-hub` and its normal cache.
+//! Finding and opening ViT weights: a Hugging Face folder (any supported
+//! family, with its `preprocessor_config.json` where there is one), a
+//! DINOv2 torch-hub `.pth`, a single `.safetensors` file next to its
+//! `config.json`, or a hub id resolved through `hf-hub` and its normal cache.
 
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 
-use crate::config::Dinov2Config;
-use crate::dinov2::{Dinov2, KeyLayout};
+use crate::config::{Family, VitConfig};
+use crate::dinov2::KeyLayout;
 use crate::error::{Result, VitError};
+use crate::preprocess::Preprocess;
+use crate::vit::Vit;
 use crate::weights::{SafetensorsFile, TorchFile};
 
 /// The Hugging Face id of the backbone the published SAEs read.
@@ -123,7 +126,10 @@ pub fn hub_files(
         .collect()
 }
 
-impl<B: Backend> Dinov2<B> {
+/// The name of a Hugging Face image processor's config.
+const PROCESSOR_CONFIG: &str = "preprocessor_config.json";
+
+impl<B: Backend> Vit<B> {
     /// Loads a model from a folder, a `.pth` file or a hub id (see [`VitSource`]).
     pub fn load(spec: &str, device: &B::Device) -> Result<Self> {
         match VitSource::parse(spec)? {
@@ -133,18 +139,53 @@ impl<B: Backend> Dinov2<B> {
         }
     }
 
-    /// `config.json` + `model.safetensors`, as Hugging Face saves them.
+    /// `config.json` + `model.safetensors`, as Hugging Face saves them, and
+    /// `preprocessor_config.json` if present (DINOv2 keeps the reference's
+    /// pipeline regardless; see [`Preprocess::default`]).
     pub fn from_hf_folder(dir: &Path, device: &B::Device) -> Result<Self> {
-        let config = Dinov2Config::from_hf_json(dir.join("config.json"))?;
-        let weights = SafetensorsFile::open(dir.join("model.safetensors"))?;
-        Self::from_source(config, &weights, KeyLayout::HuggingFace, device)
+        let processor = dir.join(PROCESSOR_CONFIG);
+        Self::from_files(
+            &dir.join("config.json"),
+            &dir.join("model.safetensors"),
+            processor.is_file().then_some(processor.as_path()),
+            device,
+        )
     }
 
-    /// A torch-hub checkpoint; the geometry is read off the tensor shapes.
+    fn from_files(
+        config: &Path,
+        weights: &Path,
+        processor: Option<&Path>,
+        device: &B::Device,
+    ) -> Result<Self> {
+        let config = VitConfig::from_hf_json(config)?;
+        let preprocess = match processor {
+            // The preprint's DINOv2 pipeline is the reference's (256 square,
+            // crop 224), not the processor's (shortest edge, bicubic).
+            Some(path) if config.family != Family::Dinov2 => {
+                Some(Preprocess::from_hf_json(path, &config)?)
+            }
+            _ => None,
+        };
+        let weights = SafetensorsFile::open(weights)?;
+        let vit = Self::from_source(config, &weights, device)?;
+        Ok(match preprocess {
+            Some(p) => vit.with_preprocess(p),
+            None => vit,
+        })
+    }
+
+    /// A DINOv2 torch-hub checkpoint; the geometry is read off the tensor shapes.
     pub fn from_torch_hub(path: &Path, device: &B::Device) -> Result<Self> {
         let weights = TorchFile::open(path)?;
-        let config = Dinov2Config::infer_from_hub(&weights)?;
-        Self::from_source(config, &weights, KeyLayout::TorchHub, device)
+        let config = crate::dinov2::infer_from_hub(&weights)?;
+        let parts = crate::dinov2::parts(&config, &weights, KeyLayout::TorchHub, device)?;
+        Ok(Self::from_parts(
+            config,
+            Preprocess::default(),
+            parts,
+            device,
+        ))
     }
 
     /// A hub id, through the hf-hub cache (`cache` overrides its location);
@@ -156,8 +197,11 @@ impl<B: Backend> Dinov2<B> {
             cache,
             hub_offline(),
         )?;
-        let config = Dinov2Config::from_hf_json(&paths[0])?;
-        let weights = SafetensorsFile::open(&paths[1])?;
-        Self::from_source(config, &weights, KeyLayout::HuggingFace, device)
+        // The processor config is small and optional: a repository without
+        // one uses its family's defaults.
+        let processor = hub_files(repo, &[PROCESSOR_CONFIG], cache, hub_offline())
+            .ok()
+            .and_then(|p| p.into_iter().next());
+        Self::from_files(&paths[0], &paths[1], processor.as_deref(), device)
     }
 }

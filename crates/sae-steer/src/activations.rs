@@ -4,7 +4,7 @@
 
 use burn::prelude::*;
 use sae_steer_sae::{Edit, Sae, SaeError};
-use sae_steer_vit::{Dinov2, HostTensor, PixelValues, VitError};
+use sae_steer_vit::{HostTensor, PixelValues, Vit, VitError};
 
 use crate::error::Error;
 
@@ -21,7 +21,7 @@ pub struct SaeTap<'a, B: Backend> {
 
 impl<B: Backend> SaeTap<'_, B> {
     /// Checks the tap against the ViT before any work is done.
-    pub fn check(&self, vit: &Dinov2<B>) -> Result<(), Error> {
+    pub fn check(&self, vit: &Vit<B>) -> Result<(), Error> {
         let depth = vit.depth();
         if self.layer >= depth {
             return Err(Error::Layer {
@@ -65,10 +65,11 @@ pub fn to_host<B: Backend, const D: usize>(t: Tensor<B, D>) -> HostTensor {
 }
 
 /// `pixel_values` [3, H, W], `layer.{i}` [tokens, d] for every block (residual
-/// after block i, before the final norm), `x_norm_patchtokens` [patches, d] and
-/// `x_norm_clstoken` `[d]`.
+/// after block i, before the final norm), `last_hidden_state` [tokens, d] as
+/// transformers returns it, `x_norm_patchtokens` [patches, d] (its patch rows) and,
+/// for families with a CLS token, `x_norm_clstoken` `[d]`.
 pub fn layer_activations<B: Backend>(
-    vit: &Dinov2<B>,
+    vit: &Vit<B>,
     pixels: &PixelValues,
 ) -> Result<NamedTensors, VitError> {
     Ok(run_layers(vit, pixels, None)?.0)
@@ -77,7 +78,7 @@ pub fn layer_activations<B: Backend>(
 /// [`layer_activations`] plus the SAE's view of layer `tap.layer`'s patch
 /// tokens (see [`sae_outputs`]).
 pub fn layer_activations_with_sae<B: Backend>(
-    vit: &Dinov2<B>,
+    vit: &Vit<B>,
     pixels: &PixelValues,
     tap: &SaeTap<'_, B>,
 ) -> Result<NamedTensors, Error> {
@@ -122,7 +123,7 @@ pub fn sae_outputs<B: Backend>(
 
 /// The layer tensors on the host, and block `keep`'s output still on the device.
 fn run_layers<B: Backend>(
-    vit: &Dinov2<B>,
+    vit: &Vit<B>,
     pixels: &PixelValues,
     keep: Option<usize>,
 ) -> Result<(NamedTensors, Option<Tensor<B, 3>>), VitError> {
@@ -130,7 +131,9 @@ fn run_layers<B: Backend>(
     let last = vit.depth() - 1;
     let all: Vec<usize> = (0..=last).collect();
     let (residual, taps) = vit.forward_taps(pixels.to_tensor::<B>(device), last, &all)?;
-    let normed = vit.split_tokens(vit.final_norm(residual));
+    // `last_hidden_state` as transformers returns it: the final norm where the
+    // family has one (CLIP's vision tower has none; its post-LayerNorm is pooled-only).
+    let last_hidden = vit.final_norm(residual);
     let mut out = vec![(
         "pixel_values".to_string(),
         HostTensor::new(vec![3, pixels.height, pixels.width], pixels.data.clone()),
@@ -143,11 +146,19 @@ fn run_layers<B: Backend>(
         let [_, n, d] = t.dims();
         out.push((format!("layer.{i}"), to_host(t.reshape([n, d]))));
     }
+    let [_, n, d] = last_hidden.dims();
+    out.push((
+        "last_hidden_state".into(),
+        to_host(last_hidden.clone().reshape([n, d])),
+    ));
+    let normed = vit.split_tokens(last_hidden);
     let [_, n, d] = normed.patches.dims();
     out.push((
         "x_norm_patchtokens".into(),
         to_host(normed.patches.reshape([n, d])),
     ));
-    out.push(("x_norm_clstoken".into(), to_host(normed.cls.reshape([d]))));
+    if let Some(cls) = normed.cls {
+        out.push(("x_norm_clstoken".into(), to_host(cls.reshape([d]))));
+    }
     Ok((out, kept))
 }

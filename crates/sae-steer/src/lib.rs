@@ -11,10 +11,10 @@
 //! and segment it with a probe:
 //!
 //! ```no_run
-//! use sae_steer::{Dinov2, Edit, NormalizationSource, Probe, Sae, Steerer, backend::Cpu, preprocess_path};
+//! use sae_steer::{Vit, Edit, NormalizationSource, Probe, Sae, Steerer, backend::Cpu, preprocess_path};
 //! # fn main() -> sae_steer::Result<()> {
 //! let device = Default::default();
-//! let vit = Dinov2::<Cpu>::load("facebook/dinov2-with-registers-base", &device)?;
+//! let vit = Vit::<Cpu>::load("facebook/dinov2-with-registers-base", &device)?;
 //! let (sae, _) = Sae::<Cpu>::load("osunlp/SAE_DINOv2_24K_ViT-B-14_IN1K", &device)?
 //!     .resolve(NormalizationSource::File("normalization.safetensors".into()))?;
 //! let probe = Probe::<Cpu>::load("checkpoints/contrib/semseg/lr_0_001__wd_0_1", &device)?;
@@ -75,8 +75,8 @@ pub use sae_steer_sae::{
 };
 pub use sae_steer_vit as vit;
 pub use sae_steer_vit::{
-    Dinov2, Dinov2Config, HostTensor, PixelValues, Preprocess, SafetensorsFile, TensorSource,
-    Tokens, TorchFile, VitError, open_image, preprocess_path,
+    HostTensor, PixelValues, Preprocess, SafetensorsFile, TensorSource, Tokens, TorchFile, Vit,
+    VitConfig, VitError, open_image, preprocess_path,
 };
 
 /// The README's library example, compiled as a doctest so it stays true.

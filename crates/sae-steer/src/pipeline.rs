@@ -14,9 +14,9 @@ use sae_steer_data::cache::{
 };
 use sae_steer_files::{ErrorChain, Phase, Progress, SharedProgress};
 use sae_steer_sae::stats::{DEFAULT_TOP_K, StatsInfo};
-use sae_steer_sae::train::{NormalizationPlan, TrainingData, estimate_start};
+use sae_steer_sae::train::{ActivationShards, NormalizationPlan, TrainingData, estimate_start};
 use sae_steer_sae::{FeatureStats, Normalization, NormalizationSource, Sae, SaeError, SaeFile};
-use sae_steer_vit::{Dinov2, VitError};
+use sae_steer_vit::{Vit, VitError};
 
 /// Activations sampled to estimate a normalization (saev samples a few
 /// hundred thousand; the estimate is stable well before that).
@@ -39,11 +39,11 @@ pub fn sae_layer_cache_spec(model_id: &str, layer: usize) -> CacheSpec {
 pub struct LazyVit<B: Backend> {
     spec: String,
     device: B::Device,
-    vit: Option<Dinov2<B>>,
+    vit: Option<Vit<B>>,
 }
 
 impl<B: Backend> LazyVit<B> {
-    /// The ViT `spec` (see [`Dinov2::load`]), not loaded yet.
+    /// The ViT `spec` (see [`Vit::load`]), not loaded yet.
     pub fn new(spec: impl Into<String>, device: &B::Device) -> Self {
         Self {
             spec: spec.into(),
@@ -53,23 +53,23 @@ impl<B: Backend> LazyVit<B> {
     }
 
     /// The ViT, loading it first if needed.
-    pub fn get(&mut self) -> Result<&Dinov2<B>, VitError> {
+    pub fn get(&mut self) -> Result<&Vit<B>, VitError> {
         if self.vit.is_none() {
-            self.vit = Some(Dinov2::load(&self.spec, &self.device)?);
+            self.vit = Some(Vit::load(&self.spec, &self.device)?);
         }
         Ok(self.vit.as_ref().expect("loaded above"))
     }
 
     /// The ViT itself, loading it first if needed.
-    pub fn into_vit(mut self) -> Result<Dinov2<B>, VitError> {
+    pub fn into_vit(mut self) -> Result<Vit<B>, VitError> {
         self.get()?;
         Ok(self.vit.expect("loaded above"))
     }
 }
 
 /// A ViT already in memory.
-impl<B: Backend> From<Dinov2<B>> for LazyVit<B> {
-    fn from(vit: Dinov2<B>) -> Self {
+impl<B: Backend> From<Vit<B>> for LazyVit<B> {
+    fn from(vit: Vit<B>) -> Self {
         Self {
             spec: String::new(),
             device: vit.device().clone(),
@@ -134,7 +134,7 @@ pub fn estimate_normalization(
 /// each run through `vit` up to `layer` (no cache: the web app's way, on a
 /// few dozen images). The same estimator as [`estimate_normalization`].
 pub fn estimate_normalization_on_images<B: Backend>(
-    vit: &Dinov2<B>,
+    vit: &Vit<B>,
     layer: usize,
     images: &ImageList,
     pre: &sae_steer_vit::Preprocess,
@@ -146,7 +146,7 @@ pub fn estimate_normalization_on_images<B: Backend>(
         ));
     }
     let d = vit.config().hidden_size;
-    let prefix = 1 + vit.config().num_register_tokens;
+    let prefix = vit.config().prefix_tokens();
     let mut rows: Vec<f32> = Vec::new();
     for chunk in images.items.chunks(BATCH) {
         let pixels = chunk
@@ -224,8 +224,9 @@ pub fn feature_stats<B: Backend>(
     progress: &dyn Progress,
 ) -> Result<FeatureStats, SaeError> {
     let mut stats = FeatureStats::new(sae.d_sae(), DEFAULT_TOP_K, n_patches, info)?;
-    let rows = stats_rows(cache, max_images);
-    add_cache_rows(sae, cache, tap, &mut stats, rows, progress, |_| Ok(()))?;
+    let input = CacheInput::new(cache, tap)?;
+    let rows = input.rows().min(max_images.unwrap_or(usize::MAX));
+    add_rows(sae, &input, &mut stats, rows, progress, |_| Ok(()))?;
     Ok(stats)
 }
 
@@ -281,7 +282,102 @@ pub fn feature_stats_file<B: Backend>(
     options: StatsOptions,
     path: &Path,
 ) -> Result<StatsRun, SaeError> {
-    let rows = stats_rows(cache, options.max_images);
+    stats_file(sae, &CacheInput::new(cache, tap)?, options, path)
+}
+
+/// [`feature_stats_file`] over activations someone else computed: each item
+/// of `shards` ([`ActivationShards::open_saev`] for saev's shards, with the
+/// patch tokens selected) is one image, `[tokens, d]`, whose last
+/// `options.n_patches` tokens are its patches. Images are numbered in the
+/// shards' order.
+pub fn feature_stats_shards_file<B: Backend>(
+    sae: &Sae<B>,
+    shards: &ActivationShards,
+    options: StatsOptions,
+    path: &Path,
+) -> Result<StatsRun, SaeError> {
+    stats_file(sae, shards, options, path)
+}
+
+/// Where the statistics read their images: one `[tokens, d]` block each.
+trait StatsInput {
+    /// Images available.
+    fn rows(&self) -> usize;
+    fn tokens(&self) -> usize;
+    fn dim(&self) -> usize;
+    /// Reads images `rows` into `buf`, `[rows.len(), tokens, d]`.
+    fn read(&self, rows: &[usize], buf: &mut Vec<f32>) -> Result<(), SaeError>;
+    /// The id an image is recorded under (its dataset index).
+    fn image_index(&self, row: usize) -> u32;
+}
+
+/// A cache tap as [`StatsInput`].
+struct CacheInput<'a> {
+    cache: &'a ActivationCache,
+    tap: &'a str,
+    tokens: usize,
+    dim: usize,
+}
+
+impl<'a> CacheInput<'a> {
+    fn new(cache: &'a ActivationCache, tap: &'a str) -> Result<Self, SaeError> {
+        let spec = cache
+            .tap(tap)
+            .map_err(|e| SaeError::Data(ErrorChain(&e).to_string()))?;
+        Ok(Self {
+            cache,
+            tap,
+            tokens: spec.n_tokens,
+            dim: spec.dim,
+        })
+    }
+}
+
+impl StatsInput for CacheInput<'_> {
+    fn rows(&self) -> usize {
+        self.cache.len()
+    }
+    fn tokens(&self) -> usize {
+        self.tokens
+    }
+    fn dim(&self) -> usize {
+        self.dim
+    }
+    fn read(&self, rows: &[usize], buf: &mut Vec<f32>) -> Result<(), SaeError> {
+        self.cache
+            .read_images(self.tap, rows, buf)
+            .map_err(|e| SaeError::Data(ErrorChain(&e).to_string()))
+    }
+    fn image_index(&self, row: usize) -> u32 {
+        self.cache.image_index(row) as u32
+    }
+}
+
+impl StatsInput for ActivationShards {
+    fn rows(&self) -> usize {
+        self.items()
+    }
+    fn tokens(&self) -> usize {
+        self.tokens_per_item()
+    }
+    fn dim(&self) -> usize {
+        ActivationShards::dim(self)
+    }
+    fn read(&self, rows: &[usize], buf: &mut Vec<f32>) -> Result<(), SaeError> {
+        self.read_items(rows, buf)
+    }
+    fn image_index(&self, row: usize) -> u32 {
+        row as u32
+    }
+}
+
+fn stats_file<B: Backend>(
+    sae: &Sae<B>,
+    input: &dyn StatsInput,
+    options: StatsOptions,
+    path: &Path,
+) -> Result<StatsRun, SaeError> {
+    let rows = input.rows().min(options.max_images.unwrap_or(usize::MAX));
     let save_every = options.save_every;
     remove_stale_temporaries(path);
     let (mut stats, resumed_from) = if path.exists() {
@@ -301,21 +397,13 @@ pub fn feature_stats_file<B: Backend>(
         });
     }
     let mut last_save = Instant::now();
-    add_cache_rows(
-        sae,
-        cache,
-        tap,
-        &mut stats,
-        rows,
-        &*options.progress,
-        |stats| {
-            if last_save.elapsed() >= save_every {
-                stats.save(path)?;
-                last_save = Instant::now();
-            }
-            Ok(())
-        },
-    )?;
+    add_rows(sae, input, &mut stats, rows, &*options.progress, |stats| {
+        if last_save.elapsed() >= save_every {
+            stats.save(path)?;
+            last_save = Instant::now();
+        }
+        Ok(())
+    })?;
     stats.save(path)?;
     let added = stats.n_images().unwrap_or(0) - start;
     Ok(StatsRun {
@@ -349,11 +437,6 @@ pub fn remove_stale_temporaries(path: &Path) {
             let _ = std::fs::remove_file(e.path());
         }
     }
-}
-
-/// Images (cache rows) the statistics cover.
-fn stats_rows(cache: &ActivationCache, max_images: Option<usize>) -> usize {
-    max_images.map_or(cache.len(), |m| m.min(cache.len()))
 }
 
 /// Checks that statistics read from `path` can be continued with `sae` and
@@ -417,23 +500,25 @@ fn check_resumable<B: Backend>(
     }
 }
 
-/// Adds cache rows `stats.n_images()..rows` of `tap` to `stats`, in batches
+/// Adds images `stats.n_images()..rows` of `input` to `stats`, in batches
 /// of [`STATS_BATCH`], calling `after_batch` after each batch and reporting
 /// the images to `progress`.
-fn add_cache_rows<B: Backend>(
+fn add_rows<B: Backend>(
     sae: &Sae<B>,
-    cache: &ActivationCache,
-    tap: &str,
+    input: &dyn StatsInput,
     stats: &mut FeatureStats,
     rows: usize,
     progress: &dyn Progress,
     mut after_batch: impl FnMut(&FeatureStats) -> Result<(), SaeError>,
 ) -> Result<(), SaeError> {
-    let spec = cache
-        .tap(tap)
-        .map_err(|e| SaeError::Data(ErrorChain(&e).to_string()))?
-        .clone();
-    let tokens = patch_range(spec.n_tokens, stats.n_patches());
+    let (n_tokens, dim) = (input.tokens(), input.dim());
+    if stats.n_patches() > n_tokens {
+        return Err(SaeError::Input(format!(
+            "{} patches per image asked for, the activations hold {n_tokens} tokens",
+            stats.n_patches()
+        )));
+    }
+    let tokens = patch_range(n_tokens, stats.n_patches());
     let start = (stats.n_images().unwrap_or(0) as usize).min(rows);
     let device = sae.w_enc.device();
     let bar = Phase::start(
@@ -446,16 +531,14 @@ fn add_cache_rows<B: Backend>(
     let mut buf = Vec::new();
     for first in (start..rows).step_by(STATS_BATCH) {
         let ids: Vec<usize> = (first..(first + STATS_BATCH).min(rows)).collect();
-        cache
-            .read_images(tap, &ids, &mut buf)
-            .map_err(|e| SaeError::Data(ErrorChain(&e).to_string()))?;
+        input.read(&ids, &mut buf)?;
         let b = ids.len();
         let x = Tensor::<B, 3>::from_data(
-            TensorData::new(std::mem::take(&mut buf), [b, spec.n_tokens, spec.dim]),
+            TensorData::new(std::mem::take(&mut buf), [b, n_tokens, dim]),
             &device,
         )
-        .slice([0..b, tokens.clone(), 0..spec.dim]);
-        let images: Vec<u32> = ids.iter().map(|&r| cache.image_index(r) as u32).collect();
+        .slice([0..b, tokens.clone(), 0..dim]);
+        let images: Vec<u32> = ids.iter().map(|&r| input.image_index(r)).collect();
         stats.update(sae, x, &images)?;
         after_batch(stats)?;
         bar.advance(b as u64);

@@ -9,10 +9,10 @@
 //! probe. Every call takes a batch.
 //!
 //! ```no_run
-//! use sae_steer::{Dinov2, Edit, NormalizationSource, Probe, Sae, Steerer, backend::Cpu, preprocess_path};
+//! use sae_steer::{Vit, Edit, NormalizationSource, Probe, Sae, Steerer, backend::Cpu, preprocess_path};
 //! # fn main() -> sae_steer::Result<()> {
 //! let device = Default::default();
-//! let vit = Dinov2::<Cpu>::load("facebook/dinov2-with-registers-base", &device)?;
+//! let vit = Vit::<Cpu>::load("facebook/dinov2-with-registers-base", &device)?;
 //! let (sae, _) = Sae::load("sae.safetensors", &device)?.resolve(NormalizationSource::Checkpoint)?;
 //! let probe = Probe::load("probes/lr_0_001__wd_0_1", &device)?;
 //! let steerer = Steerer::new(vit, sae, probe, 10)?;
@@ -25,7 +25,7 @@
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use sae_steer_probe::Probe;
 use sae_steer_sae::{Edit, Sae};
-use sae_steer_vit::{Dinov2, PixelValues};
+use sae_steer_vit::{PixelValues, Vit};
 
 use crate::error::{Error, Result};
 
@@ -51,7 +51,7 @@ impl Labels {
 /// A ViT, an SAE reading block `layer`'s output, and a probe on the final
 /// patch tokens.
 pub struct Steerer<B: Backend> {
-    vit: Dinov2<B>,
+    vit: Vit<B>,
     sae: Sae<B>,
     probe: Probe<B>,
     layer: usize,
@@ -60,7 +60,7 @@ pub struct Steerer<B: Backend> {
 impl<B: Backend> Steerer<B> {
     /// Checks that the parts fit: the layer exists, and the SAE and the
     /// probe read the ViT's width.
-    pub fn new(vit: Dinov2<B>, sae: Sae<B>, probe: Probe<B>, layer: usize) -> Result<Self> {
+    pub fn new(vit: Vit<B>, sae: Sae<B>, probe: Probe<B>, layer: usize) -> Result<Self> {
         let depth = vit.depth();
         if layer >= depth {
             return Err(Error::Layer { layer, depth });
@@ -84,7 +84,7 @@ impl<B: Backend> Steerer<B> {
         self.layer
     }
 
-    pub fn vit(&self) -> &Dinov2<B> {
+    pub fn vit(&self) -> &Vit<B> {
         &self.vit
     }
 
@@ -100,9 +100,9 @@ impl<B: Backend> Steerer<B> {
         self.vit.device()
     }
 
-    /// Tokens before the patches: CLS and the registers.
+    /// Tokens before the patches: CLS (where the family has one) and the registers.
     pub fn prefix(&self) -> usize {
-        1 + self.vit.config().num_register_tokens
+        self.vit.config().prefix_tokens()
     }
 
     /// The residual stream after block `layer`, `[b, 3, H, W] -> [b, t, d]`.

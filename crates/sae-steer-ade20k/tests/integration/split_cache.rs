@@ -10,7 +10,7 @@ use sae_steer_ade20k::{Ade20k, NUM_CLASSES, Split};
 use sae_steer_data::cache::{ActivationCache, CacheSpec, LabelKind, TapRequest, build_cache};
 use sae_steer_data::{load_sample, patch_labels};
 use sae_steer_files::NoProgress;
-use sae_steer_vit::{Dinov2, Preprocess};
+use sae_steer_vit::{Preprocess, Vit};
 
 type B = NdArray<f32>;
 
@@ -31,7 +31,7 @@ fn a_cache_of_a_split_holds_its_annotations_patch_labels() {
         .split(Split::Validation)
         .unwrap();
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/vit/reg");
-    let vit = Dinov2::<B>::from_hf_folder(&dir, &Default::default()).unwrap();
+    let vit = Vit::<B>::from_hf_folder(&dir, &Default::default()).unwrap();
     let tap: TapRequest = "layer0:f16".parse().unwrap();
     let mut spec = CacheSpec::new("fixture/reg", vec![tap]);
     spec.labels = LabelKind::Pixel;

@@ -225,3 +225,36 @@ fn normalization_estimate_batches_like_one_pass() {
         norm.scalar
     );
 }
+
+/// A patch-16 model without registers (the random CLIP of the parity
+/// fixtures): the app's grid, labels and edits follow its 14 x 14 patches.
+#[test]
+fn a_patch_16_clip_model_steers_on_its_own_grid() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = sae_steer_testkit::fixture("vit/clip");
+    let vit = sae_steer_vit::Vit::<B>::load(&clip.to_string_lossy(), &Default::default()).unwrap();
+    let opts = ToyOptions {
+        layer: 0,
+        d_sae: 64,
+        ..ToyOptions::default()
+    };
+    let toy = sae_steer_app::toy::build(vit, &dir.path().join("ade"), &opts).unwrap();
+    let mut session = Session::new(toy.steering, Arc::new(toy.store), 2);
+    let key = ImageKey::Example(0);
+    let (original, grid) = session.prediction(key).unwrap();
+    assert_eq!((original.len(), grid), (196, 14));
+    let (steered, grid) = session
+        .steer(
+            key,
+            &[SliderEdit {
+                latent: 3,
+                slider: 10.0,
+            }],
+        )
+        .unwrap();
+    assert_eq!((steered.labels.len(), grid), (196, 14));
+    assert_eq!(steered.original, original);
+    // Patches are numbered on that grid: the last one is 195.
+    let report = session.latents(key, &[0, 13, 195], 4, &[]).unwrap();
+    assert!(!report.latents.is_empty());
+}

@@ -9,21 +9,25 @@ use sae_steer::backend::{BackendTask, DeviceChoice, run_on};
 use sae_steer::burn::prelude::Backend;
 use sae_steer::vit::{HostTensor, SafetensorsFile, TensorSource, write_safetensors};
 use sae_steer::{
-    Dinov2, NormalizationSource, PixelValues, Sae, SaeTap, layer_activations,
-    layer_activations_with_sae, preprocess_path,
+    NormalizationSource, PixelValues, Sae, SaeTap, Vit, layer_activations,
+    layer_activations_with_sae,
 };
 
 /// The block the published DINOv2 SAE reads.
 const DEFAULT_SAE_LAYER: usize = 10;
 
 #[derive(Parser, Debug)]
-#[command(about = "Run DINOv2 on one image and save the activations of every layer")]
+#[command(
+    about = "Run a ViT (DINOv2, DINOv3, CLIP or SigLIP) on one image and save the activations of every layer"
+)]
 pub struct Args {
-    /// The ViT: a Hugging Face folder (config.json + model.safetensors), a
-    /// torch-hub .pth checkpoint, or a hub id.
+    /// The ViT: a Hugging Face folder (config.json + model.safetensors, and
+    /// preprocessor_config.json where the model has one), a DINOv2 torch-hub
+    /// .pth checkpoint, or a hub id (DINOv2, DINOv3, CLIP or SigLIP vision towers).
     #[arg(long, default_value = sae_steer::vit::load::DEFAULT_VIT)]
     vit: String,
-    /// An image file, preprocessed like the reference (256 resize, 224 crop).
+    /// An image file, preprocessed as the model's processor does (DINOv2: the
+    /// reference's 256 resize and 224 crop; others: their preprocessor_config.json).
     #[arg(
         long,
         conflicts_with = "pixel_values",
@@ -61,7 +65,9 @@ pub struct Args {
 
 struct Activations {
     args: Args,
-    pixels: PixelValues,
+    /// `pixel_values` given as is; `None` to preprocess `--image` the way the
+    /// loaded model's own pipeline does (known only once it is loaded).
+    pixels: Option<PixelValues>,
 }
 
 impl BackendTask for Activations {
@@ -91,9 +97,14 @@ impl BackendTask for Activations {
                 Some(sae)
             }
         };
-        let vit = Dinov2::<B>::load(&args.vit, &device)?;
+        let vit = Vit::<B>::load(&args.vit, &device)?;
+        let pixels = match (self.pixels, &args.image) {
+            (Some(pixels), _) => pixels,
+            (None, Some(image)) => vit.preprocess().apply_path(image)?,
+            (None, None) => bail!("give --image or --pixel-values"),
+        };
         match &sae {
-            None => Ok(layer_activations(&vit, &self.pixels)?),
+            None => Ok(layer_activations(&vit, &pixels)?),
             Some(sae) => {
                 let layer = args
                     .sae_layer
@@ -104,7 +115,7 @@ impl BackendTask for Activations {
                     layer,
                     steer: args.steer_latent.zip(args.steer_value),
                 };
-                Ok(layer_activations_with_sae(&vit, &self.pixels, &tap)?)
+                Ok(layer_activations_with_sae(&vit, &pixels, &tap)?)
             }
         }
     }
@@ -145,8 +156,8 @@ pub fn run_args(args: Args) -> ExitCode {
 
 fn run(args: Args) -> Result<()> {
     let pixels = match (&args.image, &args.pixel_values) {
-        (Some(image), _) => preprocess_path(image)?,
-        (None, Some(pv)) => read_pixel_values(pv)?,
+        (Some(_), _) => None,
+        (None, Some(pv)) => Some(read_pixel_values(pv)?),
         (None, None) => bail!("give --image or --pixel-values"),
     };
     let out = args.out.clone();

@@ -8,7 +8,7 @@ use anyhow::Result;
 use clap::Parser;
 use sae_steer::backend::{BackendTask, DeviceChoice, run_on};
 use sae_steer::burn::prelude::*;
-use sae_steer::{Dinov2, Dinov2Config, PixelValues, Preprocess};
+use sae_steer::{PixelValues, Preprocess, Vit, VitConfig};
 use sae_steer_ade20k::synth::{SynthOptions, synthesize};
 use sae_steer_ade20k::{Ade20k, Split};
 use sae_steer_data::cache::{ActivationCache, CacheSpec, LabelKind, TapRequest, build_cache};
@@ -60,7 +60,7 @@ impl BackendTask for Bench {
 
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
         let args = &self.args;
-        let vit = Dinov2::<B>::random(Dinov2Config::vit_b14_reg(), 0, &device)?;
+        let vit = Vit::<B>::random(VitConfig::vit_b14_reg(), 0, &device)?;
         let n = self.images.len();
         let pre = Preprocess::default();
         let layers: Vec<usize> = vec![10];

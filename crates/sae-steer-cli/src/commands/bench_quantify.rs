@@ -16,8 +16,7 @@ use sae_steer::quantify::{OUTPUTS, Quantify, QuantifyInputs, QuantifyOptions};
 use sae_steer::sae::stats::StatsInfo;
 use sae_steer::sae::{Activation, DeviceNorm, EncodeRule, SaeConfig};
 use sae_steer::{
-    Dinov2, Dinov2Config, Edit, FeatureStats, Labels, PixelValues, Probe, Sae, Steerer,
-    preprocess_path,
+    Edit, FeatureStats, Labels, PixelValues, Probe, Sae, Steerer, Vit, VitConfig, preprocess_path,
 };
 
 use crate::cli::IndicatifProgress;
@@ -86,6 +85,7 @@ fn random_sae<B: Backend>(d: usize, s: usize, layer: usize, device: &B::Device) 
         b_enc: Tensor::zeros([s], device),
         w_dec: Tensor::random([s, d], Distribution::Normal(0.0, std), device),
         b_dec: Tensor::zeros([d], device),
+        threshold: None,
         // Normalization on, as for the published SAE, so its cost is in.
         norm: Some(DeviceNorm {
             mean: Tensor::zeros([d], device),
@@ -144,7 +144,7 @@ impl BackendTask for Bench {
 }
 
 fn bench<B: Backend>(a: &Args, work: &std::path::Path, device: &B::Device) -> Result<()> {
-    let config = Dinov2Config::vit_b14_reg();
+    let config = VitConfig::vit_b14_reg();
     let d = config.hidden_size;
     ensure!(
         a.layer + 1 < config.num_hidden_layers,
@@ -172,7 +172,7 @@ fn bench<B: Backend>(a: &Args, work: &std::path::Path, device: &B::Device) -> Re
     spec.progress = IndicatifProgress::shared();
     // Random weights are a function of the seed, so the cache's ViT and the
     // one timed below are the same (the unedited agreement checks it).
-    let mut vit = LazyVit::from(Dinov2::<B>::random(config, a.seed, device)?);
+    let mut vit = LazyVit::from(Vit::<B>::random(config, a.seed, device)?);
     let (cache, _) = ensure_cache(
         &work.join(format!("validation-layer{}", a.layer)),
         &val,

@@ -9,7 +9,7 @@ use anyhow::Result;
 use clap::Parser;
 use sae_steer::backend::{BackendTask, DeviceChoice, run_on};
 use sae_steer::burn::prelude::*;
-use sae_steer::{Dinov2, Dinov2Config};
+use sae_steer::{Vit, VitConfig};
 
 #[derive(Parser, Clone)]
 #[command(about = "Benchmark the DINOv2 ViT-B/14-reg forward pass (random weights, 224 px)")]
@@ -34,7 +34,7 @@ struct Bench(Args);
 impl BackendTask for Bench {
     type Output = Result<Results>;
     fn run<B: Backend>(self, device: B::Device) -> Result<Results> {
-        let vit = Dinov2::<B>::random(Dinov2Config::vit_b14_reg(), 0, &device)?;
+        let vit = Vit::<B>::random(VitConfig::vit_b14_reg(), 0, &device)?;
         println!(
             "backend={} threads={}",
             self.0.device,

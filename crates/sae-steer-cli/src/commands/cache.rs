@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use sae_steer::Dinov2;
+use sae_steer::Vit;
 use sae_steer::backend::{BackendTask, DeviceChoice, run_on};
 use sae_steer::burn::prelude::Backend;
 use sae_steer_ade20k::{Ade20k, Split};
@@ -96,7 +96,7 @@ impl BackendTask for Cache {
     type Output = Result<CacheReport>;
 
     fn run<B: Backend>(self, device: B::Device) -> Self::Output {
-        let vit = Dinov2::<B>::load(&self.args.vit, &device)
+        let vit = Vit::<B>::load(&self.args.vit, &device)
             .with_context(|| format!("loading the ViT `{}`", self.args.vit))?;
         crate::cli::shard_hint(crate::cli::skip_bad_hint(
             build_cache(&vit, &self.images, &self.args.out, &self.spec).map_err(Into::into),

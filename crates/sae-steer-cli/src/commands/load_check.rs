@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use sae_steer::backend::Cpu;
-use sae_steer::{Dinov2, Dinov2Config};
+use sae_steer::{Vit, VitConfig};
 use sae_steer_app::toy::{ToyOptions, build};
 use sae_steer_app::{ServeOptions, Session, serve};
 use serde_json::{Value, json};
@@ -101,7 +101,7 @@ pub fn main() -> Result<(), String> {
         let device = Default::default();
         let (vit, opts) = match geometry.as_str() {
             "vit-b" => (
-                Dinov2::<B>::random(Dinov2Config::vit_b14_reg(), 0, &device),
+                Vit::<B>::random(VitConfig::vit_b14_reg(), 0, &device),
                 ToyOptions {
                     layer: 10,
                     d_sae: 24_576,
@@ -110,7 +110,7 @@ pub fn main() -> Result<(), String> {
                 },
             ),
             _ => (
-                Dinov2::<B>::load(
+                Vit::<B>::load(
                     concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/vit/reg"),
                     &device,
                 ),

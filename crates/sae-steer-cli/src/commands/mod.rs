@@ -9,6 +9,7 @@ pub mod bench_quantify;
 pub mod bench_sae;
 pub mod bench_vit;
 pub mod cache;
+pub mod export_sae;
 pub mod figures;
 #[cfg(feature = "ndarray")]
 pub mod load_check;

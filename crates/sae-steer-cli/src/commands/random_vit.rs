@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use sae_steer::vit::{Dinov2Config, write_random_hf_folder};
+use sae_steer::vit::{VitConfig, write_random_hf_folder};
 
 #[derive(Parser, Debug)]
 #[command(about = "Write a random-weight DINOv2 as a Hugging Face folder (no download)")]
@@ -24,7 +24,7 @@ pub struct Args {
 
 fn run(args: Args) -> Result<()> {
     let config = match args.geometry.as_str() {
-        "vit-b14-reg" => Dinov2Config::vit_b14_reg(),
+        "vit-b14-reg" => VitConfig::vit_b14_reg(),
         other => bail!("unknown geometry `{other}` (known: vit-b14-reg)"),
     };
     write_random_hf_folder(&config, args.seed, &args.out)

@@ -11,10 +11,11 @@ use sae_steer::burn::prelude::Backend;
 use sae_steer::data::cache::LabelKind;
 use sae_steer::data::{ImageList, image_folder};
 use sae_steer::pipeline::{
-    LazyVit, StatsOptions, ensure_cache, feature_stats_file, resolve_normalization,
-    sae_layer_cache_spec,
+    LazyVit, NORMALIZATION_SAMPLES, StatsOptions, ensure_cache, feature_stats_file,
+    feature_stats_shards_file, resolve_normalization, sae_layer_cache_spec,
 };
 use sae_steer::sae::stats::{DEFAULT_TOP_K, FREQUENT, StatsInfo};
+use sae_steer::sae::train::{ActivationShards, NormalizationPlan, SaevShardInfo, estimate_start};
 use sae_steer::{FeatureStats, Normalization, NormalizationSource, Sae};
 
 use crate::cli::IndicatifProgress;
@@ -42,8 +43,18 @@ pub struct Args {
     #[arg(long)]
     layer: Option<usize>,
     /// ADE20K root (ADEChallengeData2016 or the folder holding it) as the reference set.
-    #[arg(long, conflicts_with = "images", required_unless_present = "images")]
+    #[arg(
+        long,
+        conflicts_with_all = ["images", "saev_shards"],
+        required_unless_present_any = ["images", "saev_shards"]
+    )]
     ade20k: Option<PathBuf>,
+    /// A saev activation-shard folder (metadata.json, acts*.bin) as the
+    /// reference set: its activations of --layer (as its metadata names the
+    /// layers) are used as they are, so no ViT runs. Images are its examples,
+    /// in order.
+    #[arg(long, conflicts_with = "images")]
+    saev_shards: Option<PathBuf>,
     /// The ADE20K split to use.
     #[arg(long, default_value = "training")]
     split: Split,
@@ -104,6 +115,9 @@ impl BackendTask for Run {
             );
         }
 
+        if let Some(dir) = args.saev_shards.clone() {
+            return stats_over_saev_shards(args, sae, &dir, layer);
+        }
         let (images, reference, cache_name) = reference_images(&args, layer)?;
         let out_dir = args
             .out
@@ -239,6 +253,72 @@ fn reference_images(args: &Args, layer: usize) -> Result<(ImageList, String, Str
         images = images.take(n);
     }
     Ok((images, reference, cache_name))
+}
+
+/// The statistics over a saev shard folder's activations of `layer`.
+fn stats_over_saev_shards<B: Backend>(
+    args: Args,
+    sae: sae_steer::SaeFile<B>,
+    dir: &Path,
+    layer: usize,
+) -> Result<()> {
+    let info = SaevShardInfo::read(dir)?;
+    let first = usize::from(info.cls_token);
+    let shards = ActivationShards::open_saev(dir, layer as i64)?
+        .with_tokens(std::slice::from_ref(&(first..first + info.patches)))?;
+    let source = match (&args.sae_norm, sae.has_normalization()) {
+        (Some(path), _) => NormalizationSource::File(path.clone()),
+        (None, true) => NormalizationSource::Checkpoint,
+        (None, false) => {
+            let samples = NORMALIZATION_SAMPLES.min(shards.rows() as usize);
+            let (norm, _) = estimate_start(
+                &mut shards.clone(),
+                0,
+                4096,
+                shards.dim(),
+                samples,
+                &NormalizationPlan::Estimate,
+            )?;
+            NormalizationSource::Estimated {
+                images: shards.items(),
+                norm: norm.context("no normalization was estimated")?,
+            }
+        }
+    };
+    let (sae, source) = sae.resolve(source)?;
+    if let Some(path) = &args.save_norm
+        && let Some(norm) = device_normalization(&sae)
+    {
+        norm.save(path)?;
+    }
+    let options = StatsOptions {
+        n_patches: info.patches,
+        max_images: args.max_images,
+        top_k: args.top_k,
+        info: StatsInfo {
+            sae: args.sae.clone(),
+            reference: format!(
+                "saev shards {} ({} examples, {})",
+                dir.display(),
+                info.examples,
+                info.ckpt.as_deref().unwrap_or("unknown model")
+            ),
+            // The folder is named by saev after a hash of its metadata.
+            fingerprint: format!("saev:{}", dir.display()),
+            normalization: source.to_string(),
+        },
+        save_every: std::time::Duration::try_from_secs_f64(args.save_every)
+            .context("--save-every must be a number of seconds, 0 or more")?,
+        progress: IndicatifProgress::shared(),
+    };
+    let run = feature_stats_shards_file(&sae, &shards, options, &args.out)?;
+    println!(
+        "computed over {} saev examples (normalization: {source})",
+        run.stats.n_images().unwrap_or(0)
+    );
+    summary(&run.stats);
+    println!("statistics in {}", args.out.display());
+    Ok(())
 }
 
 /// `<out stem>-<what>.safetensors` in the folder of `out`.

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use sae_steer::Dinov2;
+use sae_steer::Vit;
 use sae_steer::backend::Cpu;
 use sae_steer_app::toy::{ToyOptions, build};
 
@@ -32,7 +32,7 @@ pub fn main() -> ExitCode {
 pub fn run_args(args: Args) -> ExitCode {
     let run = || -> anyhow::Result<()> {
         let device = Default::default();
-        let vit = Dinov2::<Cpu>::load(&args.vit, &device)?;
+        let vit = Vit::<Cpu>::load(&args.vit, &device)?;
         let opts = ToyOptions {
             layer: args.layer,
             images: args.images,

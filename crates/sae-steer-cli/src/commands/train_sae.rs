@@ -7,9 +7,9 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use sae_steer::backend::{BackendTask, DeviceChoice, run_on};
 use sae_steer::burn::prelude::Backend;
-use sae_steer::data::cache::MANIFEST_FILE;
+use sae_steer::data::cache::{CacheManifest, MANIFEST_FILE};
 use sae_steer::sae::train::{
-    self, NormalizationPlan, RunOptions, SaeSpec, SafetensorsShards, TrainConfig,
+    self, ActivationShards, NormalizationPlan, RunOptions, SaeSpec, TrainConfig,
 };
 use sae_steer::sae::{Activation, Normalization};
 
@@ -18,13 +18,17 @@ use crate::cli::IndicatifProgress;
 #[derive(Parser)]
 #[command(about = "Train sparse autoencoders on cached ViT activations")]
 pub struct Args {
-    /// Activation-cache directory, directory of .safetensors files, or files.
+    /// Activation-cache directory, a saev activation-shard folder (with its
+    /// metadata.json), a directory of .safetensors files, or files.
     #[arg(long, num_args = 1.., required = true)]
     data: Vec<PathBuf>,
-    /// Tensor to read from every file.
-    #[arg(long, default_value = "layer10")]
+    /// Tensor to read from every file; for a saev shard folder, the layer
+    /// (`layer10` or `10`, as its metadata.json lists them, e.g. `-2`).
+    #[arg(long, default_value = "layer10", allow_hyphen_values = true)]
     tensor: String,
-    /// Token positions (axis 1) to train on, e.g. `0..261` or `0..1,5..261`.
+    /// Token positions (axis 1) to train on, e.g. `0..261` or `0..1,5..261`,
+    /// or `patches`: the patch tokens of whatever ViT made the activation
+    /// cache or saev shard folder (after its CLS and registers).
     #[arg(long)]
     tokens: Option<String>,
     /// SAE widths (comma-separated); or use --exp-factor.
@@ -33,9 +37,14 @@ pub struct Args {
     /// Widths as multiples of the activation width.
     #[arg(long, value_delimiter = ',')]
     exp_factor: Vec<usize>,
-    /// `relu` and/or `topk:K` (comma-separated).
+    /// `relu`, `topk:K` and/or `batchtopk:K` (k latents per row on average
+    /// over the batch; saved as a JumpReLU with its running threshold).
     #[arg(long, value_delimiter = ',', default_value = "relu")]
     activation: Vec<String>,
+    /// Train every SAE with the Matryoshka objective over this many nested
+    /// prefixes (saev: 10); 0 trains the plain objective.
+    #[arg(long, default_value_t = 0)]
+    matryoshka: usize,
     #[arg(long, value_delimiter = ',', default_value = "4e-4")]
     lr: Vec<f64>,
     /// L1 coefficients (ReLU SAEs; TopK SAEs train without L1).
@@ -91,14 +100,25 @@ pub struct Args {
 }
 
 /// The training rows: an activation cache's shards (through its manifest),
-/// the .safetensors files of a folder, or the files given.
-fn open_data(paths: &[PathBuf], tensor: &str) -> Result<SafetensorsShards> {
+/// a saev shard folder (its metadata.json), the .safetensors files of a
+/// folder, or the files given.
+fn open_data(paths: &[PathBuf], tensor: &str) -> Result<ActivationShards> {
     let mut files = paths.to_vec();
     if let [dir] = paths
         && dir.is_dir()
     {
         if dir.join(MANIFEST_FILE).exists() {
-            return Ok(SafetensorsShards::open_cache(dir, tensor)?);
+            return Ok(ActivationShards::open_cache(dir, tensor)?);
+        }
+        if dir.join("metadata.json").exists() {
+            let layer: i64 = tensor
+                .strip_prefix("layer")
+                .unwrap_or(tensor)
+                .parse()
+                .with_context(|| {
+                    format!("--tensor `{tensor}`: a saev shard folder needs a layer, e.g. layer10")
+                })?;
+            return Ok(ActivationShards::open_saev(dir, layer)?);
         }
         files = std::fs::read_dir(dir)
             .with_context(|| format!("cannot list {}", dir.display()))?
@@ -114,7 +134,7 @@ fn open_data(paths: &[PathBuf], tensor: &str) -> Result<SafetensorsShards> {
             );
         }
     }
-    Ok(SafetensorsShards::open(&files, tensor)?)
+    Ok(ActivationShards::open(&files, tensor)?)
 }
 
 fn sweep(args: &Args, d_model: usize) -> Result<Vec<SaeSpec>> {
@@ -125,12 +145,19 @@ fn sweep(args: &Args, d_model: usize) -> Result<Vec<SaeSpec>> {
     }
     let mut specs = Vec::new();
     for act in &args.activation {
-        let activation = match act.as_str() {
-            "relu" => Activation::Relu,
-            other => match other.strip_prefix("topk:").map(str::parse::<usize>) {
-                Some(Ok(k)) => Activation::Topk { k },
-                _ => bail!("--activation `{other}`: expected relu or topk:K"),
-            },
+        let (activation, batch) = match act.as_str() {
+            "relu" => (Activation::Relu, false),
+            other => {
+                let (batch, k) = match other.split_once(':') {
+                    Some(("topk", k)) => (false, k),
+                    Some(("batchtopk", k)) => (true, k),
+                    _ => bail!("--activation `{other}`: expected relu, topk:K or batchtopk:K"),
+                };
+                match k.parse::<usize>() {
+                    Ok(k) => (Activation::Topk { k }, batch),
+                    Err(_) => bail!("--activation `{other}`: K must be a positive integer"),
+                }
+            }
         };
         for &d_sae in &widths {
             for &lr in &args.lr {
@@ -141,7 +168,11 @@ fn sweep(args: &Args, d_model: usize) -> Result<Vec<SaeSpec>> {
                 for l1 in l1s {
                     let mut spec = match activation {
                         Activation::Topk { k } => {
-                            let mut s = SaeSpec::topk(d_model, d_sae, k, lr);
+                            let mut s = if batch {
+                                SaeSpec::batch_topk(d_model, d_sae, k, lr)
+                            } else {
+                                SaeSpec::topk(d_model, d_sae, k, lr)
+                            };
                             if let Some(a) = args.aux_k {
                                 s.aux_k = a;
                             }
@@ -151,6 +182,7 @@ fn sweep(args: &Args, d_model: usize) -> Result<Vec<SaeSpec>> {
                         _ => SaeSpec::relu(d_sae, lr, l1),
                     };
                     spec.seed = args.sae_seed;
+                    spec.matryoshka_prefixes = args.matryoshka;
                     spec.name = spec.default_name();
                     specs.push(spec);
                 }
@@ -163,7 +195,7 @@ fn sweep(args: &Args, d_model: usize) -> Result<Vec<SaeSpec>> {
 struct Train {
     args: Args,
     config: TrainConfig,
-    shards: SafetensorsShards,
+    shards: ActivationShards,
 }
 
 impl BackendTask for Train {
@@ -221,10 +253,33 @@ pub fn run_args(args: Args) -> ExitCode {
     crate::cli::report(main_inner(args))
 }
 
+/// The patch-token positions of the data: after the prefix tokens the
+/// cache's manifest or the saev metadata describes.
+fn patch_tokens(paths: &[PathBuf]) -> Result<std::ops::Range<usize>> {
+    if let [dir] = paths {
+        if dir.join(MANIFEST_FILE).exists() {
+            let m = CacheManifest::read(dir)?;
+            let first = m.model_config.prefix_tokens();
+            return Ok(first..first + m.patches_per_image());
+        }
+        if dir.join("metadata.json").exists() {
+            let info = train::SaevShardInfo::read(dir)?;
+            let first = usize::from(info.cls_token);
+            return Ok(first..first + info.patches);
+        }
+    }
+    bail!(
+        "--tokens patches needs an activation cache or a saev shard folder (they say which \
+         tokens are patches); give the positions for plain files, e.g. --tokens 5..261"
+    )
+}
+
 fn main_inner(args: Args) -> Result<()> {
     let mut shards = open_data(&args.data, &args.tensor)?;
-    if let Some(t) = &args.tokens {
-        shards = shards.with_tokens(&train::parse_ranges(t)?)?;
+    match args.tokens.as_deref() {
+        Some("patches") => shards = shards.with_tokens(&[patch_tokens(&args.data)?])?,
+        Some(t) => shards = shards.with_tokens(&train::parse_ranges(t)?)?,
+        None => {}
     }
     shards.window_rows = args.window_rows;
     let d_model = shards.dim();

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use burn::prelude::*;
 use half::f16;
 use sae_steer_files::{ErrorChain, Phase, SharedProgress};
-use sae_steer_vit::{Dinov2, Preprocess};
+use sae_steer_vit::{Preprocess, Vit};
 
 use super::reader::check_shard_file;
 use super::shard::{ShardBuffer, ShardFile, is_temp_file};
@@ -48,7 +48,10 @@ pub struct CacheSpec {
     pub batch: usize,
     /// Skip (and record) images that cannot be decoded instead of failing.
     pub skip_bad: bool,
-    pub preprocess: Preprocess,
+    /// The image pipeline; `None` (the default) for the model's own
+    /// ([`Vit::preprocess`]: the reference's for DINOv2, the processor
+    /// config's for the others).
+    pub preprocess: Option<Preprocess>,
     /// Image loader threads; 0 = one per core (at most 16).
     pub workers: usize,
     /// Where the build reports the images it has consumed (one phase,
@@ -62,8 +65,13 @@ pub struct CacheSpec {
 }
 
 impl CacheSpec {
+    /// The image pipeline this request runs with `vit`.
+    pub fn preprocess_for<B: Backend>(&self, vit: &Vit<B>) -> Preprocess {
+        self.preprocess.unwrap_or_else(|| vit.preprocess())
+    }
+
     /// Defaults: no labels, 256 images per shard, batches of 16, no skipping,
-    /// the reference preprocessing, one loader per core, no progress shown.
+    /// the model's own preprocessing, one loader per core, no progress shown.
     pub fn new(model_id: impl Into<String>, taps: Vec<TapRequest>) -> Self {
         Self {
             model_id: model_id.into(),
@@ -72,7 +80,7 @@ impl CacheSpec {
             shard_images: 256,
             batch: 16,
             skip_bad: false,
-            preprocess: Preprocess::default(),
+            preprocess: None,
             workers: 0,
             progress: SharedProgress::default(),
             part: None,
@@ -124,7 +132,7 @@ impl CacheReport {
 /// another model, taps, labels, shard size, preprocessing or image list, or
 /// one another process is building ([`CacheError::Locked`]).
 pub fn build_cache<B: Backend>(
-    vit: &Dinov2<B>,
+    vit: &Vit<B>,
     images: &ImageList,
     dir: &Path,
     spec: &CacheSpec,
@@ -136,7 +144,7 @@ pub fn build_cache<B: Backend>(
 /// `stop_after_shards` shards in this call. For crash/resume tests.
 #[doc(hidden)]
 pub fn build_cache_until<B: Backend>(
-    vit: &Dinov2<B>,
+    vit: &Vit<B>,
     images: &ImageList,
     dir: &Path,
     spec: &CacheSpec,
@@ -216,7 +224,7 @@ pub fn build_cache_until<B: Backend>(
         for w in 0..workers {
             let (tx, rx) = sync_channel(prefetch);
             let items = &images.items;
-            let pre = spec.preprocess;
+            let pre = spec.preprocess_for(vit);
             s.spawn(move || {
                 let mut i = start + w;
                 while i < end {
@@ -272,12 +280,12 @@ pub fn build_cache_until<B: Backend>(
 
 /// The manifest this request would produce, with no progress.
 fn wanted_manifest<B: Backend>(
-    vit: &Dinov2<B>,
+    vit: &Vit<B>,
     images: &ImageList,
     spec: &CacheSpec,
 ) -> Result<CacheManifest, CacheError> {
     let config = vit.config();
-    let pre = &spec.preprocess;
+    let pre = &spec.preprocess_for(vit);
     if spec.taps.is_empty() {
         return Err(CacheError::Spec("no taps requested".into()));
     }
@@ -541,7 +549,7 @@ struct Finished {
 }
 
 struct Run<'a, B: Backend> {
-    vit: &'a Dinov2<B>,
+    vit: &'a Vit<B>,
     images: &'a ImageList,
     spec: &'a CacheSpec,
     template: &'a CacheManifest,
@@ -691,7 +699,7 @@ impl<B: Backend> Run<'_, B> {
     /// deepest tap; `final_norm` continues from there.
     fn forward(&self, pixels: Vec<f32>, b: usize) -> Result<Vec<Tensor<B, 3>>, CacheError> {
         let vit = self.vit;
-        let crop = self.spec.preprocess.crop as usize;
+        let crop = self.spec.preprocess_for(self.vit).crop as usize;
         let device = vit.device();
         let x = Tensor::<B, 4>::from_data(TensorData::new(pixels, [b, 3, crop, crop]), device);
         let layers: Vec<usize> = self
@@ -722,7 +730,7 @@ impl<B: Backend> Run<'_, B> {
         } else {
             None
         };
-        let registers = vit.config().num_register_tokens;
+        let prefix = vit.config().prefix_tokens();
         self.spec
             .taps
             .iter()
@@ -743,7 +751,7 @@ impl<B: Backend> Run<'_, B> {
                     TapTokens::All => full,
                     TapTokens::Patches => {
                         let [b, n, d] = full.dims();
-                        full.slice([0..b, 1 + registers..n, 0..d])
+                        full.slice([0..b, prefix..n, 0..d])
                     }
                 })
             })
@@ -770,7 +778,7 @@ impl<B: Backend> Run<'_, B> {
             }
             data.extend(&values);
         }
-        let crop = self.spec.preprocess.crop as usize;
+        let crop = self.spec.preprocess_for(self.vit).crop as usize;
         let patch = self.vit.config().patch_size;
         for (index, labels) in batch.rows {
             buffer.first_image.get_or_insert(index);

@@ -4,7 +4,7 @@ use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
-use sae_steer_vit::{Dinov2Config, IMAGENET_MEAN, IMAGENET_STD, Preprocess};
+use sae_steer_vit::{Preprocess, Resample, ResizeRule, VitConfig};
 use serde::{Deserialize, Serialize};
 
 use super::parts::PartInfo;
@@ -45,7 +45,8 @@ impl fmt::Display for CacheDtype {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TapTokens {
-    /// CLS, registers and patches: `[CLS, reg0.., patch0..]`.
+    /// The prefix tokens (CLS where the family has one, registers) and the
+    /// patches, in the model's order: `[CLS, reg0.., patch0..]`.
     All,
     /// The patch tokens only, row-major over the patch grid.
     Patches,
@@ -111,7 +112,7 @@ impl TapRequest {
     }
 
     /// What this tap stores for a model and crop size.
-    pub fn spec(&self, config: &Dinov2Config, crop: usize) -> TapSpec {
+    pub fn spec(&self, config: &VitConfig, crop: usize) -> TapSpec {
         let grid = crop / config.patch_size;
         let patches = grid * grid;
         TapSpec {
@@ -122,7 +123,7 @@ impl TapRequest {
             },
             tokens: self.tokens,
             n_tokens: match self.tokens {
-                TapTokens::All => 1 + config.num_register_tokens + patches,
+                TapTokens::All => config.prefix_tokens() + patches,
                 TapTokens::Patches => patches,
             },
             dim: config.hidden_size,
@@ -229,6 +230,12 @@ impl TapSpec {
 pub struct PreprocessInfo {
     pub resize: u32,
     pub crop: u32,
+    /// Absent in manifests written before other backbones: they are square
+    /// bilinear (the DINOv2 reference pipeline).
+    #[serde(default)]
+    pub rule: ResizeRule,
+    #[serde(default)]
+    pub resample: Resample,
     pub mean: [f32; 3],
     pub std: [f32; 3],
 }
@@ -238,8 +245,10 @@ impl From<&Preprocess> for PreprocessInfo {
         Self {
             resize: p.resize,
             crop: p.crop,
-            mean: IMAGENET_MEAN,
-            std: IMAGENET_STD,
+            rule: p.rule,
+            resample: p.resample,
+            mean: p.mean,
+            std: p.std,
         }
     }
 }
@@ -279,7 +288,7 @@ pub struct CacheManifest {
     pub format: String,
     /// The ViT as the user named it (hub id, folder or file).
     pub model: String,
-    pub model_config: Dinov2Config,
+    pub model_config: VitConfig,
     pub preprocess: PreprocessInfo,
     pub images: ImagesInfo,
     pub taps: Vec<TapSpec>,
@@ -409,10 +418,7 @@ impl CacheManifest {
                 return Err(format!("tap `{}` is listed twice", t.name));
             }
             let n_tokens = match t.tokens {
-                TapTokens::All => c
-                    .num_register_tokens
-                    .checked_add(1)
-                    .and_then(|n| n.checked_add(patches)),
+                TapTokens::All => c.prefix_tokens().checked_add(patches),
                 TapTokens::Patches => Some(patches),
             };
             if Some(t.n_tokens) != n_tokens || t.dim != c.hidden_size {

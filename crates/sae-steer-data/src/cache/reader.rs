@@ -107,7 +107,10 @@ impl ActivationCache {
         };
         m.complete
             && m.model == spec.model_id
-            && m.preprocess == super::PreprocessInfo::from(&spec.preprocess)
+            // The model's own pipeline is what the same model id recorded.
+            && spec
+                .preprocess
+                .is_none_or(|p| m.preprocess == super::PreprocessInfo::from(&p))
             && m.images.count == images.len()
             && m.images.fingerprint == images.fingerprint()
             && rank(m.labels) >= rank(spec.labels)

@@ -17,15 +17,15 @@ use sae_steer_data::cache::{
 use sae_steer_data::{ImageItem, ImageList, MAX_LABEL, image_folder, load_sample, patch_labels};
 use sae_steer_files::SharedProgress;
 use sae_steer_testkit::RecordingProgress;
-use sae_steer_vit::{Dinov2, Preprocess};
+use sae_steer_vit::{Preprocess, Vit};
 
 type B = NdArray<f32>;
 
 const MODEL_ID: &str = "fixture/reg";
 
-fn vit() -> Dinov2<B> {
+fn vit() -> Vit<B> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/vit/reg");
-    Dinov2::<B>::from_hf_folder(&dir, &Default::default()).unwrap()
+    Vit::<B>::from_hf_folder(&dir, &Default::default()).unwrap()
 }
 
 /// SplitMix64, so the generated images never change.
@@ -103,7 +103,7 @@ fn host(t: Tensor<B, 3>) -> Vec<f32> {
 
 /// Direct forward passes in the builder's batches: (layer 1 all tokens,
 /// final-norm patches), both flattened per image.
-fn direct(vit: &Dinov2<B>, images: &ImageList, batch: usize) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+fn direct(vit: &Vit<B>, images: &ImageList, batch: usize) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
     let pre = Preprocess::default();
     let (mut layer1, mut normed) = (Vec::new(), Vec::new());
     for chunk in images.items.chunks(batch) {
@@ -333,10 +333,11 @@ fn caches_made_differently_are_refused() {
         "labels",
     );
     let mut other = base.clone();
-    other.preprocess = Preprocess {
+    other.preprocess = Some(Preprocess {
         resize: 240,
         crop: 224,
-    };
+        ..Preprocess::default()
+    });
     refused(&other, &images, "preprocessing");
     refused(&base, &images.clone().take(3), "image list");
     // Another geometry under the same id (e.g. a re-exported checkpoint).
@@ -402,10 +403,11 @@ fn a_complete_cache_serves_every_request_it_covers() {
     other.model_id = "another/model".into();
     assert!(!cache.serves(&images, &other));
     other = spec("layer1:f32", LabelKind::Patch, 2, 2);
-    other.preprocess = Preprocess {
+    other.preprocess = Some(Preprocess {
         resize: 240,
         crop: 224,
-    };
+        ..Preprocess::default()
+    });
     assert!(!cache.serves(&images, &other));
     assert!(!cache.serves(&images.clone().take(2), &built));
 }

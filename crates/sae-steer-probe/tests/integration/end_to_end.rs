@@ -48,7 +48,7 @@ fn synthetic_ade20k_probes_beat_chance() {
     let train_dir = tmp.path().join("cache-training");
     let spec = probe_cache_spec(&test_vit(), false);
     assert!(!cache_is_ready(&train_dir, &train_images, &spec));
-    let vit = sae_steer_vit::Dinov2::<B>::load(&test_vit(), &device).unwrap();
+    let vit = sae_steer_vit::Vit::<B>::load(&test_vit(), &device).unwrap();
     let built = sae_steer_data::build_cache(&vit, &train_images, &train_dir, &spec).unwrap();
     assert_eq!(built.total_rows, 48);
     let train_cache = ActivationCache::open(&train_dir).unwrap();

@@ -21,7 +21,7 @@ pub type Batches<'d> = Box<dyn Iterator<Item = std::result::Result<Vec<f32>, Box
 /// let mut data = |seed, batch| cache.patch_batches("layer10", 0..261, batch, seed);
 /// sae_steer_sae::train::train::<B>(&config, &mut data, out, &device, &options)?;
 /// ```
-/// [`super::SafetensorsShards`] is another.
+/// [`super::ActivationShards`] is another.
 pub trait TrainingData<'d> {
     /// A full pass in the order given by `seed`, in batches of `batch` rows
     /// (the last may be shorter). The same seed must give the same batches.

@@ -8,6 +8,17 @@
 //! - TopK (Gao et al. 2024) with the AuxK loss: the `aux_k` largest
 //!   pre-activations among dead latents reconstruct the main reconstruction's
 //!   error, weighted by `aux_coeff` (1/32).
+//! - BatchTopK (Bussmann et al. 2024, saev's `BatchTopK`): the `k * n`
+//!   largest pre-activations of the whole batch of `n` rows, so rows differ
+//!   in how many latents they use; the threshold for inference is the running
+//!   mean (momentum 0.1) of the smallest kept positive value, and the
+//!   checkpoint holds the SAE as a JumpReLU with that threshold.
+//! - Any of them with the Matryoshka objective (Bussmann et al. 2025; saev's
+//!   default): at every step `n_prefixes - 1` prefix lengths are drawn (saev's
+//!   distribution, `p(l) ~ (l-1)^-1/2 - l^-1/2`) and the full width added;
+//!   the reconstruction loss is the mean over these prefixes of the MSE of
+//!   the reconstruction from the first `l` latents only (with `b_dec`), so
+//!   early latents learn coarse, general features.
 //!
 //! Several SAEs (a sweep over learning rate, L1 coefficient, width,
 //! activation) train in one pass over the data, as in saev: each batch is
@@ -40,12 +51,12 @@ use crate::error::{Result, SaeError};
 pub use adam::{AdamConfig, adam_update};
 pub use data::{Batches, BoxError, TrainingData, estimate_start};
 pub use objective::{
-    STAT_NAMES, SaeParams, StepOutput, kth_largest, normalize_rows, objective_gradients,
-    remove_parallel_grad,
+    BATCH_TOPK_MOMENTUM, STAT_NAMES, SaeParams, StepOutput, kth_largest, matryoshka_prefixes,
+    normalize_rows, objective_gradients, remove_parallel_grad,
 };
 pub use random::SplitMix64;
 pub use run::{RunOptions, STATE_FILE, TrainReport, train};
-pub use shards::{SafetensorsShards, parse_ranges};
+pub use shards::{ActivationShards, SaevShardInfo, parse_ranges, read_saev_labels};
 pub use trainer::{IntervalMetrics, Trainer, warmup};
 
 /// How the encoder weights start.
@@ -81,6 +92,15 @@ pub struct SaeSpec {
     pub aux_coeff: f64,
     /// Seed of the initial weights.
     pub seed: u64,
+    /// BatchTopK: with a TopK activation, keep the `k * n` largest
+    /// pre-activations of the batch instead of `k` per row.
+    #[serde(default)]
+    pub batch_topk: bool,
+    /// Matryoshka objective: the number of nested prefixes whose
+    /// reconstruction losses are averaged (saev's default is 10); 0 or 1 is
+    /// the plain objective.
+    #[serde(default)]
+    pub matryoshka_prefixes: usize,
 }
 
 impl SaeSpec {
@@ -97,6 +117,8 @@ impl SaeSpec {
             aux_k: 0,
             aux_coeff: 0.0,
             seed: 0,
+            batch_topk: false,
+            matryoshka_prefixes: 0,
         };
         spec.name = spec.default_name();
         spec
@@ -117,17 +139,44 @@ impl SaeSpec {
             aux_k: (d_model / 2).max(1),
             aux_coeff: 1.0 / 32.0,
             seed: 0,
+            batch_topk: false,
+            matryoshka_prefixes: 0,
         };
         spec.name = spec.default_name();
         spec
     }
 
+    /// A BatchTopK SAE (saev's `BatchTopK`): [`Self::topk`]'s settings with
+    /// `k` latents per row on average over the batch.
+    pub fn batch_topk(d_model: usize, d_sae: usize, k: usize, lr: f64) -> Self {
+        let mut spec = Self::topk(d_model, d_sae, k, lr);
+        spec.batch_topk = true;
+        spec.name = spec.default_name();
+        spec
+    }
+
+    /// The same SAE trained with the Matryoshka objective over `prefixes`
+    /// nested prefixes (saev: 10).
+    pub fn with_matryoshka(mut self, prefixes: usize) -> Self {
+        self.matryoshka_prefixes = prefixes;
+        self.name = self.default_name();
+        self
+    }
+
     /// `relu-s24576-lr0.0004-l1_0.0004` / `topk32-s24576-lr0.0004`: readable and
     /// distinct for the sweeps the example builds.
     pub fn default_name(&self) -> String {
-        match self.activation {
+        let base = match self.activation {
+            Activation::Topk { k } if self.batch_topk => {
+                format!("batchtopk{k}-s{}-lr{}", self.d_sae, self.lr)
+            }
             Activation::Topk { k } => format!("topk{k}-s{}-lr{}", self.d_sae, self.lr),
             _ => format!("relu-s{}-lr{}-l1_{}", self.d_sae, self.lr, self.l1_coeff),
+        };
+        if self.matryoshka_prefixes > 1 {
+            format!("{base}-matryoshka{}", self.matryoshka_prefixes)
+        } else {
+            base
         }
     }
 
@@ -281,12 +330,28 @@ impl TrainConfig {
                         s.name, s.d_sae
                     ));
                 }
-                Activation::JumpRelu { .. } => {
+                Activation::JumpRelu { .. } | Activation::TopkRelu { .. } => {
+                    let what = match s.activation {
+                        Activation::JumpRelu { .. } => "JumpReLU",
+                        _ => "SAELens-style TopK (ReLU after the selection)",
+                    };
                     return bad(format!(
-                        "SAE `{}`: JumpReLU SAEs cannot be trained here (ReLU or TopK)",
+                        "SAE `{}`: {what} SAEs cannot be trained here (ReLU, TopK or BatchTopK)",
                         s.name
                     ));
                 }
+            }
+            if s.batch_topk && !matches!(s.activation, Activation::Topk { .. }) {
+                return bad(format!(
+                    "SAE `{}`: BatchTopK needs a TopK activation (its k per row on average)",
+                    s.name
+                ));
+            }
+            if s.matryoshka_prefixes > s.d_sae {
+                return bad(format!(
+                    "SAE `{}`: {} Matryoshka prefixes are more than its {} latents",
+                    s.name, s.matryoshka_prefixes, s.d_sae
+                ));
             }
             let finite = [s.lr, s.l1_coeff, s.aux_coeff]
                 .iter()

@@ -21,6 +21,17 @@
 //! The mask of a TopK or ReLU is held fixed, as autodiff does with
 //! `mask_fill`. AuxK works on the dead columns only (gathered with `select`),
 //! so it costs little while few latents are dead.
+//!
+//! BatchTopK takes the `k n` largest entries of the whole `h` instead of `k`
+//! per row. The Matryoshka objective replaces the MSE by the mean over
+//! prefix ends `c_1 < ... < c_P = s` of the MSE of `x_hat_m = f[:, :c_m]
+//! W_dec[:c_m] + b_dec`. With blocks `B_b = [c_{b-1}, c_b)`, `e_m = x_hat_m - x`
+//! and `g_m = 2 e_m / (n d P)`, a latent of block `b` feeds every prefix
+//! `m >= b`, so its upstream gradient is the suffix sum `G_b = sum_{m>=b} g_m`:
+//! ```text
+//! df[:, B_b] = G_b W_dec[B_b]^T     dW_dec[B_b] = f[:, B_b]^T G_b     db_dec = sum_n G_1
+//! ```
+//! AuxK reconstructs the full-width error `e_P`.
 
 use burn::tensor::{Bool, IndexingUpdateOp, Int, Tensor, TensorData, backend::Backend};
 
@@ -57,6 +68,9 @@ pub struct StepOutput<B: Backend> {
     pub stats: Tensor<B, 1>,
     /// `[s]`: on how many rows the activation selected each latent.
     pub fired: Tensor<B, 1>,
+    /// BatchTopK only, `[1]`: the smallest positive kept activation
+    /// (infinite when none was positive), for the inference threshold.
+    pub min_kept: Option<Tensor<B, 1>>,
 }
 
 impl<B: Backend> SaeParams<B> {
@@ -144,6 +158,7 @@ impl<B: Backend> SaeParams<B> {
             b_enc,
             w_dec,
             b_dec,
+            threshold: None,
             norm,
         }
     }
@@ -155,14 +170,23 @@ pub(crate) use crate::sae::{from_host, to_host};
 /// SAE because TopK inference uses it too.
 pub use crate::sae::kth_largest;
 
+/// saev's BatchTopK threshold momentum: `t <- (1 - m) t + m min(kept > 0)`.
+pub const BATCH_TOPK_MOMENTUM: f64 = 0.1;
+
 /// Keeps `h` where the activation is on, zero elsewhere; returns `(f, off)`
 /// with `off` the entries it zeroed (one mask serves the forward and backward
-/// passes).
+/// passes). `batch`: a TopK keeps the `k n` largest entries of the batch.
 fn activate<B: Backend>(
     h: Tensor<B, 2>,
     activation: &Activation,
+    batch: bool,
 ) -> (Tensor<B, 2>, Tensor<B, 2, Bool>) {
     let off = match *activation {
+        Activation::Topk { k } if batch => {
+            let [n, s] = h.dims();
+            let kth = kth_largest(h.clone().reshape([1, n * s]), k.saturating_mul(n));
+            h.clone().lower(kth.expand([n, s]))
+        }
         Activation::Relu => h.clone().lower_equal_elem(0.0),
         Activation::JumpRelu { threshold } => h.clone().lower_equal_elem(threshold.max(0.0)),
         Activation::Topk { k } => {
@@ -170,19 +194,141 @@ fn activate<B: Backend>(
             let kth = kth_largest(h.clone(), k).expand(dims);
             h.clone().lower(kth)
         }
+        Activation::TopkRelu { k } => {
+            let dims = h.dims();
+            let kth = kth_largest(h.clone(), k).expand(dims);
+            h.clone()
+                .lower(kth)
+                .bool_or(h.clone().lower_equal_elem(0.0))
+        }
     };
     (h.mask_fill(off.clone(), 0.0), off)
 }
 
+/// Prefix ends for one Matryoshka step: `prefixes - 1` distinct lengths in
+/// `1..s` drawn without replacement with saev's weights `(l-1)^-1/2 - l^-1/2`
+/// (0 for `l = 1`), then `s`; sorted. `[s]` for `prefixes <= 1`.
+pub fn matryoshka_prefixes(s: usize, prefixes: usize, rng: &mut SplitMix64) -> Vec<usize> {
+    let draws = prefixes.saturating_sub(1).min(s.saturating_sub(2));
+    // Weighted sampling without replacement (Efraimidis and Spirakis): the
+    // `draws` largest keys `u^(1/w)`, compared as `ln(u) / w`.
+    let mut keys: Vec<(f64, usize)> = (2..s)
+        .map(|l| {
+            let w = ((l - 1) as f64).powf(-0.5) - (l as f64).powf(-0.5);
+            let u = f64::from(rng.next_f32()).max(f64::MIN_POSITIVE);
+            (u.ln() / w, l)
+        })
+        .collect();
+    let draws = draws.min(keys.len());
+    if draws > 0 {
+        keys.select_nth_unstable_by(draws - 1, |a, b| b.0.total_cmp(&a.0));
+    }
+    let mut ends: Vec<usize> = keys[..draws].iter().map(|k| k.1).collect();
+    ends.push(s);
+    ends.sort_unstable();
+    ends
+}
+
+/// The reconstruction term of a step and the gradients it sends back.
+struct Reconstruction<B: Backend> {
+    /// `[n, d]`: the full-width error `x_hat - x`.
+    error: Tensor<B, 2>,
+    /// `[1]`: the (Matryoshka mean) MSE.
+    loss: Tensor<B, 1>,
+    /// `[n, s]`, before the activation's mask.
+    df: Tensor<B, 2>,
+    /// `[s, d]`
+    dw_dec: Tensor<B, 2>,
+    /// `[1, d]`
+    db_dec: Tensor<B, 2>,
+}
+
+/// [`Reconstruction`] of `f` against `x`; `ends`: the Matryoshka prefix
+/// ends (`[s]` or empty: the plain MSE).
+fn reconstruction<B: Backend>(
+    p: &SaeParams<B>,
+    f: &Tensor<B, 2>,
+    x: &Tensor<B, 2>,
+    ends: &[usize],
+) -> Reconstruction<B> {
+    let [n, d] = x.dims();
+    let s = f.dims()[1];
+    let inv_nd = 1.0 / (n * d) as f64;
+    if ends.len() <= 1 {
+        let x_hat = f.clone().matmul(p.w_dec.clone()) + p.b_dec.clone().unsqueeze_dim(0);
+        let e = x_hat - x.clone();
+        let loss = e.clone().square().sum().mul_scalar(inv_nd);
+        let g = e.clone().mul_scalar(2.0 * inv_nd);
+        return Reconstruction {
+            df: g.clone().matmul(p.w_dec.clone().transpose()),
+            dw_dec: f.clone().transpose().matmul(g.clone()),
+            db_dec: g.sum_dim(0),
+            error: e,
+            loss,
+        };
+    }
+    let scale = inv_nd / ends.len() as f64;
+    let mut blocks = Vec::with_capacity(ends.len());
+    let mut start = 0;
+    for &end in ends {
+        blocks.push(start..end.min(s));
+        start = end.min(s);
+    }
+    // e_m, one per prefix: b_dec - x plus the blocks so far.
+    let mut running = p.b_dec.clone().unsqueeze_dim::<2>(0).expand([n, d]) - x.clone();
+    let mut errors = Vec::with_capacity(blocks.len());
+    for b in &blocks {
+        let fb = f.clone().slice([0..n, b.clone()]);
+        let wb = p.w_dec.clone().slice([b.clone(), 0..d]);
+        running = running + fb.matmul(wb);
+        errors.push(running.clone());
+    }
+    let loss = errors
+        .iter()
+        .map(|e| e.clone().square().sum())
+        .reduce(|a, b| a + b)
+        .expect("at least one prefix")
+        .mul_scalar(scale);
+    // Suffix sums G_b, from the last block back.
+    let mut df = Vec::with_capacity(blocks.len());
+    let mut dw = Vec::with_capacity(blocks.len());
+    let mut suffix: Option<Tensor<B, 2>> = None;
+    for (b, e) in blocks.iter().zip(&errors).rev() {
+        let g = e.clone().mul_scalar(2.0 * scale);
+        let gb = match suffix {
+            Some(acc) => acc + g,
+            None => g,
+        };
+        let fb = f.clone().slice([0..n, b.clone()]);
+        let wb = p.w_dec.clone().slice([b.clone(), 0..d]);
+        df.push(gb.clone().matmul(wb.transpose()));
+        dw.push(fb.transpose().matmul(gb.clone()));
+        suffix = Some(gb);
+    }
+    df.reverse();
+    dw.reverse();
+    Reconstruction {
+        db_dec: suffix.expect("at least one prefix").sum_dim(0),
+        error: errors.pop().expect("at least one prefix"),
+        loss,
+        df: Tensor::cat(df, 1),
+        dw_dec: Tensor::cat(dw, 0),
+    }
+}
+
 /// Loss terms, gradients and firing counts of one SAE on one batch `x [n, d]`
 /// (normalised units). `l1_coeff` is the coefficient in force at this step;
-/// `dead` lists the latents AuxK may use (`None` or empty: no AuxK term).
+/// `dead` lists the latents AuxK may use (`None` or empty: no AuxK term);
+/// `ends` are the Matryoshka prefix ends of this step ([`matryoshka_prefixes`];
+/// empty or `[s]` for the plain objective). The `mse` statistic is always
+/// the full-width reconstruction's; `loss` has the Matryoshka mean.
 pub fn objective_gradients<B: Backend>(
     p: &SaeParams<B>,
     spec: &SaeSpec,
     l1_coeff: f64,
     x: Tensor<B, 2>,
     dead: Option<Tensor<B, 1, Int>>,
+    ends: &[usize],
 ) -> StepOutput<B> {
     let [n, d] = x.dims();
     let inv_nd = 1.0 / (n * d) as f64;
@@ -207,10 +353,20 @@ pub fn objective_gradients<B: Backend>(
             }
         });
 
-    let (f, off) = activate(h, &spec.activation);
+    let (f, off) = activate(h, &spec.activation, spec.batch_topk);
     let relu = spec.activation == Activation::Relu;
-    let x_hat = f.clone().matmul(p.w_dec.clone()) + p.b_dec.clone().unsqueeze_dim(0);
-    let e = x_hat - x.clone();
+    let min_kept = spec.batch_topk.then(|| {
+        f.clone()
+            .mask_fill(f.clone().lower_equal_elem(0.0), f32::INFINITY)
+            .min()
+    });
+    let Reconstruction {
+        error: e,
+        loss: recon,
+        mut df,
+        mut dw_dec,
+        db_dec: g_sum,
+    } = reconstruction(p, &f, &x, ends);
 
     let sse = e.clone().square().sum();
     let mse = sse.clone().mul_scalar(inv_nd);
@@ -231,8 +387,6 @@ pub fn objective_gradients<B: Backend>(
     let nonzero = fired.clone().sum();
     let sst = (x.clone() - x.mean_dim(0)).square().sum();
 
-    let g = e.clone().mul_scalar(2.0 * inv_nd);
-    let mut df = g.clone().matmul(p.w_dec.clone().transpose());
     if l1_coeff != 0.0 {
         let c = l1_coeff / n as f64;
         // sign(f) is 1 wherever a ReLU is on, and the off entries are masked below.
@@ -243,7 +397,6 @@ pub fn objective_gradients<B: Backend>(
         };
     }
     let mut dh = df.mask_fill(off, 0.0);
-    let mut dw_dec = f.transpose().matmul(g.clone());
 
     let aux = match aux_input {
         Some((h_dead, idx)) => {
@@ -253,6 +406,7 @@ pub fn objective_gradients<B: Backend>(
                 &Activation::Topk {
                     k: spec.aux_k.min(n_dead),
                 },
+                false,
             );
             let w_dead = match &idx {
                 Some(idx) => p.w_dec.clone().select(0, idx.clone()),
@@ -280,13 +434,12 @@ pub fn objective_gradients<B: Backend>(
 
     let db_enc = dh.clone().sum_dim(0);
     let dw_enc = xc.transpose().matmul(dh);
-    let mut db_dec = g.sum_dim(0);
+    let mut db_dec = g_sum;
     if centred {
         db_dec = db_dec - db_enc.clone().matmul(p.w_enc.clone().transpose());
     }
 
-    let loss =
-        mse.clone() + l1.clone().mul_scalar(l1_coeff) + aux.clone().mul_scalar(spec.aux_coeff);
+    let loss = recon + l1.clone().mul_scalar(l1_coeff) + aux.clone().mul_scalar(spec.aux_coeff);
     StepOutput {
         grads: SaeParams {
             w_enc: dw_enc,
@@ -296,6 +449,7 @@ pub fn objective_gradients<B: Backend>(
         },
         stats: Tensor::cat(vec![loss, mse, l1, aux, sse, sst, nonzero], 0),
         fired,
+        min_kept,
     }
 }
 

@@ -1,16 +1,25 @@
-//! Training rows from any set of safetensors files.
+//! Training rows from sets of activation files: safetensors files, our
+//! activation caches and saev's activation shards.
 //!
-//! One tensor per file (same name, same trailing shape), `[items, ..., d]`:
-//! every leading dimension is flattened into rows of `d` values. For a 3-D
-//! tensor `[items, tokens, d]` (the activation cache's `layer10`, `[images,
-//! 261, 768]`) a set of token ranges on axis 1 picks the rows of each item.
-//! An activation cache is such a set: [`SafetensorsShards::open_cache`]
-//! reads the shards its manifest lists, through `sae-steer-data`.
+//! Safetensors: one tensor per file (same name, same trailing shape),
+//! `[items, ..., d]`: every leading dimension is flattened into rows of `d`
+//! values. For a 3-D tensor `[items, tokens, d]` (the activation cache's
+//! `layer10`, `[images, 261, 768]`) a set of token ranges on axis 1 picks the
+//! rows of each item. An activation cache is such a set:
+//! [`ActivationShards::open_cache`] reads the shards its manifest lists,
+//! through `sae-steer-data`.
+//!
+//! saev's shards ([`ActivationShards::open_saev`], its `protocol.md`): a
+//! folder with `metadata.json`, `acts000000.bin`, ... (raw little-endian f32,
+//! C order `[examples_per_shard, layers, tokens, d]`, CLS first when
+//! `cls_token`) and, from protocol 1.1, `shards.json` with each file's
+//! number of valid examples. One layer is read; its `[tokens, d]` block of
+//! each example is an item, as for a 3-D safetensors tensor.
 //!
 //! Shuffling with bounded memory: the items of all files are cut into chunks
-//! of about [`SafetensorsShards::chunk_rows`] rows; the chunks are shuffled;
+//! of about [`ActivationShards::chunk_rows`] rows; the chunks are shuffled;
 //! consecutive chunks make up windows of at most
-//! [`SafetensorsShards::window_rows`] rows; a window is read into memory
+//! [`ActivationShards::window_rows`] rows; a window is read into memory
 //! (contiguous reads from memory-mapped files, f16/bf16 widened to f32) and
 //! its rows are shuffled. Memory is one window plus one batch. Every window
 //! has its own seed, so a resumed pass can skip whole windows unread.
@@ -26,9 +35,9 @@ use crate::error::{Result, SaeError};
 use crate::train::data::{Batches, BoxError, TrainingData};
 use crate::train::random::SplitMix64;
 
-/// A set of safetensors files read as one shuffled stream of rows.
+/// A set of activation files read as one shuffled stream of rows.
 #[derive(Clone)]
-pub struct SafetensorsShards {
+pub struct ActivationShards {
     set: Arc<ShardSet>,
     /// Selected positions on axis 1 (all `0..inner` unless narrowed).
     tokens: Vec<Range<usize>>,
@@ -46,6 +55,11 @@ struct ShardSet {
     d: usize,
     /// Rows per item before token selection (product of the middle dims).
     inner: usize,
+    /// Rows from one item to the next in a file (`inner`, or for saev's
+    /// shards all layers' tokens).
+    item_stride: usize,
+    /// Rows before an item's first row (saev: the layers before the one read).
+    item_offset: usize,
 }
 
 struct ShardFile {
@@ -56,9 +70,9 @@ struct ShardFile {
     items: usize,
 }
 
-impl std::fmt::Debug for SafetensorsShards {
+impl std::fmt::Debug for ActivationShards {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SafetensorsShards")
+        f.debug_struct("ActivationShards")
             .field("tensor", &self.set.tensor)
             .field("files", &self.set.files.len())
             .field("rows", &self.rows())
@@ -67,7 +81,7 @@ impl std::fmt::Debug for SafetensorsShards {
     }
 }
 
-impl SafetensorsShards {
+impl ActivationShards {
     /// The complete shards of the activation cache in `dir`, tensor `tap`
     /// (e.g. `layer10`, `[images, 261, 768]`). The cache is opened and
     /// checked by [`ActivationCache::open`] (manifest, shard files inside the
@@ -164,6 +178,8 @@ impl SafetensorsShards {
                 ndim: rest.len() + 1,
                 d,
                 inner,
+                item_stride: inner,
+                item_offset: 0,
             }),
             tokens: std::iter::once(0..inner).collect(),
             chunk_rows: 4096,
@@ -219,6 +235,56 @@ impl SafetensorsShards {
         self.set.files.iter().map(|f| f.items as u64).sum::<u64>() * self.rows_per_item() as u64
     }
 
+    /// Items (images) over all files, in file order.
+    pub fn items(&self) -> usize {
+        self.set.files.iter().map(|f| f.items).sum()
+    }
+
+    /// Rows each item contributes (the selected tokens).
+    pub fn tokens_per_item(&self) -> usize {
+        self.rows_per_item()
+    }
+
+    /// Reads whole items in order, `[ids.len(), tokens_per_item, d]` into
+    /// `buf` (replacing its content): the per-image access the feature
+    /// statistics need. Ids count across the files in order.
+    pub fn read_items(&self, ids: &[usize], buf: &mut Vec<f32>) -> Result<()> {
+        let set = &self.set;
+        let d = set.d;
+        buf.clear();
+        buf.reserve(ids.len() * self.rows_per_item() * d);
+        for &id in ids {
+            let mut local = id;
+            let file = set
+                .files
+                .iter()
+                .find(|f| {
+                    let here = local < f.items;
+                    if !here {
+                        local -= f.items;
+                    }
+                    here
+                })
+                .ok_or_else(|| {
+                    SaeError::Data(format!(
+                        "item {id} is past the {} items of `{}`",
+                        self.items(),
+                        set.tensor
+                    ))
+                })?;
+            let size = match file.dtype {
+                Dtype::F32 => 4,
+                _ => 2,
+            };
+            for r in &self.tokens {
+                let first = (local * set.item_stride + set.item_offset + r.start) * d * size;
+                let bytes = &file.mmap[file.start + first..file.start + first + r.len() * d * size];
+                widen(bytes, file.dtype, buf);
+            }
+        }
+        Ok(())
+    }
+
     /// The files, in the order given.
     pub fn files(&self) -> Vec<&Path> {
         self.set.files.iter().map(|f| f.path.as_path()).collect()
@@ -229,7 +295,7 @@ impl SafetensorsShards {
         self.epoch_from(seed, batch, 0)
     }
 
-    /// The pass of [`SafetensorsShards::epoch`] without its first
+    /// The pass of [`ActivationShards::epoch`] without its first
     /// `skip_batches` batches; whole windows before the resume point are not read.
     pub fn epoch_from(&self, seed: u64, batch: usize, skip_batches: u64) -> ShardBatches {
         let per_item = self.rows_per_item();
@@ -297,7 +363,7 @@ struct Chunk {
     items: Range<usize>,
 }
 
-/// The batches of one pass over [`SafetensorsShards`].
+/// The batches of one pass over [`ActivationShards`].
 pub struct ShardBatches {
     set: Arc<ShardSet>,
     tokens: Vec<Range<usize>>,
@@ -343,7 +409,7 @@ impl ShardBatches {
             };
             for item in chunk.items.clone() {
                 for r in &self.tokens {
-                    let first = (item * set.inner + r.start) * d * size;
+                    let first = (item * set.item_stride + set.item_offset + r.start) * d * size;
                     let bytes =
                         &file.mmap[file.start + first..file.start + first + r.len() * d * size];
                     widen(bytes, file.dtype, &mut self.buffer);
@@ -412,10 +478,10 @@ fn widen(bytes: &[u8], dtype: Dtype, out: &mut Vec<f32>) {
     }
 }
 
-impl<'d> TrainingData<'d> for SafetensorsShards {
+impl<'d> TrainingData<'d> for ActivationShards {
     fn epoch(&mut self, seed: u64, batch: usize) -> std::result::Result<Batches<'d>, BoxError> {
         Ok(Box::new(
-            SafetensorsShards::epoch(self, seed, batch).map(|b| b.map_err(BoxError::from)),
+            ActivationShards::epoch(self, seed, batch).map(|b| b.map_err(BoxError::from)),
         ))
     }
 
@@ -426,7 +492,7 @@ impl<'d> TrainingData<'d> for SafetensorsShards {
         skip_batches: u64,
     ) -> std::result::Result<Batches<'d>, BoxError> {
         Ok(Box::new(
-            SafetensorsShards::epoch_from(self, seed, batch, skip_batches)
+            ActivationShards::epoch_from(self, seed, batch, skip_batches)
                 .map(|b| b.map_err(BoxError::from)),
         ))
     }
@@ -458,4 +524,268 @@ pub fn parse_ranges(text: &str) -> Result<Vec<Range<usize>>> {
             }
         })
         .collect()
+}
+
+/// The largest `metadata.json` / `shards.json` read (real ones are a few KB).
+const MAX_JSON_BYTES: u64 = 16 << 20;
+
+fn read_json(path: &Path) -> Result<serde_json::Value> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_JSON_BYTES + 1).read_to_string(&mut text))
+        .map_err(|e| SaeError::io(path, e))?;
+    let bad = |message: String| SaeError::Format {
+        path: path.to_path_buf(),
+        message,
+    };
+    if text.len() as u64 > MAX_JSON_BYTES {
+        return Err(bad(format!("larger than {MAX_JSON_BYTES} bytes")));
+    }
+    serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))
+}
+
+/// The geometry of a saev shard folder, from its `metadata.json` (any
+/// protocol: the keys were renamed twice).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SaevShardInfo {
+    /// The layers stored, in file order.
+    pub layers: Vec<i64>,
+    /// Patches per example (without the CLS token).
+    pub patches: usize,
+    pub cls_token: bool,
+    pub d_model: usize,
+    pub examples: usize,
+    /// Examples each `acts*.bin` has room for.
+    pub examples_per_shard: usize,
+    /// The backbone family and checkpoint, for reports.
+    pub family: Option<String>,
+    pub ckpt: Option<String>,
+}
+
+impl SaevShardInfo {
+    /// Reads `dir/metadata.json`.
+    pub fn read(dir: &Path) -> Result<Self> {
+        let path = dir.join("metadata.json");
+        let meta = read_json(&path)?;
+        let bad = |message: String| SaeError::Format {
+            path: path.clone(),
+            message,
+        };
+        let size = |keys: &[&str]| -> Result<usize> {
+            for key in keys {
+                if let Some(v) = meta.get(*key) {
+                    return v
+                        .as_u64()
+                        .and_then(|v| usize::try_from(v).ok())
+                        .filter(|&v| v > 0)
+                        .ok_or_else(|| bad(format!("`{key}` is {v}, not a positive size")));
+                }
+            }
+            Err(bad(format!("none of {keys:?} is in metadata.json")))
+        };
+        let layers: Vec<i64> = meta
+            .get("layers")
+            .and_then(|l| serde_json::from_value(l.clone()).ok())
+            .filter(|l: &Vec<i64>| !l.is_empty())
+            .ok_or_else(|| bad("`layers` is not a non-empty list of integers".into()))?;
+        if let Some(dtype) = meta.get("dtype").and_then(|d| d.as_str())
+            && dtype != "float32"
+        {
+            return Err(bad(format!(
+                "dtype `{dtype}`: only float32 shards are read"
+            )));
+        }
+        let cls_token = meta
+            .get("cls_token")
+            .and_then(|c| c.as_bool())
+            .ok_or_else(|| bad("`cls_token` is not true or false".into()))?;
+        let patches = size(&[
+            "content_tokens_per_example",
+            "patches_per_ex",
+            "n_patches_per_img",
+        ])?;
+        let d_model = size(&["d_model", "d_vit"])?;
+        let examples = size(&["n_examples", "n_imgs"])?;
+        let per_shard = size(&[
+            "max_tokens_per_shard",
+            "patches_per_shard",
+            "max_patches_per_shard",
+            "n_patches_per_shard",
+        ])?;
+        let tokens = patches + usize::from(cls_token);
+        let per_example = tokens
+            .checked_mul(layers.len())
+            .filter(|&t| t <= per_shard)
+            .ok_or_else(|| {
+                bad(format!(
+                    "{tokens} tokens x {} layers per example do not fit the {per_shard} tokens of a shard",
+                    layers.len()
+                ))
+            })?;
+        let text = |keys: &[&str]| {
+            keys.iter()
+                .find_map(|k| meta.get(*k).and_then(|v| v.as_str()).map(str::to_string))
+        };
+        Ok(Self {
+            examples_per_shard: per_shard / per_example,
+            family: text(&["family", "vit_family"]),
+            ckpt: text(&["ckpt", "vit_ckpt"]),
+            layers,
+            patches,
+            cls_token,
+            d_model,
+            examples,
+        })
+    }
+
+    /// Tokens per example and layer: the CLS token (if stored) and the patches.
+    pub fn tokens(&self) -> usize {
+        self.patches + usize::from(self.cls_token)
+    }
+}
+
+impl ActivationShards {
+    /// The activations of `layer` (a value of `metadata.json`'s `layers`,
+    /// e.g. `10` or `-2`) in a saev shard folder, every token of each
+    /// example (`[CLS,] patches`; narrow with [`Self::with_tokens`]). Each
+    /// file's size is checked against the metadata before it is mapped.
+    pub fn open_saev(dir: impl AsRef<Path>, layer: i64) -> Result<Self> {
+        let dir = dir.as_ref();
+        let info = SaevShardInfo::read(dir)?;
+        let layer_index = info
+            .layers
+            .iter()
+            .position(|&l| l == layer)
+            .ok_or_else(|| {
+                SaeError::Data(format!(
+                    "layer {layer} is not in {} (it holds layers {:?})",
+                    dir.join("metadata.json").display(),
+                    info.layers
+                ))
+            })?;
+        let (t, l, d) = (info.tokens(), info.layers.len(), info.d_model);
+        // Valid examples per file: shards.json (protocol >= 1.1) or, before
+        // it, full shards and a remainder.
+        let listed = dir.join("shards.json");
+        let files: Vec<(String, usize)> = if listed.is_file() {
+            let bad = |message: String| SaeError::Format {
+                path: listed.clone(),
+                message,
+            };
+            let list = read_json(&listed)?;
+            let list = list
+                .as_array()
+                .ok_or_else(|| bad("not a list of shards".into()))?;
+            list.iter()
+                .map(|s| {
+                    let name = s
+                        .get("name")
+                        .and_then(|n| n.as_str())
+                        .filter(|n| {
+                            n.starts_with("acts") && n.ends_with(".bin") && !n.contains(['/', '\\'])
+                        })
+                        .ok_or_else(|| bad(format!("shard {s} has no acts*.bin `name`")))?;
+                    let n = s
+                        .get("n_examples")
+                        .or_else(|| s.get("n_imgs"))
+                        .and_then(|n| n.as_u64())
+                        .and_then(|n| usize::try_from(n).ok())
+                        .filter(|&n| n <= info.examples_per_shard)
+                        .ok_or_else(|| {
+                            bad(format!(
+                                "shard {s}: its example count is missing or more than the {} a shard holds",
+                                info.examples_per_shard
+                            ))
+                        })?;
+                    Ok((name.to_string(), n))
+                })
+                .collect::<Result<_>>()?
+        } else {
+            let mut left = info.examples;
+            let mut out = Vec::new();
+            while left > 0 {
+                let n = left.min(info.examples_per_shard);
+                out.push((format!("acts{:06}.bin", out.len()), n));
+                left -= n;
+            }
+            out
+        };
+        let total: usize = files.iter().map(|f| f.1).sum();
+        if total != info.examples {
+            return Err(SaeError::Data(format!(
+                "{}: the shards hold {total} examples, metadata.json says {}",
+                dir.display(),
+                info.examples
+            )));
+        }
+        let mut opened = Vec::with_capacity(files.len());
+        for (name, items) in files {
+            if items == 0 {
+                continue;
+            }
+            let path = dir.join(&name);
+            let file = std::fs::File::open(&path).map_err(|e| SaeError::io(&path, e))?;
+            let len = file.metadata().map_err(|e| SaeError::io(&path, e))?.len();
+            let need = (items as u64) * (l * t * d) as u64 * 4;
+            if len < need {
+                return Err(SaeError::Format {
+                    path,
+                    message: format!(
+                        "{len} bytes, but {items} examples of {l} layers x {t} tokens x {d} f32 need {need}: truncated?"
+                    ),
+                });
+            }
+            // SAFETY: read-only map, as for safetensors files.
+            let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| SaeError::io(&path, e))?;
+            opened.push(ShardFile {
+                path,
+                mmap,
+                start: 0,
+                dtype: Dtype::F32,
+                items,
+            });
+        }
+        Ok(Self {
+            set: Arc::new(ShardSet {
+                tensor: format!("layer {layer}"),
+                files: opened,
+                ndim: 3,
+                d,
+                inner: t,
+                item_stride: l * t,
+                item_offset: layer_index * t,
+            }),
+            tokens: std::iter::once(0..t).collect(),
+            chunk_rows: 4096,
+            window_rows: 1 << 18,
+        })
+    }
+}
+
+/// saev's optional `labels.bin`: one uint8 class per patch, `[examples,
+/// patches]` row-major (no CLS column). `None` when the folder has none.
+pub fn read_saev_labels(dir: impl AsRef<Path>) -> Result<Option<Vec<u8>>> {
+    let dir = dir.as_ref();
+    let info = SaevShardInfo::read(dir)?;
+    let path = dir.join("labels.bin");
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let need = info.examples as u64 * info.patches as u64;
+    let len = std::fs::metadata(&path)
+        .map_err(|e| SaeError::io(&path, e))?
+        .len();
+    if len != need {
+        return Err(SaeError::Format {
+            path,
+            message: format!(
+                "{len} bytes, but {} examples x {} patches need {need}",
+                info.examples, info.patches
+            ),
+        });
+    }
+    std::fs::read(&path)
+        .map(Some)
+        .map_err(|e| SaeError::io(&path, e))
 }

@@ -8,14 +8,15 @@ use sae_steer_vit::{HostTensor, SafetensorsFile, write_safetensors};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{FORMAT_TAG, Normalization, SaeWeights};
-use crate::config::SaeConfig;
+use crate::config::{Activation, SaeConfig};
 use crate::error::{Result, SaeError};
 use crate::sae::CLAMP;
 use crate::train::adam::adam_update;
 use crate::train::objective::{
-    STAT_NAMES, SaeParams, from_host, normalize_rows, objective_gradients, remove_parallel_grad,
-    to_host,
+    BATCH_TOPK_MOMENTUM, STAT_NAMES, SaeParams, from_host, matryoshka_prefixes, normalize_rows,
+    objective_gradients, remove_parallel_grad, to_host,
 };
+use crate::train::random::SplitMix64;
 use crate::train::{SaeSpec, TrainConfig};
 
 /// saev's linear warmup: `value * min(step, steps) / steps` at the 0-based
@@ -73,6 +74,8 @@ struct SaeState<B: Backend> {
     /// every step adds the batch size, so the values are multiples of it.
     since_fired: Tensor<B, 1>,
     interval: Interval<B>,
+    /// BatchTopK's inference threshold, `[1]` (saev starts it at 0).
+    threshold: Option<Tensor<B, 1>>,
 }
 
 /// Trains a set of SAEs on a stream of host batches.
@@ -129,6 +132,7 @@ impl<B: Backend> Trainer<B> {
                     params,
                     since_fired: Tensor::zeros([spec.d_sae], device),
                     interval: Interval::new(spec.d_sae, device),
+                    threshold: spec.batch_topk.then(|| Tensor::zeros([1], device)),
                 }
             })
             .collect();
@@ -191,8 +195,23 @@ impl<B: Backend> Trainer<B> {
             let l1 = self.l1_coeff(i);
             let dead = self.dead_indices(i);
             let adam = self.config.adam;
+            let step = self.step;
             let sae = &mut self.saes[i];
-            let out = objective_gradients(&sae.params, &sae.spec, l1, x.clone(), dead);
+            // A fresh draw of prefixes every step, as saev; seeded by the
+            // step so that a resumed run draws the same ones.
+            let ends = if sae.spec.matryoshka_prefixes > 1 {
+                let mut rng = SplitMix64::stream(sae.spec.seed, &[0x3a7, step]);
+                matryoshka_prefixes(sae.spec.d_sae, sae.spec.matryoshka_prefixes, &mut rng)
+            } else {
+                Vec::new()
+            };
+            let out = objective_gradients(&sae.params, &sae.spec, l1, x.clone(), dead, &ends);
+            if let (Some(t), Some(kept)) = (sae.threshold.take(), out.min_kept.clone()) {
+                let m = BATCH_TOPK_MOMENTUM;
+                let moved = t.clone().mul_scalar(1.0 - m) + kept.clone().mul_scalar(m);
+                // A batch without a positive kept value leaves it unchanged.
+                sae.threshold = Some(t.mask_where(kept.is_finite(), moved));
+            }
             let mut g = out.grads;
             g.w_dec = remove_parallel_grad(g.w_dec, &sae.params.w_dec);
 
@@ -342,11 +361,19 @@ impl<B: Backend> Trainer<B> {
         (0..self.saes.len()).map(|i| self.sae_weights(i)).collect()
     }
 
-    fn sae_config(&self, spec: &SaeSpec) -> SaeConfig {
+    fn sae_config(&self, sae: &SaeState<B>) -> SaeConfig {
+        let spec = &sae.spec;
+        // A BatchTopK SAE is used as a JumpReLU with its running threshold.
+        let activation = match &sae.threshold {
+            Some(t) => Activation::JumpRelu {
+                threshold: to_host(t.clone()).data[0],
+            },
+            None => spec.activation,
+        };
         SaeConfig {
             d_model: self.config.d_model,
             d_sae: spec.d_sae,
-            activation: spec.activation,
+            activation,
             encode: spec.encode,
             vit: self.config.vit.clone(),
             layer: self.config.layer,
@@ -356,7 +383,7 @@ impl<B: Backend> Trainer<B> {
     fn sae_weights(&self, i: usize) -> SaeWeights {
         let sae = &self.saes[i];
         sae.params
-            .to_weights(self.sae_config(&sae.spec), self.norm.clone())
+            .to_weights(self.sae_config(sae), self.norm.clone())
     }
 
     /// Writes SAE `i` in our checkpoint format with `training` (JSON) added to
@@ -470,7 +497,20 @@ impl<B: Backend> Trainer<B> {
                     device,
                 ))
             };
+            let threshold = match (spec.batch_topk, w.config.activation) {
+                (false, _) => None,
+                (true, Activation::JumpRelu { threshold }) => Some(Tensor::from_data(
+                    TensorData::new(vec![threshold], [1]),
+                    device,
+                )),
+                (true, other) => {
+                    return Err(resume_error(format!(
+                        "holds a {other:?} SAE, the run trains BatchTopK (saved as a JumpReLU)"
+                    )));
+                }
+            };
             saes.push(SaeState {
+                threshold,
                 spec: spec.clone(),
                 params,
                 m: moments("m")?,

@@ -11,5 +11,6 @@ mod hostile;
 mod hub;
 mod parity;
 mod parity_topk;
+mod saelens;
 mod stats;
 mod train;

@@ -62,6 +62,7 @@ fn random_sae_with(activation: Activation) -> Sae<B> {
         b_enc: HostTensor::new(vec![S], b_enc),
         w_dec: HostTensor::new(vec![S, D], noise.vec(S * D, 0.3)),
         b_dec: HostTensor::new(vec![D], noise.vec(D, 0.2)),
+        threshold: None,
         norm: Some(Normalization {
             mean: noise.vec(D, 1.0),
             scalar: 1.7,

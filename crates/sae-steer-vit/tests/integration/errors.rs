@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use burn::backend::NdArray;
-use sae_steer_vit::{Dinov2, VitError};
+use sae_steer_vit::{Vit, VitError};
 
 type B = NdArray<f32>;
 
@@ -18,8 +18,8 @@ fn copy_folder(to: &std::path::Path) {
     }
 }
 
-fn load(dir: &std::path::Path) -> Result<Dinov2<B>, VitError> {
-    Dinov2::<B>::from_hf_folder(dir, &Default::default())
+fn load(dir: &std::path::Path) -> Result<Vit<B>, VitError> {
+    Vit::<B>::from_hf_folder(dir, &Default::default())
 }
 
 #[test]
@@ -152,7 +152,7 @@ fn torch_checkpoint_that_is_not_a_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let bogus = dir.path().join("model.pth");
     std::fs::write(&bogus, b"PK\x03\x04 garbage").unwrap();
-    let err = Dinov2::<B>::load(bogus.to_str().unwrap(), &Default::default())
+    let err = Vit::<B>::load(bogus.to_str().unwrap(), &Default::default())
         .err()
         .unwrap()
         .to_string();
@@ -167,8 +167,8 @@ fn hub_id_resolves_from_the_local_cache_and_explains_when_offline() {
     copy_folder(&snap);
     std::fs::create_dir_all(repo.join("refs")).unwrap();
     std::fs::write(repo.join("refs").join("main"), "0123abcd").unwrap();
-    let vit = Dinov2::<B>::from_hub_id("acme/tiny-dinov2", Some(cache.path()), &Default::default())
-        .unwrap();
+    let vit =
+        Vit::<B>::from_hub_id("acme/tiny-dinov2", Some(cache.path()), &Default::default()).unwrap();
     assert_eq!(vit.config().num_register_tokens, 4);
 
     let err =

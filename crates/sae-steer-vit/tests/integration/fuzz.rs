@@ -6,7 +6,7 @@ use std::io::{Cursor, Read, Write};
 use std::time::Duration;
 
 use sae_steer_testkit::{fixture, fuzz, hostile};
-use sae_steer_vit::{Dinov2Config, SafetensorsFile, TensorSource, TorchFile, hf_tensor_shapes};
+use sae_steer_vit::{SafetensorsFile, TensorSource, TorchFile, VitConfig, hf_tensor_shapes};
 
 const BUDGET: Duration = Duration::from_secs(12);
 
@@ -20,7 +20,7 @@ fn load_torch(path: &std::path::Path) -> bool {
     let Ok(file) = TorchFile::open(path) else {
         return false;
     };
-    let _ = Dinov2Config::infer_from_hub(&file);
+    let _ = sae_steer_vit::infer_from_hub(&file);
     let mut ok = true;
     for name in file.names() {
         match file.read(&name) {
@@ -147,7 +147,7 @@ fn fuzz_config_json() {
     ];
     let report = fuzz("config.json", &seeds, 17, 100_000, BUDGET, |bytes| {
         let text = String::from_utf8_lossy(bytes);
-        match Dinov2Config::from_hf_str(&text) {
+        match VitConfig::from_hf_str(&text) {
             Ok(cfg) => {
                 // Everything derived from an accepted config must be computable.
                 let shapes = hf_tensor_shapes(&cfg);

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use burn::backend::NdArray;
 use sae_steer_testkit::hostile;
-use sae_steer_vit::{Dinov2, Dinov2Config, SafetensorsFile, TensorSource, TorchFile, VitError};
+use sae_steer_vit::{SafetensorsFile, TensorSource, TorchFile, Vit, VitConfig, VitError};
 
 type B = NdArray<f32>;
 
@@ -15,8 +15,8 @@ fn case(name: &str) -> PathBuf {
     hostile(&format!("checkpoints/{name}"))
 }
 
-fn load(path: &Path) -> Result<Dinov2<B>, VitError> {
-    Dinov2::<B>::load(path.to_str().unwrap(), &Default::default())
+fn load(path: &Path) -> Result<Vit<B>, VitError> {
+    Vit::<B>::load(path.to_str().unwrap(), &Default::default())
 }
 
 /// The error of opening a torch archive, checked to name the file.
@@ -149,7 +149,7 @@ fn configs_with_zero_or_huge_sizes_are_refused() {
     ] {
         // Only config.json is there: the config must be refused before any
         // weights are looked for (or, for the layers, allocated for).
-        let err = Dinov2::<B>::from_hf_folder(&case(dir), &Default::default())
+        let err = Vit::<B>::from_hf_folder(&case(dir), &Default::default())
             .err()
             .expect("must be refused");
         assert!(matches!(err, VitError::Config { .. }), "{dir}: {err:?}");
@@ -168,7 +168,7 @@ fn a_huge_config_json_is_not_read_whole() {
     let mut text = b"{\"model_type\": \"dinov2\", ".to_vec();
     text.resize(3 << 20, b' ');
     std::fs::write(&path, &text).unwrap();
-    let msg = Dinov2Config::from_hf_json(&path).unwrap_err().to_string();
+    let msg = VitConfig::from_hf_json(&path).unwrap_err().to_string();
     assert!(
         msg.contains("config.json") && msg.contains("larger than"),
         "{msg}"

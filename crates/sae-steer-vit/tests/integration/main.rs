@@ -4,6 +4,7 @@
 
 mod decode;
 mod errors;
+mod families;
 mod fuzz;
 mod hostile;
 mod parity;

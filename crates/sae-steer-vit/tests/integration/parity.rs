@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use burn::backend::NdArray;
 use burn::prelude::*;
 use sae_steer_vit::{
-    Dinov2, HostTensor, PixelValues, Preprocess, SafetensorsFile, TensorSource, open_image,
+    HostTensor, PixelValues, Preprocess, SafetensorsFile, TensorSource, Vit, open_image,
 };
 
 type B = NdArray<f32>;
@@ -48,15 +48,15 @@ fn assert_close(what: &str, ours: &[f32], reference: &HostTensor) {
     assert!(worst <= 1e-4, "{what}: worst relative error {worst:e}");
 }
 
-fn load_reg<E: Backend>() -> Dinov2<E> {
-    Dinov2::load(
+fn load_reg<E: Backend>() -> Vit<E> {
+    Vit::load(
         fixtures().join("reg").to_str().unwrap(),
         &Default::default(),
     )
     .unwrap()
 }
 
-fn check_reg_model<E: Backend>(vit: &Dinov2<E>) {
+fn check_reg_model<E: Backend>(vit: &Vit<E>) {
     assert_eq!(vit.depth(), 3);
     let (last, taps) = vit
         .forward_taps(pixels("pixel_values"), 2, &[0, 1, 2])
@@ -77,7 +77,7 @@ fn check_reg_model<E: Backend>(vit: &Dinov2<E>) {
     );
     assert_close(
         "x_norm_clstoken",
-        &host(tokens.cls),
+        &host(tokens.cls.expect("DINOv2 has a CLS token")),
         &expected("reg.x_norm_clstoken"),
     );
     // 12 x 16 patches: the position embeddings are resampled per axis.
@@ -99,7 +99,7 @@ fn flex_with_fused_kernels_matches_transformers_at_every_layer() {
     use burn::backend::Flex;
     check_reg_model(&load_reg::<Flex>());
     check_plain_model(
-        &Dinov2::<Flex>::load(
+        &Vit::<Flex>::load(
             fixtures().join("plain").to_str().unwrap(),
             &Default::default(),
         )
@@ -110,7 +110,7 @@ fn flex_with_fused_kernels_matches_transformers_at_every_layer() {
 
 #[test]
 fn torch_hub_checkpoint_matches_transformers_at_every_layer() {
-    let vit = Dinov2::<B>::load(
+    let vit = Vit::<B>::load(
         fixtures().join("reg_hub.pth").to_str().unwrap(),
         &Default::default(),
     )
@@ -125,7 +125,7 @@ fn torch_hub_checkpoint_matches_transformers_at_every_layer() {
 
 #[test]
 fn model_without_registers_uses_plain_bicubic() {
-    let vit = Dinov2::<B>::load(
+    let vit = Vit::<B>::load(
         fixtures().join("plain").to_str().unwrap(),
         &Default::default(),
     )
@@ -133,7 +133,7 @@ fn model_without_registers_uses_plain_bicubic() {
     check_plain_model(&vit);
 }
 
-fn check_plain_model<E: Backend>(vit: &Dinov2<E>) {
+fn check_plain_model<E: Backend>(vit: &Vit<E>) {
     assert_eq!(vit.config().num_register_tokens, 0);
     let (last, taps) = vit
         .forward_taps(pixels("pixel_values"), 1, &[0, 1])
@@ -180,7 +180,7 @@ fn batched_inference_equals_one_image_at_a_time() {
     check_batch_agrees(&load_reg::<B>());
 }
 
-fn check_batch_agrees<E: Backend>(vit: &Dinov2<E>) {
+fn check_batch_agrees<E: Backend>(vit: &Vit<E>) {
     let a = pixels::<E>("pixel_values");
     let b = a.clone().flip([3]) * 0.7;
     let both = host(
@@ -274,13 +274,13 @@ fn odd_images_become_rgb() {
 #[test]
 fn a_random_model_written_as_a_folder_loads_back_as_itself() {
     let config =
-        sae_steer_vit::Dinov2Config::from_hf_json(fixtures().join("reg/config.json")).unwrap();
+        sae_steer_vit::VitConfig::from_hf_json(fixtures().join("reg/config.json")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     sae_steer_vit::write_random_hf_folder(&config, 7, dir.path()).unwrap();
     let device = Default::default();
-    let loaded = Dinov2::<B>::from_hf_folder(dir.path(), &device).unwrap();
+    let loaded = Vit::<B>::from_hf_folder(dir.path(), &device).unwrap();
     assert_eq!(loaded.config(), &config, "config.json round trip");
-    let random = Dinov2::<B>::random(config.clone(), 7, &device).unwrap();
+    let random = Vit::<B>::random(config.clone(), 7, &device).unwrap();
     let x = pixels("pixel_values");
     let (a, b) = (
         loaded.forward(x.clone()).unwrap().into_data(),

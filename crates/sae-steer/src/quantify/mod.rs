@@ -42,7 +42,9 @@ mod selection;
 
 pub use log::PROGRESS_FILE;
 use log::{ProgressChunk, append_progress, lock_output, open_progress};
-pub use selection::{MIN_PURITY, Selection, THRESHOLDS, read_manual_table, select_features};
+pub use selection::{
+    MIN_PURITY, Selection, THRESHOLDS, min_purity_count, read_manual_table, select_features,
+};
 use serde::{Deserialize, Serialize};
 
 /// Number of probe outputs: label 0 (other) and the 150 ADE20K classes.

@@ -19,8 +19,24 @@ use crate::error::{Error, Result};
 pub const THRESHOLDS: [f32; 4] = [0.0, 0.1, 0.3, 1.0];
 
 /// Training patches count for selection only when at least this share of
-/// their 14x14 pixels carries the patch's label.
+/// their pixels (196 for a 14-px patch, 256 for a 16-px one) carries the
+/// patch's label.
 pub const MIN_PURITY: f32 = 0.9;
+
+/// The purity count (pixels of a `patch x patch` patch carrying its label)
+/// a patch needs; counts are stored as u8 (saturating at 255), which holds
+/// the threshold for patches up to 16 px.
+pub fn min_purity_count(patch: usize) -> Result<u8> {
+    let count = (MIN_PURITY as f64 * (patch * patch) as f64).ceil();
+    if patch == 0 || count > 255.0 {
+        return Err(Error::Input(format!(
+            "patch size {patch}: the cache stores patch purity as a pixel count of at \
+             most 255, so the {MIN_PURITY} purity threshold is only defined for patches \
+             of 1 to 16 pixels"
+        )));
+    }
+    Ok(count as u8)
+}
 
 /// The automatic method's choices: the best latent per class and the top 3.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -110,7 +126,7 @@ pub fn select_features<B: Backend>(
         0,
     );
     let mut buf = Vec::new();
-    let min_count = (MIN_PURITY * 196.0).ceil() as u8;
+    let min_count = min_purity_count(cache.manifest().model_config.patch_size)?;
     for start in (0..rows).step_by(batch_images.max(1)) {
         let batch: Vec<usize> = (start..(start + batch_images).min(rows)).collect();
         cache.read_images(&tap, &batch, &mut buf)?;
@@ -128,7 +144,7 @@ pub fn select_features<B: Backend>(
             })?;
             let local = row - start;
             for (p, (&label, &purity)) in pl.iter().zip(pu).enumerate() {
-                // Purity is stored as a count of the 196 pixels of a 14x14 patch.
+                // Purity is stored as a count of the patch's pixels.
                 if purity >= min_count {
                     keep_rows.push((local * spec.n_tokens + offset + p) as i64);
                     labels.push(label);
@@ -170,4 +186,19 @@ pub fn select_features<B: Backend>(
         patches: selector.patches(),
         top,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::min_purity_count;
+
+    #[test]
+    fn the_purity_count_follows_the_patch_size() {
+        // 90% of 196 pixels (14 px) and of 256 (16 px), rounded up.
+        assert_eq!(min_purity_count(14).unwrap(), 177);
+        assert_eq!(min_purity_count(16).unwrap(), 231);
+        // 32-px patches need 922 pixels: more than a u8 count holds.
+        assert!(min_purity_count(32).is_err());
+        assert!(min_purity_count(0).is_err());
+    }
 }

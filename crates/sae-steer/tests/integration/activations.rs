@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use sae_steer::backend::Cpu;
 use sae_steer::vit::{SafetensorsFile, TensorSource, write_safetensors};
-use sae_steer::{Dinov2, PixelValues, layer_activations};
+use sae_steer::{PixelValues, Vit, layer_activations};
 
 fn fixtures() -> PathBuf {
     sae_steer_testkit::fixture("vit")
@@ -19,7 +19,7 @@ fn writes_every_layer_and_the_normed_tokens() {
         width: 224,
         data: px.data,
     };
-    let vit = Dinov2::<Cpu>::load(
+    let vit = Vit::<Cpu>::load(
         fixtures().join("reg").to_str().unwrap(),
         &Default::default(),
     )
@@ -33,6 +33,7 @@ fn writes_every_layer_and_the_normed_tokens() {
             "layer.0",
             "layer.1",
             "layer.2",
+            "last_hidden_state",
             "x_norm_patchtokens",
             "x_norm_clstoken"
         ]
@@ -45,6 +46,7 @@ fn writes_every_layer_and_the_normed_tokens() {
     let file = SafetensorsFile::open(&out).unwrap();
     assert_eq!(file.shape("pixel_values").unwrap(), [3, 224, 224]);
     assert_eq!(file.shape("layer.1").unwrap(), [261, 128]);
+    assert_eq!(file.shape("last_hidden_state").unwrap(), [261, 128]);
     assert_eq!(file.shape("x_norm_patchtokens").unwrap(), [256, 128]);
     assert_eq!(file.shape("x_norm_clstoken").unwrap(), [128]);
     for (ours, reference) in [
@@ -95,6 +97,7 @@ mod with_sae {
             b_enc: HostTensor::new(vec![S], noise(2, S, 0.1)),
             w_dec: HostTensor::new(vec![S, d], noise(3, S * d, 0.2)),
             b_dec: HostTensor::new(vec![d], noise(4, d, 0.1)),
+            threshold: None,
             norm: norm.then(|| Normalization {
                 mean: noise(5, d, 0.5),
                 scalar: 3.0,
@@ -103,14 +106,14 @@ mod with_sae {
         Sae::from_weights(weights, &Default::default())
     }
 
-    fn setup() -> (Dinov2<Cpu>, PixelValues) {
+    fn setup() -> (Vit<Cpu>, PixelValues) {
         let expected = SafetensorsFile::open(fixtures().join("expected.safetensors")).unwrap();
         let pixels = PixelValues {
             height: 224,
             width: 224,
             data: expected.read("pixel_values").unwrap().data,
         };
-        let vit = Dinov2::<Cpu>::load(
+        let vit = Vit::<Cpu>::load(
             fixtures().join("reg").to_str().unwrap(),
             &Default::default(),
         )
@@ -150,16 +153,17 @@ mod with_sae {
         let tensors = layer_activations_with_sae(&vit, &pixels, &tap).unwrap();
         let names: Vec<&str> = tensors.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
-            &names[..5],
+            &names[..6],
             [
                 "pixel_values",
                 "layer.0",
                 "layer.1",
                 "layer.2",
+                "last_hidden_state",
                 "x_norm_patchtokens"
             ]
         );
-        assert_eq!(&names[6..], ["sae.f_x", "sae.x_hat", "sae.steered"]);
+        assert_eq!(&names[7..], ["sae.f_x", "sae.x_hat", "sae.steered"]);
 
         // Layer 1's patch tokens: after CLS and the 4 registers.
         let layer1 = get(&tensors, "layer.1");

@@ -19,7 +19,7 @@ use sae_steer::sae::stats::StatsInfo;
 use sae_steer::sae::{Activation, EncodeRule, SaeConfig};
 use sae_steer::vit::HostTensor;
 use sae_steer::{
-    Dinov2, Edit, NormalizationSource, Preprocess, Probe, Sae, SaeWeights, Steerer, preprocess_path,
+    Edit, NormalizationSource, Preprocess, Probe, Sae, SaeWeights, Steerer, Vit, preprocess_path,
 };
 use sae_steer_testkit::{noise, test_vit_dir};
 
@@ -42,6 +42,7 @@ fn write_sae(path: &Path) {
         b_enc: HostTensor::new(vec![D_SAE], noise(D_SAE, 2, 0.1)),
         w_dec: HostTensor::new(vec![D_SAE, D], noise(D_SAE * D, 3, 0.3)),
         b_dec: HostTensor::new(vec![D], vec![0.0; D]),
+        threshold: None,
         norm: None,
     }
     .save(path)
@@ -70,7 +71,7 @@ fn a_downstream_user_loads_steers_segments_and_computes_statistics() {
 
     // (a) DINOv2 and an SAE whose file carries no normalization: it must be
     // resolved, here by an estimate on a few images.
-    let vit = Dinov2::<Cpu>::load(&vit_spec, &device).unwrap();
+    let vit = Vit::<Cpu>::load(&vit_spec, &device).unwrap();
     let file = Sae::<Cpu>::load(&sae_file, &device).unwrap();
     assert!(!file.has_normalization());
     let images = image_folder(&photos).unwrap();

@@ -19,7 +19,7 @@ use sae_steer::sae::stats::{DEFAULT_TOP_K, StatsInfo};
 use sae_steer::sae::train::SplitMix64;
 use sae_steer::sae::{Activation, EncodeRule, SaeConfig};
 use sae_steer::vit::HostTensor;
-use sae_steer::{Dinov2, Normalization, Sae, SaeWeights};
+use sae_steer::{FeatureStats, Normalization, Sae, SaeWeights, Vit};
 use sae_steer::{NoProgress, NormalizationSource, SharedProgress};
 use sae_steer_testkit::RecordingProgress;
 
@@ -47,7 +47,7 @@ fn cache(root: &Path) -> ActivationCache {
         &root.join("cache"),
         &ade.split(Split::Training).unwrap(),
         &spec,
-        &mut LazyVit::from(Dinov2::<B>::from_hf_folder(&dir, &Default::default()).unwrap()),
+        &mut LazyVit::from(Vit::<B>::from_hf_folder(&dir, &Default::default()).unwrap()),
     )
     .unwrap()
     .0
@@ -56,8 +56,13 @@ fn cache(root: &Path) -> ActivationCache {
 /// A random ReLU SAE over the ViT's 128-wide activations, without input
 /// normalization (like a saev file).
 fn random_sae(d_sae: usize) -> Sae<B> {
-    let d = 128;
-    let mut rng = SplitMix64::new(3);
+    random_relu_sae(128, d_sae, LAYER, 3, (0.2, 1.0))
+}
+
+/// A random `d -> d_sae` ReLU SAE without input normalization; `scales`:
+/// the ranges of the weights and of the encoder biases.
+fn random_relu_sae(d: usize, d_sae: usize, layer: usize, seed: u64, scales: (f32, f32)) -> Sae<B> {
+    let mut rng = SplitMix64::new(seed);
     let mut draw = |len: usize, scale: f32| -> Vec<f32> {
         (0..len).map(|_| rng.uniform(-scale, scale)).collect()
     };
@@ -68,12 +73,13 @@ fn random_sae(d_sae: usize) -> Sae<B> {
             activation: Activation::Relu,
             encode: EncodeRule::Plain,
             vit: None,
-            layer: Some(LAYER),
+            layer: Some(layer),
         },
-        w_enc: HostTensor::new(vec![d, d_sae], draw(d * d_sae, 0.2)),
-        b_enc: HostTensor::new(vec![d_sae], draw(d_sae, 1.0)),
-        w_dec: HostTensor::new(vec![d_sae, d], draw(d_sae * d, 0.2)),
+        w_enc: HostTensor::new(vec![d, d_sae], draw(d * d_sae, scales.0)),
+        b_enc: HostTensor::new(vec![d_sae], draw(d_sae, scales.1)),
+        w_dec: HostTensor::new(vec![d_sae, d], draw(d_sae * d, scales.0)),
         b_dec: HostTensor::new(vec![d], vec![0.0; d]),
+        threshold: None,
         norm: None,
     };
     Sae::from_weights(weights, &Default::default())
@@ -236,4 +242,60 @@ fn normalization_comes_from_the_file_the_checkpoint_or_an_estimate() {
     assert_eq!(source, NormalizationSource::Checkpoint);
     assert_eq!(source.to_string(), "checkpoint");
     assert_eq!(sae.scalar(), norm.scalar);
+}
+
+#[test]
+fn statistics_read_saev_activation_shards_as_saev_wrote_them() {
+    use sae_steer::pipeline::feature_stats_shards_file;
+    use sae_steer::sae::train::ActivationShards;
+    use sae_steer::vit::{SafetensorsFile, TensorSource};
+
+    let fixture = sae_steer_testkit::fixture("sae/saev_shards");
+    // A random ReLU SAE over the fixture's 8-wide activations.
+    let sae = random_relu_sae(8, 24, 5, 5, (0.5, 0.2));
+    // Layer 5's patches (after the CLS token) of the 7 examples, 4 patches each.
+    let shards = ActivationShards::open_saev(fixture.join("v2"), 5)
+        .unwrap()
+        .with_tokens(std::slice::from_ref(&(1..5)))
+        .unwrap();
+    let info = StatsInfo {
+        sae: "small".into(),
+        reference: "saev fixture".into(),
+        fingerprint: "saev".into(),
+        normalization: "none".into(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stats.safetensors");
+    let run = feature_stats_shards_file(
+        &sae,
+        &shards,
+        StatsOptions {
+            n_patches: 4,
+            ..options(info.clone(), None)
+        },
+        &path,
+    )
+    .unwrap();
+    assert_eq!(run.stats.n_images(), Some(7));
+
+    // The same statistics from the activations the fixture script wrote.
+    let acts = SafetensorsFile::open(fixture.join("expected.safetensors"))
+        .unwrap()
+        .read("acts")
+        .unwrap(); // [7, 2 layers, 5 tokens, 8]
+    let mut patches = Vec::new();
+    for i in 0..7 {
+        let start = (i * 2 + 1) * 5 * 8 + 8;
+        patches.extend_from_slice(&acts.data[start..start + 4 * 8]);
+    }
+    let x = burn::tensor::Tensor::<B, 3>::from_data(
+        burn::tensor::TensorData::new(patches, [7, 4, 8]),
+        &Default::default(),
+    );
+    let mut direct = FeatureStats::new(24, DEFAULT_TOP_K, 4, info).unwrap();
+    direct
+        .update(&sae, x, &(0..7).collect::<Vec<u32>>())
+        .unwrap();
+    assert_eq!(run.stats.max_values(), direct.max_values());
+    assert_eq!(run.stats.frequencies(), direct.frequencies());
 }

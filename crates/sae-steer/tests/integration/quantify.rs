@@ -20,7 +20,7 @@ use sae_steer::quantify::{
 use sae_steer::sae::stats::StatsInfo;
 use sae_steer::sae::{Activation, EncodeRule, SaeConfig};
 use sae_steer::vit::HostTensor;
-use sae_steer::{Dinov2, NoProgress, Probe, Sae, SaeWeights, Steerer};
+use sae_steer::{NoProgress, Probe, Sae, SaeWeights, Steerer, Vit};
 
 type B = NdArray<f32>;
 
@@ -29,8 +29,8 @@ const CLASSES: [u8; 4] = [8, 21, 23, 66];
 /// Latents beyond the class ones: rare random detectors for the random-latent method.
 const FILLERS: usize = 28;
 
-fn vit() -> Dinov2<B> {
-    Dinov2::<B>::from_hf_folder(&sae_steer_testkit::test_vit_dir(), &Default::default()).unwrap()
+fn vit() -> Vit<B> {
+    Vit::<B>::from_hf_folder(&sae_steer_testkit::test_vit_dir(), &Default::default()).unwrap()
 }
 
 fn caches(root: &Path) -> (ActivationCache, ActivationCache) {
@@ -169,6 +169,7 @@ fn hand_built_sae(rows: &[Vec<f32>], labels: &[u8]) -> Sae<B> {
         b_enc: HostTensor::new(vec![s], biases),
         w_dec: HostTensor::new(vec![s, d], w_dec),
         b_dec: HostTensor::new(vec![d], vec![0.0; d]),
+        threshold: None,
         norm: None,
     };
     Sae::from_weights(weights, &Default::default())
@@ -176,7 +177,7 @@ fn hand_built_sae(rows: &[Vec<f32>], labels: &[u8]) -> Sae<B> {
 
 /// A nearest-centroid probe on the final normed patch tokens (a linear
 /// classifier: `w_c = mu_c`, `b_c = -|mu_c|^2 / 2`); absent classes never win.
-fn centroid_probe(vit: &Dinov2<B>, cache: &ActivationCache) -> ProbeWeights {
+fn centroid_probe(vit: &Vit<B>, cache: &ActivationCache) -> ProbeWeights {
     let tap = cache.tap(&format!("layer{LAYER}")).unwrap().clone();
     let d = tap.dim;
     let mut sums = vec![vec![0.0f32; d]; OUTPUTS];

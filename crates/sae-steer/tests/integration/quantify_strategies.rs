@@ -18,8 +18,8 @@ use sae_steer::sae::stats::StatsInfo;
 use sae_steer::sae::{Activation, EncodeRule, SaeConfig};
 use sae_steer::vit::HostTensor;
 use sae_steer::{
-    Dinov2, Edit, FeatureStats, Labels, Normalization, PixelValues, Probe, Sae, SaeWeights,
-    Steerer, preprocess_path,
+    Edit, FeatureStats, Labels, Normalization, PixelValues, Probe, Sae, SaeWeights, Steerer, Vit,
+    preprocess_path,
 };
 
 type B = NdArray<f32>;
@@ -27,8 +27,8 @@ type B = NdArray<f32>;
 const LAYER: usize = 1;
 const D_SAE: usize = 64;
 
-fn vit() -> Dinov2<B> {
-    Dinov2::<B>::from_hf_folder(&sae_steer_testkit::test_vit_dir(), &Default::default()).unwrap()
+fn vit() -> Vit<B> {
+    Vit::<B>::from_hf_folder(&sae_steer_testkit::test_vit_dir(), &Default::default()).unwrap()
 }
 
 /// Uniform values in [-scale, scale) from a fixed LCG.
@@ -50,6 +50,7 @@ fn random_sae(d: usize) -> Sae<B> {
         b_enc: HostTensor::new(vec![D_SAE], noise(D_SAE, 2, 0.1)),
         w_dec: HostTensor::new(vec![D_SAE, d], noise(D_SAE * d, 3, 0.2)),
         b_dec: HostTensor::new(vec![d], noise(d, 4, 0.1)),
+        threshold: None,
         // A non-trivial normalization, so both edit forms must undo it.
         norm: Some(Normalization {
             mean: noise(d, 5, 0.5),

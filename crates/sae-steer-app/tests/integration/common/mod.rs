@@ -13,7 +13,7 @@ use std::time::Duration;
 use burn::backend::NdArray;
 use sae_steer_app::toy::{self, Toy, ToyOptions};
 use sae_steer_app::{ServeOptions, ServerHandle, ServerLimits, Session, UploadLimits, serve};
-use sae_steer_vit::Dinov2;
+use sae_steer_vit::Vit;
 use serde_json::Value;
 
 pub type B = NdArray<f32>;
@@ -25,7 +25,7 @@ pub fn vit_fixture() -> PathBuf {
 /// The toy setup on the CPU, data written under `dir`.
 pub fn toy(dir: &std::path::Path, opts: &ToyOptions) -> Toy<B> {
     let device = Default::default();
-    let vit = Dinov2::<B>::load(&vit_fixture().to_string_lossy(), &device).expect("test ViT");
+    let vit = Vit::<B>::load(&vit_fixture().to_string_lossy(), &device).expect("test ViT");
     toy::build(vit, dir, opts).expect("toy setup")
 }
 

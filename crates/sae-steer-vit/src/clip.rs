@@ -121,12 +121,12 @@ pub(crate) fn parts<B: Backend>(
     device: &B::Device,
 ) -> Result<Parts<B>> {
     let (d, ch, p, g) = (c.hidden_size, c.num_channels, c.patch_size, c.native_grid());
-    let w = Loader::<B> {
+    let w = Loader::<B>::new(
+        c,
         src,
-        prefix: vision_prefix(src, "embeddings.class_embedding"),
+        vision_prefix(src, "embeddings.class_embedding"),
         device,
-        eps: c.layer_norm_eps,
-    };
+    );
     let cls = w.host("embeddings.class_embedding", &[d])?;
     Ok(Parts {
         cls_token: Some(Tensor::from_data(

@@ -269,12 +269,7 @@ pub(crate) fn parts<B: Backend>(
     } else {
         ""
     };
-    let w = Loader::<B> {
-        src,
-        prefix: prefix.into(),
-        device,
-        eps: config.layer_norm_eps,
-    };
+    let w = Loader::<B>::new(config, src, prefix, device);
     let name = |hf_name: &str, hub_name: &str| {
         if hf {
             hf_name.to_string()

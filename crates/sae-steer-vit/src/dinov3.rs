@@ -143,12 +143,7 @@ pub(crate) fn parts<B: Backend>(
         c.patch_size,
         c.num_register_tokens,
     );
-    let w = Loader::<B> {
-        src,
-        prefix: String::new(),
-        device,
-        eps: c.layer_norm_eps,
-    };
+    let w = Loader::<B>::new(c, src, "", device);
     // The checkpoint's bias flags (`proj_bias`, `mlp_bias`) show as present
     // or absent tensors.
     let dense = |name: &str, out: usize, inp: usize| {

@@ -36,12 +36,12 @@ pub(crate) fn parts<B: Backend>(
     device: &B::Device,
 ) -> Result<Parts<B>> {
     let (d, ch, p, g) = (c.hidden_size, c.num_channels, c.patch_size, c.native_grid());
-    let w = Loader::<B> {
+    let w = Loader::<B>::new(
+        c,
         src,
-        prefix: vision_prefix(src, "embeddings.patch_embedding.weight"),
+        vision_prefix(src, "embeddings.patch_embedding.weight"),
         device,
-        eps: c.layer_norm_eps,
-    };
+    );
     Ok(Parts {
         cls_token: None,
         register_tokens: None,

@@ -250,7 +250,23 @@ pub(crate) struct Loader<'a, B: Backend> {
     pub eps: f64,
 }
 
-impl<B: Backend> Loader<'_, B> {
+impl<'a, B: Backend> Loader<'a, B> {
+    /// Reads `config`'s tensors from `src`, each name under `prefix` (e.g.
+    /// `vision_model.` in a multimodal checkpoint).
+    pub fn new(
+        config: &VitConfig,
+        src: &'a dyn TensorSource,
+        prefix: impl Into<String>,
+        device: &'a B::Device,
+    ) -> Self {
+        Self {
+            src,
+            prefix: prefix.into(),
+            device,
+            eps: config.layer_norm_eps,
+        }
+    }
+
     pub fn host(&self, name: &str, shape: &[usize]) -> Result<HostTensor> {
         self.src
             .read_shaped(&format!("{}{name}", self.prefix), shape)

@@ -164,7 +164,9 @@ fn bench_reads(dir: &std::path::Path) -> Result<()> {
             gb_per_s(stored, secs),
             gb_per_s(cache.len() * tap.n_tokens * tap.dim * 4, secs)
         );
-        let patches = tap.n_tokens.saturating_sub(256)..tap.n_tokens;
+        // The patch tokens are the last ones, after the model's prefix.
+        let patches =
+            sae_steer::pipeline::patch_range(tap.n_tokens, cache.manifest().patches_per_image());
         let mut batches = cache.patch_batches(&tap.name, patches, 16_384, 0)?;
         let t0 = Instant::now();
         let mut tokens = 0;

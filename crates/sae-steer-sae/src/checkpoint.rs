@@ -201,6 +201,15 @@ impl SaeWeights {
 
     /// Writes our safetensors checkpoint, atomically (temporary file + rename).
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        self.save_with_metadata(path, [])
+    }
+
+    /// [`Self::save`] with more `__metadata__` entries (e.g. how it was trained).
+    pub fn save_with_metadata(
+        &self,
+        path: impl AsRef<Path>,
+        extra: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<()> {
         let path = path.as_ref();
         let config = serde_json::to_string(&self.config).map_err(|e| SaeError::Format {
             path: path.to_path_buf(),
@@ -225,10 +234,11 @@ impl SaeWeights {
                 HostTensor::new(vec![], vec![norm.scalar]),
             ));
         }
-        let metadata = HashMap::from([
+        let mut metadata = HashMap::from([
             ("format".to_string(), FORMAT_TAG.to_string()),
             ("config".to_string(), config),
         ]);
+        metadata.extend(extra);
         write_safetensors(path, &tensors, Some(metadata))?;
         Ok(())
     }

@@ -54,19 +54,10 @@ fn cfg_error(path: &Path, message: impl Into<String>) -> SaeError {
 
 /// Reads a SAELens folder.
 pub fn read(dir: impl AsRef<Path>) -> Result<SaeWeights> {
-    use std::io::Read;
     let dir = dir.as_ref();
     let cfg_path = dir.join(CFG_FILE);
-    let mut text = String::new();
-    std::fs::File::open(&cfg_path)
-        .and_then(|f| f.take(MAX_CFG_BYTES + 1).read_to_string(&mut text))
+    let text = sae_steer_files::read_to_string_bounded(&cfg_path, MAX_CFG_BYTES)
         .map_err(|e| SaeError::io(&cfg_path, e))?;
-    if text.len() as u64 > MAX_CFG_BYTES {
-        return Err(cfg_error(
-            &cfg_path,
-            "larger than 1 MiB; a cfg.json is a few KB",
-        ));
-    }
     let cfg: Map<String, Value> = match serde_json::from_str(&text) {
         Ok(Value::Object(map)) => map,
         Ok(_) => return Err(cfg_error(&cfg_path, "not a JSON object")),

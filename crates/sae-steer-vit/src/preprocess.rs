@@ -378,3 +378,49 @@ pub fn open_image(path: impl AsRef<Path>) -> Result<DynamicImage> {
 pub fn preprocess_path(path: impl AsRef<Path>) -> Result<PixelValues> {
     Preprocess::default().apply_path(path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Processor configs that cannot be followed are refused with the
+    /// reason, never turned into a zero, huge or non-finite pipeline.
+    #[test]
+    fn bad_processor_configs_are_refused_with_the_reason() {
+        let clip = VitConfig {
+            family: Family::Clip,
+            patch_size: 16,
+            image_size: 224,
+            ..VitConfig::vit_b14_reg()
+        };
+        for (text, needle) in [
+            ("not json", "expected"),
+            (r#"{"size": {"shortest_edge": 0}}"#, "not a size"),
+            (r#"{"size": {"shortest_edge": 1000000}}"#, "not a size"),
+            (r#"{"size": {"height": 224, "width": 320}}"#, "non-square"),
+            (r#"{"size": "big"}"#, "not understood"),
+            (r#"{"size": {}}"#, "neither"),
+            (
+                r#"{"size": 224, "do_center_crop": true, "crop_size": 300}"#,
+                "larger than the resize",
+            ),
+            (
+                r#"{"do_center_crop": true, "crop_size": {"height": 2, "width": 3}}"#,
+                "square",
+            ),
+            (r#"{"resample": 7}"#, "resample 7"),
+            (r#"{"image_std": [0.5, 0.0, 0.5]}"#, "positive"),
+            (r#"{"image_mean": [0.5, 0.5]}"#, "image_mean"),
+            (r#"{"do_resize": false}"#, "do_resize"),
+            (r#"{"do_rescale": false}"#, "do_rescale"),
+        ] {
+            let err = Preprocess::from_hf_str(text, &clip).unwrap_err();
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+        // The family's defaults fill what a config leaves out.
+        assert_eq!(
+            Preprocess::from_hf_str("{}", &clip).unwrap(),
+            Preprocess::for_family(&clip)
+        );
+    }
+}

@@ -530,19 +530,12 @@ pub fn parse_ranges(text: &str) -> Result<Vec<Range<usize>>> {
 const MAX_JSON_BYTES: u64 = 16 << 20;
 
 fn read_json(path: &Path) -> Result<serde_json::Value> {
-    use std::io::Read;
-    let mut text = String::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_JSON_BYTES + 1).read_to_string(&mut text))
+    let text = sae_steer_files::read_to_string_bounded(path, MAX_JSON_BYTES)
         .map_err(|e| SaeError::io(path, e))?;
-    let bad = |message: String| SaeError::Format {
+    serde_json::from_str(&text).map_err(|e| SaeError::Format {
         path: path.to_path_buf(),
-        message,
-    };
-    if text.len() as u64 > MAX_JSON_BYTES {
-        return Err(bad(format!("larger than {MAX_JSON_BYTES} bytes")));
-    }
-    serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))
+        message: format!("not JSON: {e}"),
+    })
 }
 
 /// The geometry of a saev shard folder, from its `metadata.json` (any
@@ -613,7 +606,9 @@ impl SaevShardInfo {
             "max_patches_per_shard",
             "n_patches_per_shard",
         ])?;
-        let tokens = patches + usize::from(cls_token);
+        let tokens = patches
+            .checked_add(usize::from(cls_token))
+            .ok_or_else(|| bad(format!("{patches} patches per example is too many")))?;
         let per_example = tokens
             .checked_mul(layers.len())
             .filter(|&t| t <= per_shard)
@@ -623,6 +618,17 @@ impl SaevShardInfo {
                     layers.len()
                 ))
             })?;
+        // One example's bytes must be addressable, so no size computed from
+        // the metadata later overflows.
+        if per_example
+            .checked_mul(d_model)
+            .and_then(|v| v.checked_mul(4))
+            .is_none_or(|b| b > isize::MAX as usize)
+        {
+            return Err(bad(format!(
+                "{per_example} tokens of width {d_model} per example are too large to address"
+            )));
+        }
         let text = |keys: &[&str]| {
             keys.iter()
                 .find_map(|k| meta.get(*k).and_then(|v| v.as_str()).map(str::to_string))
@@ -727,7 +733,14 @@ impl ActivationShards {
             let path = dir.join(&name);
             let file = std::fs::File::open(&path).map_err(|e| SaeError::io(&path, e))?;
             let len = file.metadata().map_err(|e| SaeError::io(&path, e))?.len();
-            let need = (items as u64) * (l * t * d) as u64 * 4;
+            // l t d 4 fits (checked by `SaevShardInfo::read`); the product
+            // with the example count is checked here.
+            let need = (items as u64)
+                .checked_mul((l * t * d * 4) as u64)
+                .ok_or_else(|| SaeError::Format {
+                    path: path.clone(),
+                    message: format!("{items} examples are too many to address"),
+                })?;
             if len < need {
                 return Err(SaeError::Format {
                     path,
@@ -772,7 +785,7 @@ pub fn read_saev_labels(dir: impl AsRef<Path>) -> Result<Option<Vec<u8>>> {
     if !path.is_file() {
         return Ok(None);
     }
-    let need = info.examples as u64 * info.patches as u64;
+    let need = (info.examples as u64).saturating_mul(info.patches as u64);
     let len = std::fs::metadata(&path)
         .map_err(|e| SaeError::io(&path, e))?
         .len();

@@ -7,7 +7,7 @@ use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use sae_steer_vit::{HostTensor, SafetensorsFile, write_safetensors};
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{FORMAT_TAG, Normalization, SaeWeights};
+use crate::checkpoint::{Normalization, SaeWeights};
 use crate::config::{Activation, SaeConfig};
 use crate::error::{Result, SaeError};
 use crate::sae::CLAMP;
@@ -389,7 +389,8 @@ impl<B: Backend> Trainer<B> {
     /// Writes SAE `i` in our checkpoint format with `training` (JSON) added to
     /// the metadata: what [`SaeWeights::load`] reads, plus how it was trained.
     pub fn save_sae(&self, i: usize, training: &serde_json::Value, path: &Path) -> Result<()> {
-        save_weights_with_training(&self.sae_weights(i), training, path)
+        self.sae_weights(i)
+            .save_with_metadata(path, [("training".to_string(), training.to_string())])
     }
 
     /// Writes each SAE's weights (`<name>.safetensors`) and optimizer state
@@ -544,39 +545,4 @@ impl<B: Backend> Interval<B> {
             tokens: 0,
         }
     }
-}
-
-/// [`SaeWeights::save`]'s file with a `training` metadata entry.
-fn save_weights_with_training(
-    w: &SaeWeights,
-    training: &serde_json::Value,
-    path: &Path,
-) -> Result<()> {
-    let config = serde_json::to_string(&w.config).map_err(|e| SaeError::Format {
-        path: path.to_path_buf(),
-        message: format!("cannot serialise the config: {e}"),
-    })?;
-    let mut tensors = vec![
-        ("W_enc".to_string(), w.w_enc.clone()),
-        ("b_enc".to_string(), w.b_enc.clone()),
-        ("W_dec".to_string(), w.w_dec.clone()),
-        ("b_dec".to_string(), w.b_dec.clone()),
-    ];
-    if let Some(n) = &w.norm {
-        tensors.push((
-            "norm.mean".to_string(),
-            HostTensor::new(vec![n.mean.len()], n.mean.clone()),
-        ));
-        tensors.push((
-            "norm.scalar".to_string(),
-            HostTensor::new(vec![], vec![n.scalar]),
-        ));
-    }
-    let metadata = HashMap::from([
-        ("format".to_string(), FORMAT_TAG.to_string()),
-        ("config".to_string(), config),
-        ("training".to_string(), training.to_string()),
-    ]);
-    write_safetensors(path, &tensors, Some(metadata))?;
-    Ok(())
 }

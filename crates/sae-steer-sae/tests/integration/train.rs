@@ -1624,6 +1624,28 @@ fn bad_saev_shards_are_refused_with_the_reason() {
     });
     let err = train::ActivationShards::open_saev(dir.path(), 5).unwrap_err();
     assert!(err.to_string().contains("acts*.bin"), "{err}");
+    // Lying sizes: a huge width or patch count is refused before any size
+    // is computed from it, and one that fits the arithmetic is caught by the
+    // file sizes; nothing is allocated or mapped for either.
+    for (key, value) in [
+        ("d_model", serde_json::json!(u64::MAX / 2)),
+        ("content_tokens_per_example", serde_json::json!(u64::MAX)),
+        ("d_model", serde_json::json!(1u64 << 40)),
+        ("n_examples", serde_json::json!(u64::MAX)),
+    ] {
+        let dir = copy(&|d| {
+            let path = d.join("metadata.json");
+            let mut meta: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            meta[key] = value.clone();
+            std::fs::write(&path, meta.to_string()).unwrap();
+        });
+        let err = train::ActivationShards::open_saev(dir.path(), 5).unwrap_err();
+        assert!(
+            matches!(err, SaeError::Format { .. } | SaeError::Data(_)),
+            "{key} = {value}: {err}"
+        );
+    }
     // A wrong-sized labels file.
     let dir = copy(&|d| std::fs::write(d.join("labels.bin"), [0u8; 5]).unwrap());
     let err = train::read_saev_labels(dir.path()).unwrap_err();

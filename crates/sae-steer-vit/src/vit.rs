@@ -41,9 +41,7 @@ impl<B: Backend> Linear<B> {
     fn product(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, n, d] = x.dims();
         let out = self.weight.dims()[1];
-        x.reshape([b * n, d])
-            .matmul(self.weight.clone())
-            .reshape([b, n, out])
+        kernels::matmul(x.reshape([b * n, d]), &self.weight).reshape([b, n, out])
     }
 }
 
@@ -313,8 +311,13 @@ impl<'a, B: Backend> Loader<'a, B> {
     /// PyTorch [out, in...] -> ours [in, out]
     pub fn linear(&self, w: HostTensor, b: Option<HostTensor>) -> Linear<B> {
         let (out, inp) = (w.shape[0], w.data.len() / w.shape[0].max(1));
-        let weight =
-            Tensor::<B, 2>::from_data(TensorData::new(w.data, [out, inp]), self.device).transpose();
+        // Transposed in memory here, not as a strided view: the CPU matmul
+        // (gemm) packs a weight stored [out, in] element by element on every
+        // call, which cost a fifth of a batch-1 forward (docs/performance.md).
+        let weight = Tensor::<B, 2>::from_data(
+            TensorData::new(transposed(&w.data, out, inp), [inp, out]),
+            self.device,
+        );
         Linear {
             weight,
             bias: b.map(|b| upload1(b, self.device)),
@@ -348,6 +351,23 @@ impl<'a, B: Backend> Loader<'a, B> {
         };
         Ok(self.linear(HostTensor::new(vec![3 * d, d], w), bias))
     }
+}
+
+/// `m` [rows, cols] row-major -> [cols, rows] row-major, in tiles that
+/// stay in cache on both sides.
+fn transposed(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    const TILE: usize = 32;
+    let mut t = vec![0f32; m.len()];
+    for r0 in (0..rows).step_by(TILE) {
+        for c0 in (0..cols).step_by(TILE) {
+            for r in r0..(r0 + TILE).min(rows) {
+                for c in c0..(c0 + TILE).min(cols) {
+                    t[c * rows + r] = m[r * cols + c];
+                }
+            }
+        }
+    }
+    t
 }
 
 fn upload1<B: Backend>(t: HostTensor, device: &B::Device) -> Tensor<B, 1> {
@@ -735,4 +755,20 @@ pub struct Tokens<B: Backend> {
     pub registers: Tensor<B, 3>,
     /// [b, n, d], row-major over the patch grid
     pub patches: Tensor<B, 3>,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn transposed_moves_every_element_across_ragged_tiles() {
+        // 37 x 70: neither side a multiple of the tile.
+        let (rows, cols) = (37, 70);
+        let m: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
+        let t = super::transposed(&m, rows, cols);
+        for r in 0..rows {
+            for c in 0..cols {
+                assert_eq!(t[c * rows + r], m[r * cols + c]);
+            }
+        }
+    }
 }

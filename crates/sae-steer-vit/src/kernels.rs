@@ -195,6 +195,111 @@ pub(crate) fn gelu_f32(x: f32) -> f32 {
     0.5 * x * (1.0 + erf)
 }
 
+/// e^x for x <= 88 (every softmax input after the max shift is <= 0), within
+/// 2 ulp: x = n ln 2 + r with |r| <= ln 2 / 2, e^r by Cephes' degree-6
+/// polynomial, 2^n through the exponent bits. Only multiplies, adds and a
+/// rounding, so the loop around it vectorises, where libm's `expf` is a
+/// scalar call per element.
+#[inline(always)]
+pub(crate) fn exp_f32(x: f32) -> f32 {
+    // Below -87.3 the result would be subnormal; a softmax term that small
+    // is 0 to f32 once summed with the maximum's 1.
+    let x = x.clamp(-87.3, 88.0);
+    // Round to nearest by adding and removing 1.5 * 2^23 (exact for |v| <
+    // 2^22): plain adds, where `round` is a libm call below SSE4.1.
+    const ROUND: f32 = 12_582_912.0;
+    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    // ln 2 in two parts, so n * C1 is exact.
+    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
+    let mut p = 1.987_569_1e-4;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 5.000_000_1e-1;
+    let e_r = p * r * r + r + 1.0;
+    e_r * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+/// A row of attention scores -> its softmax, in place. Sixteen running
+/// maxima and sums, so the loops vectorise (one running sum is a chain of
+/// dependent adds the compiler may not reorder).
+#[inline(always)]
+pub(crate) fn softmax_row(row: &mut [f32]) {
+    const L: usize = 16;
+    let mut lanes = [f32::NEG_INFINITY; L];
+    let mut chunks = row.chunks_exact(L);
+    for c in &mut chunks {
+        for (m, &x) in lanes.iter_mut().zip(c) {
+            *m = if x > *m { x } else { *m };
+        }
+    }
+    let max = chunks
+        .remainder()
+        .iter()
+        .chain(&lanes)
+        .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
+    let mut sums = [0f32; L];
+    let mut chunks = row.chunks_exact_mut(L);
+    for c in &mut chunks {
+        for (s, x) in sums.iter_mut().zip(c) {
+            *x = exp_f32(*x - max);
+            *s += *x;
+        }
+    }
+    let mut sum: f32 = sums.iter().sum();
+    for x in chunks.into_remainder() {
+        *x = exp_f32(*x - max);
+        sum += *x;
+    }
+    let inv = 1.0 / sum;
+    row.iter_mut().for_each(|x| *x *= inv);
+}
+
+/// Runs `f` compiled for the widest vectors the CPU has. The crate is built
+/// for baseline x86-64 (SSE2, four lanes) so that one binary runs
+/// everywhere; the row kernels' loops, inlined into these wrappers, are
+/// compiled again for AVX-512 and AVX2 + FMA, and the CPU picks at run time.
+#[inline(always)]
+pub(crate) fn with_widest_simd<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::OnceLock;
+        static LEVEL: OnceLock<u8> = OnceLock::new();
+        let level = *LEVEL.get_or_init(|| {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                2
+            } else if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                1
+            } else {
+                0
+            }
+        });
+        // SAFETY: each wrapper runs only where the CPU has its features.
+        match level {
+            2 => return unsafe { x86::avx512(f) },
+            1 => return unsafe { x86::avx2(f) },
+            _ => {}
+        }
+    }
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+    pub(super) unsafe fn avx512<R>(f: impl FnOnce() -> R) -> R {
+        f()
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
+        f()
+    }
+}
+
 #[cfg(feature = "flex")]
 mod flex {
     use std::any::Any;
@@ -271,10 +376,15 @@ mod flex {
             .for_each(|(i, chunk)| {
                 let start = i * rows * d;
                 let r = res.map(|r| &r[start..start + chunk.len()]);
-                for (k, row) in chunk.chunks_exact_mut(d).enumerate() {
-                    let r_row = r.map_or(&[][..], |r| &r[k * d..(k + 1) * d]);
-                    f(row, r_row, params);
-                }
+                super::with_widest_simd(
+                    #[inline(always)]
+                    || {
+                        for (k, row) in chunk.chunks_exact_mut(d).enumerate() {
+                            let r_row = r.map_or(&[][..], |r| &r[k * d..(k + 1) * d]);
+                            f(row, r_row, params);
+                        }
+                    },
+                );
             });
         Ok(back(t))
     }
@@ -390,7 +500,7 @@ mod flex {
         let (d, hd) = (d3 / 3, d3 / 3 / heads);
         let src = &src[..b * n * d3];
         let scale = 1.0 / (hd as f32).sqrt();
-        let mut out = vec![0f32; b * n * d];
+        let mut out = Vec::<f32>::with_capacity(b * n * d);
         let dst = SendPtr(out.as_mut_ptr());
         (0..b * heads).into_par_iter().for_each_init(
             || vec![0f32; n * n],
@@ -429,16 +539,14 @@ mod flex {
                         gemm::Parallelism::None,
                     );
                 }
-                for row in scores.chunks_exact_mut(n) {
-                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let mut sum = 0.0;
-                    for x in row.iter_mut() {
-                        *x = (*x - max).exp();
-                        sum += *x;
-                    }
-                    let inv = 1.0 / sum;
-                    row.iter_mut().for_each(|x| *x *= inv);
-                }
+                super::with_widest_simd(
+                    #[inline(always)]
+                    || {
+                        for row in scores.chunks_exact_mut(n) {
+                            super::softmax_row(row);
+                        }
+                    },
+                );
                 unsafe {
                     // out[image, :, head] [n, hd] = scores [n, n] v [n, hd]
                     gemm::gemm(
@@ -465,6 +573,10 @@ mod flex {
                 }
             },
         );
+        // SAFETY: the (image, head) tasks together wrote every element
+        // (each its hd columns of its image's n rows; gemm with read_dst =
+        // false never reads the uninitialised destination).
+        unsafe { out.set_len(b * n * d) };
         drop(t);
         let out = FlexTensor::from_data(burn::tensor::TensorData::new(out, [b, n, d]));
         Ok(back(out))
@@ -537,6 +649,33 @@ mod tests {
         assert_eq!(gelu_f32(0.0), 0.0);
         assert_eq!(gelu_f32(50.0), 50.0);
         assert_eq!(gelu_f32(-50.0), 0.0);
+    }
+
+    #[test]
+    fn the_vectorised_exp_is_within_2_ulp_and_the_softmax_sums_to_one() {
+        let mut worst = 0f64;
+        for i in -870_000..=880_000 {
+            let x = i as f32 * 1e-4;
+            let exact = (x as f64).exp();
+            worst = worst.max((exp_f32(x) as f64 - exact).abs() / exact);
+        }
+        assert!(worst < 2.5e-7, "worst relative error {worst:e}");
+        assert_eq!(exp_f32(0.0), 1.0);
+        assert!(exp_f32(-1e4) < 1e-37);
+        // A ragged row (not a multiple of 16 lanes), against f64.
+        let mut row: Vec<f32> = (0..261)
+            .map(|i| ((i * 37) % 101) as f32 * 0.3 - 12.0)
+            .collect();
+        let max = row.iter().copied().fold(f32::MIN, f32::max) as f64;
+        let sum: f64 = row.iter().map(|&x| (x as f64 - max).exp()).sum();
+        let exact: Vec<f64> = row.iter().map(|&x| (x as f64 - max).exp() / sum).collect();
+        with_widest_simd(|| softmax_row(&mut row));
+        for (got, want) in row.iter().zip(&exact) {
+            assert!(
+                (*got as f64 - want).abs() <= 1e-6 * want.max(1e-3),
+                "{got} vs {want}"
+            );
+        }
     }
 
     /// The fused flex kernels against the plain tensor arithmetic (which

@@ -201,6 +201,8 @@ pub(crate) fn gelu_f32(x: f32) -> f32 {
 /// rounding, so the loop around it vectorises, where libm's `expf` is a
 /// scalar call per element.
 #[inline(always)]
+// Cephes' coefficients as published (0.50000001 rounds to 0.5 in f32).
+#[allow(clippy::excessive_precision)]
 pub(crate) fn exp_f32(x: f32) -> f32 {
     // Below -87.3 the result would be subnormal; a softmax term that small
     // is 0 to f32 once summed with the maximum's 1.
@@ -435,26 +437,12 @@ mod flex {
             // capacity m * n), which no other block writes; gemm with
             // read_dst = false never reads the uninitialised destination.
             unsafe {
-                gemm::gemm(
-                    mb,
-                    nb,
-                    k,
-                    dst.get().add(r0 * n + c0),
-                    1,
-                    n as isize,
-                    false,
-                    xs.as_ptr().add(r0 * k),
-                    1,
-                    k as isize,
-                    ws.as_ptr().add(c0),
-                    1,
-                    n as isize,
-                    0.0,
+                single_gemm(
+                    [mb, nb, k],
+                    (dst.get().add(r0 * n + c0), n),
+                    (xs.as_ptr().add(r0 * k), k),
+                    (ws.as_ptr().add(c0), n as isize, 1),
                     1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
                 );
             }
         };
@@ -517,26 +505,12 @@ mod flex {
                 // `out` outlives the parallel loop.
                 unsafe {
                     // scores [n, n] = scale * q [n, hd] k^T [hd, n]
-                    gemm::gemm(
-                        n,
-                        n,
-                        hd,
-                        scores.as_mut_ptr(),
-                        1,
-                        n as isize,
-                        false,
-                        q.as_ptr(),
-                        1,
-                        d3 as isize,
-                        k.as_ptr(),
-                        d3 as isize,
-                        1,
-                        0.0,
+                    single_gemm(
+                        [n, n, hd],
+                        (scores.as_mut_ptr(), n),
+                        (q.as_ptr(), d3),
+                        (k.as_ptr(), 1, d3 as isize),
                         scale,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
                     );
                 }
                 super::with_widest_simd(
@@ -549,26 +523,12 @@ mod flex {
                 );
                 unsafe {
                     // out[image, :, head] [n, hd] = scores [n, n] v [n, hd]
-                    gemm::gemm(
-                        n,
-                        hd,
-                        n,
-                        dst.get().add(image * n * d + head * hd),
-                        1,
-                        d as isize,
-                        false,
-                        scores.as_ptr(),
-                        1,
-                        n as isize,
-                        v.as_ptr(),
-                        1,
-                        d3 as isize,
-                        0.0,
+                    single_gemm(
+                        [n, hd, n],
+                        (dst.get().add(image * n * d + head * hd), d),
+                        (scores.as_ptr(), n),
+                        (v.as_ptr(), d3 as isize, 1),
                         1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
                     );
                 }
             },
@@ -580,6 +540,47 @@ mod flex {
         drop(t);
         let out = FlexTensor::from_data(burn::tensor::TensorData::new(out, [b, n, d]));
         Ok(back(out))
+    }
+
+    /// `dst = scale * lhs rhs` for [m, k] x [k, n] on the calling thread,
+    /// `dst` not read first. `dst` and `lhs` are row-major with the given
+    /// row strides; `rhs` takes (pointer, row stride, column stride), so a
+    /// transposed view (the attention's keys) needs no copy.
+    ///
+    /// # Safety
+    /// Every element the strides address must lie inside its allocation,
+    /// and no other thread may touch `dst`'s elements during the call.
+    unsafe fn single_gemm(
+        [m, n, k]: [usize; 3],
+        (dst, dst_rs): (*mut f32, usize),
+        (lhs, lhs_rs): (*const f32, usize),
+        (rhs, rhs_rs, rhs_cs): (*const f32, isize, isize),
+        scale: f32,
+    ) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                dst,
+                1,
+                dst_rs as isize,
+                false,
+                lhs,
+                1,
+                lhs_rs as isize,
+                rhs,
+                rhs_cs,
+                rhs_rs,
+                0.0,
+                scale,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
     }
 
     /// A pointer the attention tasks share; each writes a disjoint part.
